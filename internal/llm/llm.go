@@ -21,6 +21,9 @@ const (
 type Message struct {
 	Role    string
 	Content string
+	// Example marks the messages of a few-shot demonstration. Remote providers send
+	// them as ordinary turns; the offline model answers from them.
+	Example bool
 }
 
 // Request is one completion request. Model is the upstream model name.
