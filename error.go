@@ -15,6 +15,7 @@ const (
 	EUnauthenticated   = "unauthenticated"    // 401
 	EForbidden         = "forbidden"          // 403
 	ENotFound          = "not_found"          // 404
+	EMethodNotAllowed  = "method_not_allowed" // 405
 	EConflict          = "conflict"           // 409
 	ESessionBusy       = "session_busy"       // 409
 	EPayloadTooLarge   = "payload_too_large"  // 413

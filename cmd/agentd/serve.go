@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/agents"
+	"github.com/agentd/agentd/internal/api"
+	"github.com/agentd/agentd/internal/auth"
+	"github.com/agentd/agentd/internal/billing"
+	"github.com/agentd/agentd/internal/catalog"
+	"github.com/agentd/agentd/internal/config"
+	"github.com/agentd/agentd/internal/llm/offline"
+	agentrun "github.com/agentd/agentd/internal/run"
+	"github.com/agentd/agentd/internal/session"
+	"github.com/agentd/agentd/internal/store"
+	"github.com/agentd/agentd/internal/tokens"
+)
+
+// serve runs the server until ctx is done. ready, when not nil, receives the
+// listening address once /healthz would answer 200.
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, ready chan<- string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o config.Overrides
+	fs.StringVar(&o.Addr, "addr", "", "listen address (default 127.0.0.1:8080; env AGENTD_ADDR)")
+	fs.StringVar(&o.DB, "db", "", "database: sqlite:PATH (default sqlite:agentd.db; env AGENTD_DB)")
+	fs.StringVar(&o.ConfigFile, "config", "", "YAML configuration file (env AGENTD_CONFIG)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	cfg, err := config.Load(o, getenv)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+
+	db, err := store.Open(ctx, cfg.DB, store.Options{Synchronous: cfg.SQLite.Synchronous})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	if err := bootstrap(ctx, db, cfg.BootstrapKey, stdout); err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return err
+	}
+	publicURL := strings.TrimRight(cfg.PublicURL, "/")
+	if publicURL == "" {
+		publicURL = "http://" + ln.Addr().String()
+	}
+	srv := newServer(cfg, db, log, publicURL)
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	log.Info("agentd serving", "addr", ln.Addr().String(), "db", cfg.DB, "models", len(cfg.Models))
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// newServer wires the services.
+func newServer(cfg *config.Config, db *store.DB, log *slog.Logger, publicURL string) *api.Server {
+	now := time.Now
+	cat := buildCatalog(cfg)
+	ag := agents.New(db, cat, now)
+	accts := billing.New(db)
+	runner := &agentrun.Runner{
+		Agents: ag, DB: db, Accounts: accts, Leases: session.NewLeases(),
+		SessionWait: time.Duration(cfg.Limits.SessionWait), Timeout: time.Duration(cfg.Limits.RunTimeout),
+		Now: now, Log: log,
+	}
+	return &api.Server{
+		Auth: auth.New(db), Agents: ag, Runner: runner, DB: db, Accounts: accts, Catalog: cat,
+		Log: log, Now: now, PublicURL: publicURL,
+		MaxBodyBytes: cfg.Limits.MaxBodyBytes, MaxMessageChars: cfg.Limits.MaxMessageChars,
+	}
+}
+
+// buildCatalog turns the configured models into catalog entries with their
+// providers. Validate has already refused anything but the offline provider.
+func buildCatalog(cfg *config.Config) *catalog.Catalog {
+	counter := tokens.O200k()
+	off := offline.New(offline.Options{Count: counter.Count, Truncate: counter.Truncate})
+	var models []*catalog.Model
+	for _, m := range cfg.Models {
+		in, _ := agentd.CreditsToMicros(m.Price.Input)
+		out, _ := agentd.CreditsToMicros(m.Price.Output)
+		models = append(models, &catalog.Model{
+			ID: m.ID, Name: m.Name, ProviderName: m.Provider, Provider: off, UpstreamModel: m.UpstreamModel,
+			ContextWindow: m.ContextWindow, MaxOutputTokens: m.MaxOutputTokens,
+			Price: agentd.Price{InputPerM: in, OutputPerM: out},
+			Count: counter.Count,
+		})
+	}
+	return catalog.New(models...)
+}
+
+// bootstrap makes sure the default organization exists and that someone can log in:
+// the key in AGENTD_BOOTSTRAP_KEY, or on first start a new operator key printed once.
+func bootstrap(ctx context.Context, db *store.DB, key string, stdout io.Writer) error {
+	now := time.Now().UnixMicro()
+	org, err := db.Org(ctx, store.DefaultOrgName)
+	if agentd.ErrorCode(err) == agentd.ENotFound {
+		org = &store.Org{ID: agentd.NewID("org"), Name: store.DefaultOrgName, Created: now}
+		err = db.Tx(ctx, func(tx *store.Tx) error { return tx.CreateOrg(ctx, org) })
+	}
+	if err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	if key != "" {
+		if len(key) < 16 {
+			return fmt.Errorf("bootstrap: AGENTD_BOOTSTRAP_KEY must be at least 16 characters")
+		}
+		if _, err := db.KeyByHash(ctx, auth.Hash(key)); err == nil {
+			return nil // already there (and if revoked, it stays revoked)
+		}
+	} else {
+		n, err := db.CountKeys(ctx)
+		if err != nil {
+			return fmt.Errorf("bootstrap: %w", err)
+		}
+		if n > 0 {
+			return nil
+		}
+		key = auth.Mint()
+		defer fmt.Fprintf(stdout, "\nagentd: created the operator key of organization %q; it is shown only this once:\n\n    %s\n\n", store.DefaultOrgName, key)
+	}
+	k := &store.Key{
+		ID: agentd.NewID("key"), OrgID: org.ID, Name: "bootstrap", Prefix: auth.Prefix(key), Hash: auth.Hash(key),
+		Scopes: []agentd.Scope{agentd.ScopeOperator}, Created: now,
+	}
+	k.Owner = k.ID
+	if err := db.Tx(ctx, func(tx *store.Tx) error { return tx.CreateKey(ctx, k) }); err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,309 @@
+// Package agents manages stored agents: validation of their configuration, name
+// normalization and uniqueness, versions, and the cache that serves runs.
+package agents
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/catalog"
+	"github.com/agentd/agentd/internal/prompt"
+	"github.com/agentd/agentd/internal/store"
+)
+
+// Spec is a create or update request. Nil fields are absent: defaults on create,
+// unchanged on update.
+type Spec struct {
+	Name               *string
+	Description        *string
+	Model              *string
+	MaxTokens          *int
+	Temperature        *float64
+	Instructions       *string
+	Demonstrations     *[]agentd.Demonstration
+	Status             *string // ACTIVE or INACTIVE, any case
+	ConversationSaving *bool
+}
+
+// Limits on agent configuration.
+const (
+	MaxDescriptionChars  = 4000
+	MaxInstructionsChars = 200_000
+	MaxDemonstrations    = 200
+	MaxDemoChars         = 20_000
+)
+
+// Compiled is an agent ready to run: its active version with the model resolved and
+// the fixed part of its prompt counted once.
+type Compiled struct {
+	Agent *agentd.Agent
+	Model *catalog.Model
+	Fixed *prompt.Fixed
+}
+
+// Service manages agents.
+type Service struct {
+	db  *store.DB
+	cat *catalog.Catalog
+	now func() time.Time
+
+	mu    sync.RWMutex
+	gen   uint64               // bumped on every change, so a load racing a change is not cached
+	cache map[string]*Compiled // org id + "\x00" + name
+}
+
+// New returns a Service.
+func New(db *store.DB, cat *catalog.Catalog, now func() time.Time) *Service {
+	return &Service{db: db, cat: cat, now: now, cache: map[string]*Compiled{}}
+}
+
+// Create validates spec and stores a new agent of p's organization.
+func (s *Service) Create(ctx context.Context, p *agentd.Principal, spec Spec) (*agentd.Agent, error) {
+	now := s.now().UTC().Truncate(time.Microsecond)
+	a := &agentd.Agent{
+		ID: agentd.NewID("agent"), OrgID: p.OrgID, Active: true, Creator: p.Owner,
+		CreatedAt: now, UpdatedAt: now, ConversationSaving: true,
+		Version: agentd.Version{
+			Instructions: agentd.DefaultInstructions, Temperature: agentd.DefaultTemperature,
+			MaxTokens: agentd.DefaultMaxTokens, CreatedAt: now,
+		},
+	}
+	var errs violations
+	if spec.Name == nil {
+		errs.add("Field required", "missing", "agent_name")
+	}
+	if spec.Description == nil {
+		errs.add("Field required", "missing", "agent_description")
+	}
+	if spec.Model == nil {
+		errs.add("Field required", "missing", "model")
+	}
+	if err := s.apply(a, spec, &errs); err != nil {
+		return nil, err
+	}
+	if err := s.db.Tx(ctx, func(tx *store.Tx) error { return tx.CreateAgent(ctx, a) }); err != nil {
+		return nil, err
+	}
+	s.invalidate()
+	return a, nil
+}
+
+// apply validates spec and copies it onto a. It returns the violations as one
+// EInvalid error, or EModelUnavailable for a model outside the catalog.
+func (s *Service) apply(a *agentd.Agent, spec Spec, errs *violations) error {
+	if spec.Name != nil {
+		name := agentd.NormalizeName(*spec.Name)
+		switch {
+		case name == "":
+			errs.add("agent_name must contain at least one letter or digit", "value_error", "agent_name")
+		case len(name) > agentd.MaxNameLen:
+			errs.add(fmt.Sprintf("agent_name normalizes to %d characters; at most %d are allowed", len(name), agentd.MaxNameLen), "value_error", "agent_name")
+		}
+		a.Name = name
+	}
+	if spec.Description != nil {
+		if utf8.RuneCountInString(*spec.Description) > MaxDescriptionChars {
+			errs.add(fmt.Sprintf("agent_description is longer than %d characters", MaxDescriptionChars), "value_error", "agent_description")
+		}
+		a.Description = *spec.Description
+	}
+	if spec.Instructions != nil {
+		if utf8.RuneCountInString(*spec.Instructions) > MaxInstructionsChars {
+			errs.add(fmt.Sprintf("instructions are longer than %d characters", MaxInstructionsChars), "value_error", "instructions")
+		}
+		a.Version.Instructions = *spec.Instructions
+	}
+	if spec.Temperature != nil {
+		t := *spec.Temperature
+		if math.IsNaN(t) || t < 0 || t > 2 {
+			errs.add("temperature must be between 0 and 2", "value_error", "temperature")
+		}
+		a.Version.Temperature = t
+	}
+	if spec.Demonstrations != nil {
+		demos := *spec.Demonstrations
+		if len(demos) > MaxDemonstrations {
+			errs.add(fmt.Sprintf("at most %d demonstrations are allowed", MaxDemonstrations), "value_error", "demonstrations")
+		}
+		for i, d := range demos {
+			if strings.TrimSpace(d.Input) == "" || strings.TrimSpace(d.Output) == "" {
+				errs.add("a demonstration needs a non-empty input and output", "value_error", "demonstrations", i)
+			}
+			if utf8.RuneCountInString(d.Input)+utf8.RuneCountInString(d.Output) > MaxDemoChars {
+				errs.add(fmt.Sprintf("a demonstration is longer than %d characters", MaxDemoChars), "value_error", "demonstrations", i)
+			}
+		}
+		a.Version.Demonstrations = demos
+	}
+	if spec.Status != nil {
+		switch strings.ToUpper(*spec.Status) {
+		case "ACTIVE":
+			a.Active = true
+		case "INACTIVE":
+			a.Active = false
+		default:
+			errs.add("status must be ACTIVE or INACTIVE", "enum", "status")
+		}
+	}
+	if spec.ConversationSaving != nil {
+		a.ConversationSaving = *spec.ConversationSaving
+	}
+	if spec.Model != nil {
+		a.Version.Model = *spec.Model
+	}
+	if spec.MaxTokens != nil {
+		a.Version.MaxTokens = *spec.MaxTokens
+	}
+	var m *catalog.Model
+	if a.Version.Model != "" {
+		var err error
+		if m, err = s.cat.Model(a.Version.Model); err != nil && len(errs.list) == 0 {
+			return err
+		}
+	}
+	mt := a.Version.MaxTokens
+	switch {
+	case mt <= 0:
+		errs.add("max_token must be greater than 0", "greater_than", "max_token")
+	case m != nil && mt > m.MaxOutputTokens:
+		errs.add(fmt.Sprintf("max_token %d is above the limit of model %q (%d)", mt, m.ID, m.MaxOutputTokens), "less_than_equal", "max_token")
+	}
+	return errs.err()
+}
+
+// Update applies spec to the agent of p's organization named by idOrName (id or
+// normalized name). Configuration changes make a new version.
+func (s *Service) Update(ctx context.Context, p *agentd.Principal, idOrName string, spec Spec) (*agentd.Agent, error) {
+	a, err := s.load(ctx, p.OrgID, idOrName, true)
+	if err != nil {
+		return nil, err
+	}
+	before := a.Version
+	var errs violations
+	if err := s.apply(a, spec, &errs); err != nil {
+		return nil, err
+	}
+	newVersion := spec.Model != nil || spec.MaxTokens != nil || spec.Temperature != nil || spec.Instructions != nil || spec.Demonstrations != nil
+	now := s.now().UTC().Truncate(time.Microsecond)
+	a.UpdatedAt = now
+	if newVersion {
+		a.Version.CreatedAt = now
+	} else {
+		a.Version = before
+	}
+	if err := s.db.Tx(ctx, func(tx *store.Tx) error { return tx.UpdateAgent(ctx, a, newVersion) }); err != nil {
+		return nil, err
+	}
+	s.invalidate()
+	return a, nil
+}
+
+// Delete removes the agent of p's organization named by idOrName.
+func (s *Service) Delete(ctx context.Context, p *agentd.Principal, idOrName string) (string, error) {
+	a, err := s.load(ctx, p.OrgID, idOrName, true)
+	if err != nil {
+		return "", err
+	}
+	if err := s.db.Tx(ctx, func(tx *store.Tx) error { return tx.DeleteAgent(ctx, p.OrgID, a.ID) }); err != nil {
+		return "", err
+	}
+	s.invalidate()
+	return a.ID, nil
+}
+
+// Get returns an active agent of p's organization by id or normalized name; an
+// inactive one is not found, as in NuGen.
+func (s *Service) Get(ctx context.Context, p *agentd.Principal, idOrName string) (*agentd.Agent, error) {
+	return s.load(ctx, p.OrgID, idOrName, false)
+}
+
+// List returns the agents of p's organization.
+func (s *Service) List(ctx context.Context, p *agentd.Principal, includeInactive bool) ([]*agentd.Agent, error) {
+	return s.db.Agents(ctx, p.OrgID, includeInactive)
+}
+
+func (s *Service) load(ctx context.Context, orgID, idOrName string, includeInactive bool) (*agentd.Agent, error) {
+	var a *agentd.Agent
+	var err error
+	if strings.HasPrefix(idOrName, "agent-") {
+		a, err = s.db.Agent(ctx, orgID, idOrName)
+	} else {
+		a, err = s.db.AgentByName(ctx, orgID, idOrName)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !a.Active && !includeInactive {
+		return nil, agentd.Errorf(agentd.ENotFound, "agent %q not found", idOrName)
+	}
+	return a, nil
+}
+
+// Resolve returns the active agent of org with the normalized name, compiled for a
+// run. It is served from a cache that every change invalidates.
+func (s *Service) Resolve(ctx context.Context, orgID, name string) (*Compiled, error) {
+	key := orgID + "\x00" + name
+	s.mu.RLock()
+	c, gen := s.cache[key], s.gen
+	s.mu.RUnlock()
+	if c != nil {
+		return c, nil
+	}
+	a, err := s.db.AgentByName(ctx, orgID, name)
+	if agentd.ErrorCode(err) == agentd.ENotFound || (err == nil && !a.Active) {
+		return nil, s.notFound(ctx, orgID, name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.cat.Model(a.Version.Model)
+	if err != nil {
+		// The catalog changed since the agent was stored.
+		return nil, agentd.Errorf(agentd.EModelUnavailable, "agent %q uses model %q, which is no longer in the catalog", name, a.Version.Model)
+	}
+	c = &Compiled{Agent: a, Model: m, Fixed: prompt.Compile(a.Version.Instructions, a.Version.Demonstrations, m.Count)}
+	s.mu.Lock()
+	if s.gen == gen {
+		s.cache[key] = c
+	}
+	s.mu.Unlock()
+	return c, nil
+}
+
+// notFound builds the 404 of a run, with a hint when the caller used a display name
+// instead of the normalized one.
+func (s *Service) notFound(ctx context.Context, orgID, name string) error {
+	if n := agentd.NormalizeName(name); n != name && n != "" {
+		if a, err := s.db.AgentByName(ctx, orgID, n); err == nil && a.Active {
+			return agentd.Errorf(agentd.ENotFound, "agent %q not found; run URLs use the normalized name: did you mean %q?", name, n)
+		}
+	}
+	return agentd.Errorf(agentd.ENotFound, "agent %q not found or not active", name)
+}
+
+func (s *Service) invalidate() {
+	s.mu.Lock()
+	s.gen++
+	clear(s.cache)
+	s.mu.Unlock()
+}
+
+// violations collects validation failures in FastAPI's shape.
+type violations struct{ list []agentd.Violation }
+
+func (v *violations) add(msg, typ string, loc ...any) {
+	v.list = append(v.list, agentd.Violation{Loc: append([]any{"body"}, loc...), Msg: msg, Type: typ})
+}
+
+func (v *violations) err() error {
+	if len(v.list) == 0 {
+		return nil
+	}
+	return &agentd.Error{Code: agentd.EInvalid, Violations: v.list}
+}

@@ -1,0 +1,257 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/agents"
+)
+
+// agentRequest is the body of create and update. Every field may be null, which
+// means absent. Both max_token (the schema) and max_tokens (examples) are accepted.
+type agentRequest struct {
+	AgentName          *string          `json:"agent_name"`
+	AgentDescription   *string          `json:"agent_description"`
+	Model              *string          `json:"model"`
+	MaxToken           *int             `json:"max_token"`
+	MaxTokens          *int             `json:"max_tokens"`
+	Temperature        *float64         `json:"temperature"`
+	Instructions       *string          `json:"instructions"`
+	Demonstrations     *[]demonstration `json:"demonstrations"`
+	Status             *string          `json:"status"`
+	ConversationSaving *bool            `json:"conversation_saving_enabled"`
+}
+
+// demonstration accepts the documented {input, output} and the {user_input,
+// model_output} that NuGen's own examples send.
+type demonstration struct {
+	Input       *string `json:"input"`
+	Output      *string `json:"output"`
+	UserInput   *string `json:"user_input"`
+	ModelOutput *string `json:"model_output"`
+}
+
+func (req *agentRequest) spec() (agents.Spec, error) {
+	sp := agents.Spec{
+		Name: req.AgentName, Description: req.AgentDescription, Model: req.Model,
+		Temperature: req.Temperature, Instructions: req.Instructions,
+		Status: req.Status, ConversationSaving: req.ConversationSaving,
+		MaxTokens: req.MaxToken,
+	}
+	if sp.MaxTokens == nil {
+		sp.MaxTokens = req.MaxTokens
+	}
+	if req.Demonstrations != nil {
+		demos := make([]agentd.Demonstration, len(*req.Demonstrations))
+		for i, d := range *req.Demonstrations {
+			in, out := d.Input, d.Output
+			if in == nil && out == nil {
+				in, out = d.UserInput, d.ModelOutput
+			}
+			if in == nil || out == nil {
+				return sp, agentd.Invalid("a demonstration needs input and output (or user_input and model_output)", "missing", "body", "demonstrations", i)
+			}
+			demos[i] = agentd.Demonstration{Input: *in, Output: *out}
+		}
+		sp.Demonstrations = &demos
+	}
+	return sp, nil
+}
+
+// agentInfo is NuGen's AgentInfo, snake_case, with the extensions agentd adds.
+type agentInfo struct {
+	ID                 string                 `json:"id"`
+	Name               string                 `json:"name"`
+	Description        string                 `json:"description"`
+	BaseModel          string                 `json:"base_model"`
+	BaseModelName      string                 `json:"base_model_name"`
+	CreatedDate        string                 `json:"created_date"`
+	UpdatedDate        string                 `json:"updated_date"`
+	Status             string                 `json:"status"`
+	Creator            string                 `json:"creator"`
+	Endpoint           string                 `json:"endpoint"`
+	UsageCount         int64                  `json:"usage_count"`
+	LastUsed           *string                `json:"last_used"`
+	PerformanceMetrics performanceMetrics     `json:"performance_metrics"`
+	SystemPrompt       string                 `json:"system_prompt"`
+	Instructions       string                 `json:"instructions"`
+	UncertaintyThresh  float64                `json:"uncertainty_threshold"`
+	Temperature        float64                `json:"temperature"`
+	MaxToken           int                    `json:"max_token"`
+	Demonstrations     []agentd.Demonstration `json:"demonstrations"`
+	ConversationSaving bool                   `json:"conversation_saving_enabled"`
+	Version            int                    `json:"version"`
+}
+
+// performanceMetrics holds only what agentd measures; the rest is null, not invented.
+type performanceMetrics struct {
+	TotalRequests         int64    `json:"total_requests"`
+	SuccessRate           *float64 `json:"success_rate"`
+	AverageResponseTime   *float64 `json:"average_response_time"` // milliseconds
+	AverageUncertainty    *float64 `json:"average_uncertainty"`
+	HumanInterventions    *int     `json:"human_interventions"`
+	UserSatisfactionScore *float64 `json:"user_satisfaction_score"`
+}
+
+func isoTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05Z") }
+
+func (s *Server) agentInfo(a *agentd.Agent) *agentInfo {
+	info := &agentInfo{
+		ID: a.ID, Name: a.Name, Description: a.Description,
+		BaseModel: a.Version.Model, BaseModelName: a.Version.Model,
+		CreatedDate: isoTime(a.CreatedAt), UpdatedDate: isoTime(a.UpdatedAt),
+		Status: "ACTIVE", Creator: a.Creator,
+		Endpoint:     s.PublicURL + "/api/v3/agents/run-agents/" + a.Name + "/run",
+		UsageCount:   a.UsageCount,
+		SystemPrompt: a.Version.Instructions, Instructions: a.Version.Instructions,
+		UncertaintyThresh: a.Version.Temperature, Temperature: a.Version.Temperature,
+		MaxToken: a.Version.MaxTokens, Demonstrations: a.Version.Demonstrations,
+		ConversationSaving: a.ConversationSaving, Version: a.Version.Number,
+	}
+	if m, err := s.Catalog.Model(a.Version.Model); err == nil && m.Name != "" {
+		info.BaseModelName = m.Name
+	}
+	if info.Demonstrations == nil {
+		info.Demonstrations = []agentd.Demonstration{}
+	}
+	if !a.Active {
+		info.Status = "INACTIVE"
+	}
+	if a.LastUsed != nil {
+		t := isoTime(*a.LastUsed)
+		info.LastUsed = &t
+	}
+	pm := &info.PerformanceMetrics
+	pm.TotalRequests = a.UsageCount + a.FailedCount
+	if pm.TotalRequests > 0 {
+		rate := float64(a.UsageCount) / float64(pm.TotalRequests)
+		pm.SuccessRate = &rate
+	}
+	if a.UsageCount > 0 {
+		avg := float64(a.TotalLatencyMS) / float64(a.UsageCount)
+		pm.AverageResponseTime = &avg
+	}
+	return info
+}
+
+func (s *Server) createAgent(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
+	var req agentRequest
+	if err := s.decode(w, r, &req); err != nil {
+		return err
+	}
+	sp, err := req.spec()
+	if err != nil {
+		return err
+	}
+	a, err := s.Agents.Create(r.Context(), p, sp)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"data": s.agentInfo(a)})
+}
+
+func (s *Server) listAgents(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
+	incl, err := queryBool(r, "include_inactive")
+	if err != nil {
+		return err
+	}
+	list, err := s.Agents.List(r.Context(), p, incl)
+	if err != nil {
+		return err
+	}
+	out := make([]*agentInfo, len(list))
+	for i, a := range list {
+		out[i] = s.agentInfo(a)
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"agents": out})
+}
+
+func (s *Server) getAgent(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
+	a, err := s.Agents.Get(r.Context(), p, r.PathValue("agent_id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"data": s.agentInfo(a)})
+}
+
+func (s *Server) updateAgent(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
+	var req agentRequest
+	if err := s.decode(w, r, &req); err != nil {
+		return err
+	}
+	sp, err := req.spec()
+	if err != nil {
+		return err
+	}
+	a, err := s.Agents.Update(r.Context(), p, r.PathValue("agent_id"), sp)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"data": s.agentInfo(a)})
+}
+
+func (s *Server) deleteAgent(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
+	id, err := s.Agents.Delete(r.Context(), p, r.PathValue("agent_id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"agent_id": id, "message": "Successfully deleted agent " + id})
+}
+
+// modelInfo describes a catalog model.
+type modelInfo struct {
+	ID              string    `json:"id"`
+	Name            string    `json:"name"`
+	BaseModel       string    `json:"base_model"`
+	Description     string    `json:"description"`
+	Provider        string    `json:"provider"`
+	ContextWindow   int       `json:"context_window"`
+	MaxOutputTokens int       `json:"max_output_tokens"`
+	Price           modelCost `json:"price"`
+	AlignmentReady  bool      `json:"alignment_ready"`
+}
+
+// modelCost is in credits per million tokens.
+type modelCost struct {
+	Input  json.Number `json:"input"`
+	Output json.Number `json:"output"`
+}
+
+func (s *Server) models() []modelInfo {
+	out := []modelInfo{}
+	for _, m := range s.Catalog.Models() {
+		name := m.Name
+		if name == "" {
+			name = m.ID
+		}
+		desc := "served by provider " + m.ProviderName
+		if m.ProviderName == "offline" {
+			desc = "agentd's built-in offline model: answers from the agent's demonstrations; not an LLM"
+		}
+		out = append(out, modelInfo{
+			ID: m.ID, Name: name, BaseModel: m.ID, Description: desc, Provider: m.ProviderName,
+			ContextWindow: m.ContextWindow, MaxOutputTokens: m.MaxOutputTokens,
+			Price: modelCost{Input: json.Number(m.Price.InputPerM.String()), Output: json.Number(m.Price.OutputPerM.String())},
+		})
+	}
+	return out
+}
+
+func (s *Server) baseModels(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
+	return writeJSON(w, http.StatusOK, map[string]any{"models": s.models()})
+}
+
+func (s *Server) availableModels(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
+	type item struct {
+		ID        string `json:"id"`
+		Name      string `json:"name"`
+		BaseModel string `json:"base_model"`
+	}
+	out := []item{}
+	for _, m := range s.models() {
+		out = append(out, item{ID: m.ID, Name: m.Name, BaseModel: m.BaseModel})
+	}
+	return writeJSON(w, http.StatusOK, out)
+}

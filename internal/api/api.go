@@ -1,0 +1,170 @@
+// Package api is agentd's HTTP layer and nothing else: the route table, decoding
+// and validation of requests, encoding of responses, and the one table that maps
+// error codes to HTTP statuses.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/agents"
+	"github.com/agentd/agentd/internal/auth"
+	"github.com/agentd/agentd/internal/billing"
+	"github.com/agentd/agentd/internal/catalog"
+	"github.com/agentd/agentd/internal/run"
+	"github.com/agentd/agentd/internal/store"
+)
+
+// Server holds what the handlers need.
+type Server struct {
+	Auth      *auth.Authenticator
+	Agents    *agents.Service
+	Runner    *run.Runner
+	DB        *store.DB
+	Accounts  *billing.Accounts
+	Catalog   *catalog.Catalog
+	Log       *slog.Logger
+	Now       func() time.Time
+	PublicURL string // base of agents' endpoint URLs, no trailing slash
+
+	MaxBodyBytes    int64
+	MaxMessageChars int
+}
+
+// Handler returns the root handler: every route, with trailing slashes accepted
+// (no redirect: a 307 on POST breaks naive clients).
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	s.routes(mux)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; len(p) > 1 && strings.HasSuffix(p, "/") {
+			r.URL.Path = strings.TrimRight(p, "/")
+			if r.URL.Path == "" {
+				r.URL.Path = "/"
+			}
+			r.URL.RawPath = ""
+		}
+		if _, pattern := mux.Handler(r); pattern == "" {
+			s.writeError(w, r, noRoute(mux, r))
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+type handler func(w http.ResponseWriter, r *http.Request) error
+
+type authed func(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error
+
+// public adapts a handler: its error, if any, is written by writeError.
+func (s *Server) public(h handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			s.writeError(w, r, err)
+		}
+	}
+}
+
+// with authenticates the request and checks that the key holds scope.
+func (s *Server) with(scope agentd.Scope, h authed) http.HandlerFunc {
+	return s.public(func(w http.ResponseWriter, r *http.Request) error {
+		p, err := s.Auth.Authenticate(r.Context(), r.Header.Get("Authorization"))
+		if err != nil {
+			return err
+		}
+		if err := auth.Require(p, scope); err != nil {
+			return err
+		}
+		return h(w, r, p)
+	})
+}
+
+// statuses is the one map from error code to HTTP status.
+var statuses = map[string]int{
+	agentd.EInvalid:           http.StatusUnprocessableEntity,
+	agentd.EBadRequest:        http.StatusBadRequest,
+	agentd.EModelUnavailable:  http.StatusBadRequest,
+	agentd.EAlreadyExists:     http.StatusBadRequest,
+	agentd.EUnauthenticated:   http.StatusUnauthorized,
+	agentd.EForbidden:         http.StatusForbidden,
+	agentd.ENotFound:          http.StatusNotFound,
+	agentd.EConflict:          http.StatusConflict,
+	agentd.ESessionBusy:       http.StatusConflict,
+	agentd.EMethodNotAllowed:  http.StatusMethodNotAllowed,
+	agentd.EPayloadTooLarge:   http.StatusRequestEntityTooLarge,
+	agentd.EInsufficientQuota: http.StatusPaymentRequired,
+	agentd.ERateLimited:       http.StatusTooManyRequests,
+	agentd.EInferenceFailed:   http.StatusInternalServerError,
+	agentd.EUnavailable:       http.StatusServiceUnavailable,
+	agentd.EInternal:          http.StatusInternalServerError,
+}
+
+// Status returns the HTTP status of an error code.
+func Status(code string) int {
+	if s, ok := statuses[code]; ok {
+		return s
+	}
+	return http.StatusInternalServerError
+}
+
+// writeError writes err in the API's error shape. Errors that are not *agentd.Error
+// are internal: the client gets a request id, the log gets the cause.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var e *agentd.Error
+	if !errors.As(err, &e) {
+		if errors.Is(err, context.Canceled) {
+			// The client went away; nobody reads this response.
+			return
+		}
+		id := agentd.NewID("req")
+		s.Log.Error("internal error", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)
+		e = &agentd.Error{Code: agentd.EInternal, Message: "internal error (request " + id + ")"}
+	}
+	status := Status(e.Code)
+	if status >= 500 && e.Code != agentd.EInternal {
+		s.Log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "code", e.Code, "err", err)
+	}
+	body := make(map[string]any, 2+len(e.Fields))
+	for k, v := range e.Fields {
+		body[k] = v
+	}
+	if e.Code == agentd.EInvalid && len(e.Violations) > 0 {
+		body["detail"] = e.Violations
+	} else {
+		body["detail"] = e.Message
+	}
+	body["code"] = e.Code
+	if ra, ok := e.Fields["retry_after"].(int); ok {
+		w.Header().Set("Retry-After", strconv.Itoa(ra))
+	}
+	writeJSON(w, status, body)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	return json.NewEncoder(w).Encode(v)
+}
+
+// noRoute tells a wrong method (405) from an unknown path (404), in JSON.
+func noRoute(mux *http.ServeMux, r *http.Request) error {
+	var allowed []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodDelete} {
+		r2 := r.Clone(r.Context())
+		r2.Method = m
+		if _, p := mux.Handler(r2); p != "" {
+			allowed = append(allowed, m)
+		}
+	}
+	if len(allowed) > 0 {
+		return agentd.Errorf(agentd.EMethodNotAllowed, "method %s not allowed on %s; use %s", r.Method, r.URL.Path, strings.Join(allowed, ", "))
+	}
+	return agentd.Errorf(agentd.ENotFound, "no route for %s %s", r.Method, r.URL.Path)
+}

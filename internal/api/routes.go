@@ -1,0 +1,36 @@
+package api
+
+import (
+	"net/http"
+
+	"github.com/agentd/agentd"
+)
+
+// routes lists every endpoint. Literal segments (create, usage, available_models,
+// run-agents) are more specific than {agent_id}, so ServeMux matches them first.
+func (s *Server) routes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /healthz", s.public(s.healthz))
+
+	// NuGen agents API.
+	mux.HandleFunc("POST /api/v3/agents/create", s.with(agentd.ScopeAgentsWrite, s.createAgent))
+	mux.HandleFunc("GET /api/v3/agents", s.with(agentd.ScopeAgentsRead, s.listAgents))
+	mux.HandleFunc("GET /api/v3/agents/available_models", s.with(agentd.ScopeAgentsRead, s.availableModels))
+	mux.HandleFunc("GET /api/v3/agents/{agent_id}", s.with(agentd.ScopeAgentsRead, s.getAgent))
+	mux.HandleFunc("PATCH /api/v3/agents/{agent_id}", s.with(agentd.ScopeAgentsWrite, s.updateAgent))
+	mux.HandleFunc("DELETE /api/v3/agents/{agent_id}", s.with(agentd.ScopeAgentsWrite, s.deleteAgent))
+	mux.HandleFunc("POST /api/v3/agents/run-agents/{agent_name}/run", s.with(agentd.ScopeRun, s.runAgent))
+	mux.HandleFunc("POST /api/v3/agents/{agent_id}/run", s.with(agentd.ScopeRun, s.runAgentByID))
+	mux.HandleFunc("GET /api/v3/models/base", s.with(agentd.ScopeAgentsRead, s.baseModels))
+
+	// Extensions: organizations, credits, keys, billing.
+	mux.HandleFunc("POST /api/v3/admin/orgs", s.with(agentd.ScopeOperator, s.createOrg))
+	mux.HandleFunc("POST /api/v3/admin/orgs/{org}/credits", s.with(agentd.ScopeOperator, s.grantCredits))
+	mux.HandleFunc("POST /api/v3/keys", s.with(agentd.ScopeAdmin, s.createKey))
+	mux.HandleFunc("GET /api/v3/keys", s.with(agentd.ScopeAdmin, s.listKeys))
+	mux.HandleFunc("DELETE /api/v3/keys/{id}", s.with(agentd.ScopeAdmin, s.revokeKey))
+	mux.HandleFunc("GET /api/v3/billing", s.with(agentd.ScopeUsage, s.billing))
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
+	return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}

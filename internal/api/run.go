@@ -1,0 +1,100 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"unicode/utf8"
+
+	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/run"
+)
+
+// runRequest is the run body. Extra keys ("stream": false) are tolerated.
+type runRequest struct {
+	Message *string `json:"message"`
+}
+
+type runResponse struct {
+	AgentID   string   `json:"agent_id"`
+	Model     string   `json:"model"`
+	Response  string   `json:"response"`
+	Usage     runUsage `json:"usage"`
+	SessionID *string  `json:"session_id"`
+	RunID     string   `json:"run_id"`
+}
+
+type runUsage struct {
+	InputTokens  int    `json:"input_tokens"`
+	OutputTokens int    `json:"output_tokens"`
+	TotalTokens  int    `json:"total_tokens"`
+	Source       string `json:"source"`
+}
+
+// decodeRun reads and validates a run request.
+func (s *Server) decodeRun(w http.ResponseWriter, r *http.Request) (string, string, error) {
+	sid, err := sessionID(r)
+	if err != nil {
+		return "", "", err
+	}
+	var req runRequest
+	if err := s.decode(w, r, &req); err != nil {
+		return "", "", err
+	}
+	msg, err := validateMessage(req.Message, s.MaxMessageChars)
+	return msg, sid, err
+}
+
+func validateMessage(m *string, maxChars int) (string, error) {
+	switch {
+	case m == nil:
+		return "", agentd.Invalid("Field required", "missing", "body", "message")
+	case len(*m) == 0:
+		return "", agentd.Invalid("String should have at least 1 character", "string_too_short", "body", "message")
+	case !utf8.ValidString(*m):
+		return "", agentd.Invalid("message is not valid UTF-8", "string_type", "body", "message")
+	case len(*m) > maxChars && utf8.RuneCountInString(*m) > maxChars:
+		return "", agentd.Invalid("String should have at most "+itoa(maxChars)+" characters", "string_too_long", "body", "message")
+	}
+	return *m, nil
+}
+
+func (s *Server) runAgent(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
+	return s.run(w, r, p, r.PathValue("agent_name"))
+}
+
+// runAgentByID is the older NuGen route, by id; it also takes a normalized name.
+func (s *Server) runAgentByID(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
+	name := r.PathValue("agent_id")
+	if len(name) > 6 && name[:6] == "agent-" {
+		a, err := s.Agents.Get(r.Context(), p, name)
+		if err != nil {
+			return err
+		}
+		name = a.Name
+	}
+	return s.run(w, r, p, name)
+}
+
+func (s *Server) run(w http.ResponseWriter, r *http.Request, p *agentd.Principal, name string) error {
+	msg, sid, err := s.decodeRun(w, r)
+	if err != nil {
+		return err
+	}
+	res, err := s.Runner.Run(r.Context(), &run.Request{Principal: p, AgentName: name, Message: msg, SessionID: sid})
+	if err != nil {
+		return err
+	}
+	out := runResponse{
+		AgentID: res.AgentID, Model: res.Model, Response: res.Response, RunID: res.RunID,
+		Usage: runUsage{
+			InputTokens: res.Usage.InputTokens, OutputTokens: res.Usage.OutputTokens,
+			TotalTokens: res.Usage.InputTokens + res.Usage.OutputTokens, Source: res.Usage.Source,
+		},
+	}
+	if res.SessionID != "" {
+		out.SessionID = &res.SessionID
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	return json.NewEncoder(w).Encode(&out)
+}

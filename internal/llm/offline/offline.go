@@ -1,0 +1,196 @@
+package offline
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"unicode"
+
+	"github.com/agentd/agentd/internal/llm"
+)
+
+// MinScore is the lowest similarity at which a demonstration answers a message.
+// Below it, the offline model says that nothing matches rather than return an
+// unrelated demonstration's output. At 0.3 a rephrasing that shares the key words
+// matches ("reset my password" and "how do I reset a password?" score 0.47), while
+// two four- or five-word texts that share one word (0.22) do not. The measure is
+// lexical only: short texts that share common words can match each other.
+const MinScore = 0.3
+
+// Options configures a Model. Both functions are required and must be safe for
+// concurrent use.
+type Options struct {
+	// Count returns the number of tokens in a string.
+	Count func(string) int
+	// Truncate returns the longest prefix of s that counts at most n tokens.
+	Truncate func(s string, n int) string
+}
+
+// Model is the offline model. It holds no state between calls and is safe for
+// concurrent use.
+type Model struct {
+	count    func(string) int
+	truncate func(string, int) string
+}
+
+var _ llm.Provider = (*Model)(nil)
+
+// New returns an offline model. It panics if a required option is missing: that is
+// a wiring mistake, found the first time the program starts.
+func New(opts Options) *Model {
+	if opts.Count == nil || opts.Truncate == nil {
+		panic("offline.New: Options.Count and Options.Truncate are required")
+	}
+	return &Model{count: opts.Count, truncate: opts.Truncate}
+}
+
+// Complete answers the last message of req, which must be a user message, from the
+// demonstrations in req.Messages (the user/assistant pairs marked Example). It fails
+// with a KindPermanent *llm.Error when there is no user message to answer, and with a
+// KindRetryable one when ctx is already done. Usage is exact: input tokens are
+// llm.CountMessages of the request and output tokens the count of the reply.
+func (m *Model) Complete(ctx context.Context, req *llm.Request) (*llm.Response, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, &llm.Error{Kind: llm.KindRetryable, Message: "offline: " + err.Error(), Err: err}
+	}
+	if req == nil || len(req.Messages) == 0 {
+		return nil, &llm.Error{Kind: llm.KindPermanent, Message: "offline: request has no messages"}
+	}
+	last := req.Messages[len(req.Messages)-1]
+	if last.Role != llm.RoleUser {
+		return nil, &llm.Error{Kind: llm.KindPermanent,
+			Message: fmt.Sprintf("offline: last message has role %q, want %q", last.Role, llm.RoleUser)}
+	}
+
+	reply := answer(req.Messages[:len(req.Messages)-1], last.Content)
+	finish := "stop"
+	if req.MaxTokens > 0 && m.count(reply) > req.MaxTokens {
+		reply = m.truncate(reply, req.MaxTokens)
+		finish = "length"
+	}
+	return &llm.Response{
+		Text:         reply,
+		FinishReason: finish,
+		Usage: llm.Usage{
+			InputTokens:  llm.CountMessages(m.count, req.Messages),
+			OutputTokens: m.count(reply),
+			Source:       "provider", // the offline model is the provider, and its counts are exact
+		},
+		Model: req.Model,
+	}, nil
+}
+
+// answer returns the reply to message given the messages before it.
+func answer(earlier []llm.Message, message string) string {
+	want := newText(message)
+	best, bestScore, bestExact, demos, turns := "", 0.0, false, 0, 0
+	for i, msg := range earlier {
+		if msg.Role != llm.RoleUser {
+			continue
+		}
+		if !msg.Example {
+			turns++
+			continue
+		}
+		// A demonstration is an example user message answered by an example
+		// assistant message; an unanswered one has no output to give.
+		if i+1 >= len(earlier) || earlier[i+1].Role != llm.RoleAssistant || !earlier[i+1].Example {
+			continue
+		}
+		demos++
+		score, exact := similarity(want, newText(msg.Content))
+		// Strictly better only, so that ties go to the earliest demonstration.
+		if (exact && !bestExact) || (exact == bestExact && score > bestScore) {
+			best, bestScore, bestExact = earlier[i+1].Content, score, exact
+		}
+	}
+	if bestExact || bestScore >= MinScore {
+		return best
+	}
+	lead := "No demonstration of this agent matches your message."
+	if demos == 0 {
+		lead = "This agent has no demonstrations to answer from."
+	}
+	return fmt.Sprintf("%s (agentd offline model: it answers only from the agent's demonstrations; this conversation has %d earlier %s.)",
+		lead, turns, plural(turns, "turn", "turns"))
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// text is a string normalized for comparison: its words (maximal runs of letters
+// and digits, lowercased) in order, and the same words sorted for counting.
+type text struct {
+	raw    string
+	words  []string
+	sorted []string
+}
+
+func newText(s string) text {
+	words := strings.FieldsFunc(strings.ToLower(s), func(r rune) bool {
+		return !unicode.IsLetter(r) && !unicode.IsDigit(r)
+	})
+	return text{raw: s, words: words, sorted: slices.Sorted(slices.Values(words))}
+}
+
+// similarity returns the cosine similarity of the word-count vectors of a and b, in
+// [0, 1], and whether they are the same text after normalization (same words in the
+// same order, ignoring case, punctuation and spacing). An exact match scores 1 and
+// outranks texts that merely use the same words in the same proportions. Texts
+// without words match only when their trimmed, lowercased forms are equal.
+func similarity(a, b text) (score float64, exact bool) {
+	if len(a.words) == 0 || len(b.words) == 0 {
+		exact = len(a.words) == 0 && len(b.words) == 0 &&
+			strings.EqualFold(strings.TrimSpace(a.raw), strings.TrimSpace(b.raw))
+		if exact {
+			return 1, true
+		}
+		return 0, false
+	}
+	if slices.Equal(a.words, b.words) {
+		return 1, true
+	}
+	dot, na, nb := 0, squaredNorm(a.sorted), squaredNorm(b.sorted)
+	for i, j := 0, 0; i < len(a.sorted) && j < len(b.sorted); {
+		switch w := a.sorted[i]; {
+		case w < b.sorted[j]:
+			i++
+		case w > b.sorted[j]:
+			j++
+		default:
+			ca, cb := run(a.sorted[i:]), run(b.sorted[j:])
+			dot += ca * cb
+			i, j = i+ca, j+cb
+		}
+	}
+	if dot*dot == na*nb { // proportional counts: exactly 1, without rounding error
+		return 1, false
+	}
+	return float64(dot) / math.Sqrt(float64(na)*float64(nb)), false
+}
+
+// run returns how many times words[0] repeats at the start of the sorted words.
+func run(words []string) int {
+	n := 1
+	for n < len(words) && words[n] == words[0] {
+		n++
+	}
+	return n
+}
+
+// squaredNorm returns the sum of the squared counts of the sorted words.
+func squaredNorm(sorted []string) int {
+	n := 0
+	for i := 0; i < len(sorted); {
+		c := run(sorted[i:])
+		n += c * c
+		i += c
+	}
+	return n
+}

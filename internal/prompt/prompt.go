@@ -1,0 +1,122 @@
+package prompt
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/llm"
+)
+
+// Fixed is the part of a prompt that never changes for an agent version: system
+// instructions and demonstrations, already counted. Build it once per version with
+// Compile and cache it; Build only copies it.
+type Fixed struct {
+	Messages []llm.Message
+	// Tokens is the sum of llm.TokensPerMessage plus the content's count over Messages.
+	Tokens int
+}
+
+// Compile lays out an agent version's fixed messages: a system message with the
+// instructions (none when they are empty), then each demonstration as a user message
+// and an assistant message, both marked Example. count is the model's tokenizer.
+func Compile(instructions string, demos []agentd.Demonstration, count func(string) int) *Fixed {
+	f := &Fixed{Messages: make([]llm.Message, 0, 1+2*len(demos))}
+	add := func(role, content string, example bool) {
+		f.Messages = append(f.Messages, llm.Message{Role: role, Content: content, Example: example})
+		f.Tokens += llm.TokensPerMessage + count(content)
+	}
+	if instructions != "" {
+		add(llm.RoleSystem, instructions, false)
+	}
+	for _, d := range demos {
+		add(llm.RoleUser, d.Input, true)
+		add(llm.RoleAssistant, d.Output, true)
+	}
+	return f
+}
+
+// Turn is one stored exchange of a session, with token counts cached when it was
+// written so that building a prompt never re-tokenizes history.
+type Turn struct {
+	User, Assistant             string
+	UserTokens, AssistantTokens int
+}
+
+// Input is everything Build needs. Token counts must come from the model's tokenizer.
+type Input struct {
+	Fixed         *Fixed // nil means no instructions and no demonstrations
+	History       []Turn // oldest first
+	Message       string
+	MessageTokens int // count(Message)
+	ContextWindow int // the model's context window, in tokens
+	MaxTokens     int // reserved for the reply
+}
+
+// Result is a prompt ready to send.
+type Result struct {
+	Messages []llm.Message
+	// InputTokens is llm.CountMessages of Messages with the tokenizer that produced
+	// the counts in the Input.
+	InputTokens int
+	// TrimmedTurns is how many of the oldest history turns were left out.
+	TrimmedTurns int
+}
+
+// Build assembles a prompt from in: the fixed messages, then the newest whole history
+// turns that fit in ContextWindow − MaxTokens, in chronological order, then the
+// message. Older turns go first because the newest ones matter most to the reply;
+// turns are never split, and a turn that does not fit ends the history even if an
+// older, smaller one would, so that the model sees no gap in the conversation.
+//
+// If the fixed messages and the message alone do not fit, Build returns an
+// *agentd.Error with code agentd.EInvalid, saying how many tokens were needed and how
+// many the model allows, also as the fields required_tokens and available_tokens.
+// A non-positive ContextWindow or a negative MaxTokens is the caller's mistake and
+// yields an ordinary error.
+func Build(in Input) (*Result, error) {
+	if in.ContextWindow <= 0 || in.MaxTokens < 0 {
+		return nil, errors.New("prompt.Build: context window must be positive and max tokens non-negative")
+	}
+	var fixed []llm.Message
+	fixedTokens := 0
+	if in.Fixed != nil {
+		fixed, fixedTokens = in.Fixed.Messages, in.Fixed.Tokens
+	}
+	budget := in.ContextWindow - in.MaxTokens
+	used := fixedTokens + llm.TokensPerMessage + in.MessageTokens + llm.TokensPerReply
+	if used > budget {
+		return nil, &agentd.Error{
+			Code: agentd.EInvalid,
+			Message: fmt.Sprintf("prompt does not fit: instructions, demonstrations and message need %d tokens; "+
+				"the model allows %d minus %d reserved for the reply", used, in.ContextWindow, in.MaxTokens),
+			Fields: map[string]any{
+				"required_tokens":  used,
+				"available_tokens": max(budget, 0),
+			},
+		}
+	}
+
+	// Walk back from the newest turn while whole turns fit.
+	first := len(in.History)
+	for first > 0 {
+		t := in.History[first-1]
+		cost := 2*llm.TokensPerMessage + t.UserTokens + t.AssistantTokens
+		if cost > budget-used {
+			break
+		}
+		used += cost
+		first--
+	}
+	kept := in.History[first:]
+
+	msgs := make([]llm.Message, 0, len(fixed)+2*len(kept)+1)
+	msgs = append(msgs, fixed...)
+	for _, t := range kept {
+		msgs = append(msgs,
+			llm.Message{Role: llm.RoleUser, Content: t.User},
+			llm.Message{Role: llm.RoleAssistant, Content: t.Assistant})
+	}
+	msgs = append(msgs, llm.Message{Role: llm.RoleUser, Content: in.Message})
+	return &Result{Messages: msgs, InputTokens: used, TrimmedTurns: first}, nil
+}

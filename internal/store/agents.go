@@ -1,0 +1,158 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+
+	"github.com/agentd/agentd"
+)
+
+const agentColumns = `a.id, a.org_id, a.name, a.description, a.active, a.creator, a.conversation_saving,
+	a.usage_count, a.failed_count, a.total_latency_ms, a.last_used, a.created_at, a.updated_at,
+	v.version, v.model, v.instructions, v.demonstrations, v.temperature, v.max_tokens, v.created_at`
+
+const agentFrom = ` FROM agents a JOIN agent_versions v ON v.agent_id = a.id AND v.version = a.version`
+
+func scanAgent(s interface{ Scan(...any) error }) (*agentd.Agent, error) {
+	var a agentd.Agent
+	var lastUsed sql.NullInt64
+	var created, updated, vcreated int64
+	var demos string
+	err := s.Scan(&a.ID, &a.OrgID, &a.Name, &a.Description, &a.Active, &a.Creator, &a.ConversationSaving,
+		&a.UsageCount, &a.FailedCount, &a.TotalLatencyMS, &lastUsed, &created, &updated,
+		&a.Version.Number, &a.Version.Model, &a.Version.Instructions, &demos, &a.Version.Temperature, &a.Version.MaxTokens, &vcreated)
+	if err != nil {
+		return nil, err
+	}
+	a.LastUsed = nullTime(lastUsed)
+	a.CreatedAt, a.UpdatedAt, a.Version.CreatedAt = fromMicros(created), fromMicros(updated), fromMicros(vcreated)
+	if err := json.Unmarshal([]byte(demos), &a.Version.Demonstrations); err != nil {
+		return nil, err
+	}
+	return &a, nil
+}
+
+// Agent returns the agent of org with the given id, active or not.
+func (db *DB) Agent(ctx context.Context, orgID, id string) (_ *agentd.Agent, err error) {
+	defer wrap(&err, "store.Agent(%q)", id)
+	a, err := scanAgent(db.queryRow(ctx, `SELECT `+agentColumns+agentFrom+` WHERE a.org_id = ? AND a.id = ?`, orgID, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, agentd.Errorf(agentd.ENotFound, "agent %q not found", id)
+	}
+	return a, err
+}
+
+// AgentByName returns the agent of org with the given normalized name, active or not.
+func (db *DB) AgentByName(ctx context.Context, orgID, name string) (_ *agentd.Agent, err error) {
+	defer wrap(&err, "store.AgentByName(%q)", name)
+	a, err := scanAgent(db.queryRow(ctx, `SELECT `+agentColumns+agentFrom+` WHERE a.org_id = ? AND a.name = ?`, orgID, name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, agentd.Errorf(agentd.ENotFound, "agent %q not found", name)
+	}
+	return a, err
+}
+
+// Agents lists the agents of org, oldest first.
+func (db *DB) Agents(ctx context.Context, orgID string, includeInactive bool) (_ []*agentd.Agent, err error) {
+	defer wrap(&err, "store.Agents(%q)", orgID)
+	q := `SELECT ` + agentColumns + agentFrom + ` WHERE a.org_id = ?`
+	if !includeInactive {
+		q += ` AND a.active = 1`
+	}
+	rows, err := db.query(ctx, q+` ORDER BY a.created_at, a.id`, orgID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	agents := []*agentd.Agent{}
+	for rows.Next() {
+		a, err := scanAgent(rows)
+		if err != nil {
+			return nil, err
+		}
+		agents = append(agents, a)
+	}
+	return agents, rows.Err()
+}
+
+// CreateAgent inserts a and its version (a.Version.Number is set to 1). A taken
+// name is EAlreadyExists.
+func (t *Tx) CreateAgent(ctx context.Context, a *agentd.Agent) (err error) {
+	defer wrap(&err, "store.CreateAgent(%q)", a.Name)
+	a.Version.Number = 1
+	_, err = t.exec(ctx, `INSERT INTO agents (id, org_id, name, description, active, creator, conversation_saving, version, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		a.ID, a.OrgID, a.Name, a.Description, a.Active, a.Creator, a.ConversationSaving, a.Version.Number,
+		micros(a.CreatedAt), micros(a.UpdatedAt))
+	if t.d.isUnique(err) {
+		return agentd.Errorf(agentd.EAlreadyExists, "an agent named %q already exists", a.Name)
+	}
+	if err != nil {
+		return err
+	}
+	return t.insertVersion(ctx, a.ID, &a.Version)
+}
+
+func (t *Tx) insertVersion(ctx context.Context, agentID string, v *agentd.Version) error {
+	demos := v.Demonstrations
+	if demos == nil {
+		demos = []agentd.Demonstration{}
+	}
+	js, err := json.Marshal(demos)
+	if err != nil {
+		return err
+	}
+	_, err = t.exec(ctx, `INSERT INTO agent_versions (agent_id, version, model, instructions, demonstrations, temperature, max_tokens, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		agentID, v.Number, v.Model, v.Instructions, string(js), v.Temperature, v.MaxTokens, micros(v.CreatedAt))
+	return err
+}
+
+// UpdateAgent stores a's identity fields and, when newVersion is true, a.Version as
+// the next version (a.Version.Number is set). The agent must belong to a.OrgID.
+func (t *Tx) UpdateAgent(ctx context.Context, a *agentd.Agent, newVersion bool) (err error) {
+	defer wrap(&err, "store.UpdateAgent(%q)", a.ID)
+	if newVersion {
+		if err := t.queryRow(ctx, `SELECT max(version) + 1 FROM agent_versions WHERE agent_id = ?`, a.ID).Scan(&a.Version.Number); err != nil {
+			return err
+		}
+		if err := t.insertVersion(ctx, a.ID, &a.Version); err != nil {
+			return err
+		}
+	}
+	res, err := t.exec(ctx, `UPDATE agents SET name = ?, description = ?, active = ?, conversation_saving = ?, version = ?, updated_at = ?
+		WHERE id = ? AND org_id = ?`,
+		a.Name, a.Description, a.Active, a.ConversationSaving, a.Version.Number, micros(a.UpdatedAt), a.ID, a.OrgID)
+	if t.d.isUnique(err) {
+		return agentd.Errorf(agentd.EAlreadyExists, "an agent named %q already exists", a.Name)
+	}
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return agentd.Errorf(agentd.ENotFound, "agent %q not found", a.ID)
+	}
+	return nil
+}
+
+// DeleteAgent removes an agent of org with its versions and session history. Its
+// ledger rows stay: they are the record of money spent.
+func (t *Tx) DeleteAgent(ctx context.Context, orgID, id string) (err error) {
+	defer wrap(&err, "store.DeleteAgent(%q)", id)
+	if _, err := t.exec(ctx, `DELETE FROM session_turns WHERE agent_id = ? AND org_id = ?`, id, orgID); err != nil {
+		return err
+	}
+	if _, err := t.exec(ctx, `DELETE FROM agent_versions WHERE agent_id = ? AND agent_id IN (SELECT id FROM agents WHERE org_id = ?)`, id, orgID); err != nil {
+		return err
+	}
+	res, err := t.exec(ctx, `DELETE FROM agents WHERE id = ? AND org_id = ?`, id, orgID)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return agentd.Errorf(agentd.ENotFound, "agent %q not found", id)
+	}
+	return nil
+}

@@ -1,0 +1,272 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+// dialect is what differs between databases. Queries are written with ? placeholders
+// and rebound for dialects that number them.
+type dialect struct {
+	name     string
+	rebind   func(string) string
+	isUnique func(error) bool
+}
+
+var sqliteDialect = dialect{
+	name:   "sqlite",
+	rebind: func(q string) string { return q },
+	isUnique: func(err error) bool {
+		var e *sqlite.Error
+		return errors.As(err, &e) && (e.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || e.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY)
+	},
+}
+
+// Options tune Open.
+type Options struct {
+	// Synchronous is SQLite's synchronous pragma (FULL, NORMAL, EXTRA).
+	Synchronous string
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+	// MaxBatch caps the writes grouped into one transaction (256 when zero).
+	MaxBatch int
+	// MaxWait is how long the writer waits for more writes it expects (1ms when zero).
+	MaxWait time.Duration
+}
+
+// DB is agentd's database.
+type DB struct {
+	d     dialect
+	read  *sql.DB
+	write *sql.DB
+	w     *writer
+	now   func() time.Time
+}
+
+// Open opens (creating if needed) and migrates the database named by dsn, which is
+// "sqlite:PATH".
+func Open(ctx context.Context, dsn string, opts Options) (_ *DB, err error) {
+	defer wrap(&err, "store.Open(%q)", dsn)
+	file, ok := strings.CutPrefix(dsn, "sqlite:")
+	if !ok || file == "" {
+		return nil, fmt.Errorf("unsupported database %q: want sqlite:PATH", dsn)
+	}
+	sync := strings.ToUpper(opts.Synchronous)
+	if sync == "" {
+		sync = "FULL"
+	}
+	// Pragmas are per connection, so they go in the DSN that every connection uses.
+	q := url.Values{}
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous("+sync+")")
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Set("_txlock", "immediate")
+	base := "file:" + file + "?" + q.Encode()
+
+	write, err := sql.Open("sqlite", base)
+	if err != nil {
+		return nil, err
+	}
+	write.SetMaxOpenConns(1)
+	write.SetMaxIdleConns(1)
+	write.SetConnMaxLifetime(0)
+	write.SetConnMaxIdleTime(0)
+
+	q.Add("_pragma", "query_only(1)")
+	read, err := sql.Open("sqlite", "file:"+file+"?"+q.Encode())
+	if err != nil {
+		write.Close()
+		return nil, err
+	}
+	read.SetMaxOpenConns(8)
+	read.SetMaxIdleConns(8)
+	read.SetConnMaxIdleTime(0)
+
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	db := &DB{d: sqliteDialect, read: read, write: write, now: now}
+	if err := db.migrate(ctx); err != nil {
+		read.Close()
+		write.Close()
+		return nil, err
+	}
+	db.w = newWriter(write, opts.MaxBatch, opts.MaxWait)
+	return db, nil
+}
+
+// Close stops the writer after the writes already queued and closes the database.
+func (db *DB) Close() error {
+	db.w.close()
+	return errors.Join(db.read.Close(), db.write.Close())
+}
+
+// migrate applies the embedded migrations of the dialect that are not yet recorded,
+// each in its own transaction.
+func (db *DB) migrate(ctx context.Context) error {
+	if _, err := db.write.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	dir := path.Join("migrations", db.d.name)
+	entries, err := fs.ReadDir(migrations, dir)
+	if err != nil {
+		return err
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
+	for _, e := range entries {
+		name := e.Name()
+		num, _, ok := strings.Cut(name, "_")
+		version, err := strconv.Atoi(num)
+		if !ok || err != nil || !strings.HasSuffix(name, ".sql") {
+			return fmt.Errorf("migration %s: name must be NNNN_what.sql", name)
+		}
+		body, err := migrations.ReadFile(path.Join(dir, name))
+		if err != nil {
+			return err
+		}
+		err = db.txDirect(ctx, func(tx *sql.Tx) error {
+			var n int
+			if err := tx.QueryRowContext(ctx, db.d.rebind(`SELECT count(*) FROM schema_migrations WHERE version = ?`), version).Scan(&n); err != nil {
+				return err
+			}
+			if n > 0 {
+				return nil
+			}
+			if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, db.d.rebind(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`),
+				version, name, db.now().UnixMicro())
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("migration %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// txDirect runs fn in a transaction on the write connection, outside the writer.
+// Only for use before the writer starts (migrations).
+func (db *DB) txDirect(ctx context.Context, fn func(*sql.Tx) error) (err error) {
+	tx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			tx.Rollback()
+			panic(p)
+		}
+		if err != nil {
+			tx.Rollback()
+		}
+	}()
+	if err = fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// Tx runs fn inside the writer's next transaction, in its own savepoint: fn's writes
+// commit together with other callers' writes, or roll back alone when fn fails. It
+// returns after the commit that holds fn's writes, so a nil error means durable.
+// fn must not keep tx after returning.
+func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) error {
+	return db.w.do(ctx, func(stx *sql.Tx) error {
+		return fn(&Tx{tx: stx, d: db.d})
+	}, false)
+}
+
+// Expect tells the writer that a write is coming soon (a run took a hold), so that
+// it may wait briefly for it to join the current batch instead of committing
+// without it. The write is then made with the Expectation's Tx, or Cancel is called.
+func (db *DB) Expect() *Expectation {
+	db.w.expected.Add(1)
+	return &Expectation{db: db}
+}
+
+// Expectation is an announced write.
+type Expectation struct {
+	db   *DB
+	done bool
+}
+
+// Tx is DB.Tx for the announced write; the announcement ends when it is queued.
+func (e *Expectation) Tx(ctx context.Context, fn func(tx *Tx) error) error {
+	if e.done {
+		return e.db.Tx(ctx, fn)
+	}
+	e.done = true
+	return e.db.w.do(ctx, func(stx *sql.Tx) error { return fn(&Tx{tx: stx, d: e.db.d}) }, true)
+}
+
+// Cancel withdraws the announcement if it was not used; calling it again, or after
+// Tx, does nothing.
+func (e *Expectation) Cancel() {
+	if !e.done {
+		e.done = true
+		e.db.w.expected.Add(-1)
+	}
+}
+
+// Tx is a write transaction handed to a Tx callback.
+type Tx struct {
+	tx *sql.Tx
+	d  dialect
+}
+
+func (t *Tx) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	return t.tx.ExecContext(ctx, t.d.rebind(q), args...)
+}
+
+func (t *Tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	return t.tx.QueryRowContext(ctx, t.d.rebind(q), args...)
+}
+
+func (db *DB) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	return db.read.QueryRowContext(ctx, db.d.rebind(q), args...)
+}
+
+func (db *DB) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	return db.read.QueryContext(ctx, db.d.rebind(q), args...)
+}
+
+// wrap annotates a non-nil *err with the operation, keeping *agentd.Error values
+// reachable through errors.As.
+func wrap(err *error, format string, args ...any) {
+	if *err != nil {
+		*err = fmt.Errorf(format+": %w", append(args, *err)...)
+	}
+}
+
+func micros(t time.Time) int64 { return t.UnixMicro() }
+
+func fromMicros(v int64) time.Time { return time.UnixMicro(v).UTC() }
+
+func nullTime(v sql.NullInt64) *time.Time {
+	if !v.Valid {
+		return nil
+	}
+	t := fromMicros(v.Int64)
+	return &t
+}

@@ -1,0 +1,217 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/agentd/agentd"
+)
+
+// ErrQueueFull is returned when the writer's queue is full; the API answers 503.
+var ErrQueueFull = &agentd.Error{Code: agentd.EUnavailable, Message: "the database is overloaded; retry shortly"}
+
+// errClosed is returned for writes submitted after Close.
+var errClosed = &agentd.Error{Code: agentd.EUnavailable, Message: "the server is shutting down"}
+
+type writeReq struct {
+	fn   func(*sql.Tx) error
+	done chan error // buffered(1)
+}
+
+// writer is the single goroutine that owns the write connection. It takes what is
+// queued, waits a little longer while writes it was told to expect have not arrived
+// yet, and commits them all in one transaction.
+type writer struct {
+	db       *sql.DB
+	queue    chan *writeReq
+	maxBatch int
+	maxWait  time.Duration
+	expected atomic.Int64 // writes announced (Expect) but not yet queued
+
+	mu     sync.RWMutex // guards closed against sends racing close
+	closed bool
+	stop   chan struct{}
+	wg     sync.WaitGroup
+}
+
+var reqPool = sync.Pool{New: func() any { return &writeReq{done: make(chan error, 1)} }}
+
+func newWriter(db *sql.DB, maxBatch int, maxWait time.Duration) *writer {
+	if maxBatch <= 0 {
+		maxBatch = 256
+	}
+	if maxWait <= 0 {
+		maxWait = time.Millisecond
+	}
+	w := &writer{db: db, queue: make(chan *writeReq, 4096), maxBatch: maxBatch, maxWait: maxWait, stop: make(chan struct{})}
+	w.wg.Add(1)
+	go w.loop()
+	return w
+}
+
+// do queues fn and waits for the commit that contains it. Once queued, the write
+// happens whatever ctx does: the caller waits for the outcome so that it never
+// reports failure for a write that committed.
+// When announced, the write was counted in expected and stops counting once queued
+// (or refused).
+func (w *writer) do(ctx context.Context, fn func(*sql.Tx) error, announced bool) error {
+	r := reqPool.Get().(*writeReq)
+	r.fn = fn
+	err := w.enqueue(r)
+	if announced {
+		w.expected.Add(-1)
+	}
+	if err != nil {
+		r.fn = nil
+		reqPool.Put(r)
+		return err
+	}
+	err = <-r.done
+	r.fn = nil
+	reqPool.Put(r)
+	return err
+}
+
+func (w *writer) enqueue(r *writeReq) error {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.closed {
+		return errClosed
+	}
+	select {
+	case w.queue <- r:
+		return nil
+	default:
+		return ErrQueueFull
+	}
+}
+
+func (w *writer) close() {
+	w.mu.Lock()
+	if !w.closed {
+		w.closed = true
+		close(w.stop)
+	}
+	w.mu.Unlock()
+	w.wg.Wait()
+}
+
+func (w *writer) loop() {
+	defer w.wg.Done()
+	batch := make([]*writeReq, 0, w.maxBatch)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		var first *writeReq
+		select {
+		case first = <-w.queue:
+		case <-w.stop:
+			// Drain: everything queued before close still gets written.
+			for {
+				select {
+				case r := <-w.queue:
+					w.commit([]*writeReq{r})
+				default:
+					return
+				}
+			}
+		}
+		batch = append(batch[:0], first)
+		batch = w.fill(batch, timer)
+		w.commit(batch)
+	}
+}
+
+// fill adds queued writes to batch; while writes that were announced have not all
+// arrived, it waits up to maxWait for them. Waiting only for announced writes keeps
+// an idle server's single request from paying the wait.
+func (w *writer) fill(batch []*writeReq, timer *time.Timer) []*writeReq {
+	deadline := time.Time{}
+	for len(batch) < w.maxBatch {
+		select {
+		case r := <-w.queue:
+			batch = append(batch, r)
+			continue
+		default:
+		}
+		if w.expected.Load() <= 0 {
+			return batch
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(w.maxWait)
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return batch
+		}
+		timer.Reset(left)
+		select {
+		case r := <-w.queue:
+			batch = append(batch, r)
+		case <-timer.C:
+			return batch
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+	return batch
+}
+
+// commit runs every write of the batch in its own savepoint inside one transaction.
+func (w *writer) commit(batch []*writeReq) {
+	ctx := context.Background()
+	errs := make([]error, len(batch))
+	tx, err := w.db.BeginTx(ctx, nil)
+	if err != nil {
+		w.finish(batch, nil, fmt.Errorf("begin: %w", err))
+		return
+	}
+	for i, r := range batch {
+		errs[i] = runSavepoint(ctx, tx, r.fn)
+	}
+	if err := tx.Commit(); err != nil {
+		tx.Rollback()
+		w.finish(batch, nil, fmt.Errorf("commit: %w", err))
+		return
+	}
+	w.finish(batch, errs, nil)
+}
+
+func (w *writer) finish(batch []*writeReq, errs []error, all error) {
+	for i, r := range batch {
+		if all != nil {
+			r.done <- all
+		} else {
+			r.done <- errs[i]
+		}
+	}
+}
+
+func runSavepoint(ctx context.Context, tx *sql.Tx, fn func(*sql.Tx) error) (err error) {
+	if _, err := tx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
+		return err
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("write panicked: %v", p)
+		}
+		if err != nil {
+			if _, rerr := tx.ExecContext(ctx, "ROLLBACK TO w"); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+		}
+		if _, rerr := tx.ExecContext(ctx, "RELEASE w"); rerr != nil && err == nil {
+			err = rerr
+		}
+	}()
+	return fn(tx)
+}
