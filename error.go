@@ -8,22 +8,22 @@ import (
 // Error codes. The set is closed: every error a client sees carries one of these,
 // and internal/api maps each to exactly one HTTP status.
 const (
-	EInvalid           = "invalid"            // 422: the request is malformed or fails validation
-	EBadRequest        = "bad_request"        // 400: well-formed but not acceptable
+	EInvalid           = "invalid"             // 422: the request is malformed or fails validation
+	EBadRequest        = "bad_request"         // 400: well-formed but not acceptable
 	EModelUnavailable  = "model_not_available" // 400: the model is not in the catalog
-	EAlreadyExists     = "already_exists"     // 400: a name is taken (NuGen clients match the text)
-	EUnauthenticated   = "unauthenticated"    // 401
-	EForbidden         = "forbidden"          // 403
-	ENotFound          = "not_found"          // 404
-	EMethodNotAllowed  = "method_not_allowed" // 405
-	EConflict          = "conflict"           // 409
-	ESessionBusy       = "session_busy"       // 409
-	EPayloadTooLarge   = "payload_too_large"  // 413
-	EInsufficientQuota = "insufficient_quota" // 402
-	ERateLimited       = "rate_limited"       // 429
-	EInferenceFailed   = "inference_failed"   // 500
-	EUnavailable       = "unavailable"        // 503
-	EInternal          = "internal"           // 500
+	EAlreadyExists     = "already_exists"      // 400: a name is taken (NuGen clients match the text)
+	EUnauthenticated   = "unauthenticated"     // 401
+	EForbidden         = "forbidden"           // 403
+	ENotFound          = "not_found"           // 404
+	EMethodNotAllowed  = "method_not_allowed"  // 405
+	EConflict          = "conflict"            // 409
+	ESessionBusy       = "session_busy"        // 409
+	EPayloadTooLarge   = "payload_too_large"   // 413
+	EInsufficientQuota = "insufficient_quota"  // 402
+	ERateLimited       = "rate_limited"        // 429
+	EInferenceFailed   = "inference_failed"    // 500
+	EUnavailable       = "unavailable"         // 503
+	EInternal          = "internal"            // 500
 )
 
 // Error is an error meant for the client: Code picks the status, Message is safe to
