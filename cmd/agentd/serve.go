@@ -77,6 +77,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	log.Info("agentd serving", "addr", ln.Addr().String(), "db", cfg.DB, "models", len(cfg.Models))
+	fmt.Fprintf(stdout, "agentd listening on http://%s\n", ln.Addr())
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
