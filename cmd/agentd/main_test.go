@@ -30,7 +30,7 @@ const testKey = "agd_test_bootstrap_key_0123456789"
 
 // startServer boots the real program. config is YAML for --config ("" for none);
 // env adds environment variables.
-func startServer(t *testing.T, config string, env map[string]string) *testServer {
+func startServer(t testing.TB, config string, env map[string]string) *testServer {
 	t.Helper()
 	dir := t.TempDir()
 	args := []string{"serve", "--addr", "127.0.0.1:0", "--db", "sqlite:" + filepath.Join(dir, "agentd.db")}
@@ -278,8 +278,11 @@ func TestTenantIsolation(t *testing.T) {
 		"get by id":   func() error { _, err := b.Agent(ctx, a.ID); return err },
 		"get by name": func() error { _, err := b.Agent(ctx, a.Name); return err },
 		"run":         func() error { _, err := b.Run(ctx, a.Name, "hello", "shared-session"); return err },
-		"update":      func() error { _, err := b.UpdateAgent(ctx, a.ID, client.AgentSpec{Temperature: client.Ptr(1.0)}); return err },
-		"delete":      func() error { return b.DeleteAgent(ctx, a.ID) },
+		"update": func() error {
+			_, err := b.UpdateAgent(ctx, a.ID, client.AgentSpec{Temperature: client.Ptr(1.0)})
+			return err
+		},
+		"delete": func() error { return b.DeleteAgent(ctx, a.ID) },
 		"revoke A's key": func() error {
 			keys, err := op.Keys(ctx)
 			if err != nil {

@@ -12,13 +12,26 @@ import (
 // use. The zero value is not usable; get one from O200k.
 type Counter struct {
 	codec *codec.Codec
+
+	// cache remembers counts of recent texts. A session's history, instructions and
+	// demonstrations are counted again on every turn (by the offline model's usage,
+	// for one), and BPE costs ~200 µs per KB; a map lookup costs a hash of the text.
+	mu    sync.RWMutex
+	cache map[string]int
 }
+
+// Cache bounds: texts outside them are counted every time; a full cache is emptied.
+const (
+	cacheMinLen  = 16
+	cacheMaxLen  = 64 << 10
+	cacheEntries = 16384
+)
 
 // o200k is built on first use: loading the vocabulary and compiling the split
 // expression take tens of milliseconds, which a process that never counts (or a test
 // that never counts) should not pay.
 var o200k = sync.OnceValue(func() *Counter {
-	return &Counter{codec: codec.NewO200kBase()}
+	return &Counter{codec: codec.NewO200kBase(), cache: make(map[string]int)}
 })
 
 // O200k returns the process-wide counter for OpenAI's o200k_base encoding (GPT-4o,
@@ -32,9 +45,26 @@ func (c *Counter) Count(s string) int {
 	if s == "" {
 		return 0
 	}
+	cacheable := len(s) >= cacheMinLen && len(s) <= cacheMaxLen && c.cache != nil
+	if cacheable {
+		c.mu.RLock()
+		n, ok := c.cache[s]
+		c.mu.RUnlock()
+		if ok {
+			return n
+		}
+	}
 	n, err := c.codec.Count(s)
 	if err != nil {
 		return len(s)/4 + 1
+	}
+	if cacheable {
+		c.mu.Lock()
+		if len(c.cache) >= cacheEntries {
+			clear(c.cache)
+		}
+		c.cache[strings.Clone(s)] = n // never pin a caller's larger buffer
+		c.mu.Unlock()
 	}
 	return n
 }

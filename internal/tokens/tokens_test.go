@@ -201,12 +201,30 @@ const paragraph = `An agent in agentd is a stored configuration: instructions, a
 	`so that its usage numbers agree with the ones the prompt builder computed when it ` +
 	`decided which history turns to keep and which to leave out of the prompt this time.`
 
+// BenchmarkCountO200k measures tokenizing (a fresh text each time, so the count
+// cache misses) and a cache hit.
 func BenchmarkCountO200k(b *testing.B) {
 	c := O200k()
 	c.Count(paragraph) // build the codec outside the timing
-	b.SetBytes(int64(len(paragraph)))
-	b.ReportAllocs()
-	for b.Loop() {
-		c.Count(paragraph)
-	}
+	b.Run("uncached", func(b *testing.B) {
+		b.SetBytes(int64(len(paragraph)))
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			i++
+			c.Count(paragraph[i%7:]) // seven distinct texts, and the cache cleared before any repeats
+			if i%7 == 0 {
+				c.mu.Lock()
+				clear(c.cache)
+				c.mu.Unlock()
+			}
+		}
+	})
+	b.Run("cached", func(b *testing.B) {
+		b.SetBytes(int64(len(paragraph)))
+		b.ReportAllocs()
+		for b.Loop() {
+			c.Count(paragraph)
+		}
+	})
 }

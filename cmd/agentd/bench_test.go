@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd/client"
+)
+
+// BenchmarkRunHTTP measures the whole run path over real HTTP on loopback: auth,
+// agent cache, prompt assembly, hold, the offline model, the group-committed ledger
+// write (synchronous=FULL) and the JSON response. "session" adds a history load and
+// a turn append per run, each parallel client on its own session.
+//
+//	go test ./cmd/agentd -run XXX -bench RunHTTP -benchtime 5s
+func BenchmarkRunHTTP(b *testing.B) {
+	s := startServer(b, "", nil)
+	ctx := context.Background()
+	op := s.client(s.Key)
+	if _, err := op.CreateAgent(ctx, client.AgentSpec{
+		Name: client.Ptr("bench"), Description: client.Ptr("b"), Model: client.Ptr("offline"), MaxToken: client.Ptr(64),
+		Instructions:   client.Ptr("Answer briefly."),
+		Demonstrations: []client.Demonstration{{Input: "ping", Output: "pong"}, {Input: "status?", Output: "all systems nominal"}},
+	}); err != nil {
+		b.Fatal(err)
+	}
+	tr := &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}
+	hc := &http.Client{Transport: tr}
+	url := s.URL + "/api/v3/agents/run-agents/bench/run"
+	for _, mode := range []string{"stateless", "session"} {
+		b.Run(mode, func(b *testing.B) {
+			var sessions atomic.Int64
+			b.SetParallelism(32) // 64 concurrent clients on 2 cores
+			b.ReportAllocs()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				sid := fmt.Sprintf("bench-%d-%d", time.Now().UnixNano(), sessions.Add(1))
+				for pb.Next() {
+					req, _ := http.NewRequest("POST", url, strings.NewReader(`{"message":"ping"}`))
+					req.Header.Set("Authorization", "Bearer "+s.Key)
+					if mode == "session" {
+						req.Header.Set("X-Session-ID", sid)
+					}
+					resp, err := hc.Do(req)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					var buf [512]byte
+					for {
+						if _, err := resp.Body.Read(buf[:]); err != nil {
+							break
+						}
+					}
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						b.Errorf("status %d", resp.StatusCode)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "runs/s")
+		})
+	}
+}
