@@ -1,0 +1,171 @@
+package run
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/agents"
+	"github.com/agentd/agentd/internal/billing"
+	"github.com/agentd/agentd/internal/catalog"
+	"github.com/agentd/agentd/internal/llm"
+	"github.com/agentd/agentd/internal/session"
+	"github.com/agentd/agentd/internal/store"
+)
+
+// fakeProvider answers with a fixed reply, or fails, and counts calls.
+type fakeProvider struct {
+	err   error
+	reply string
+	calls atomic.Int64
+}
+
+func (f *fakeProvider) Complete(ctx context.Context, req *llm.Request) (*llm.Response, error) {
+	f.calls.Add(1)
+	if f.err != nil {
+		return nil, f.err
+	}
+	words := func(s string) int { return len(strings.Fields(s)) }
+	return &llm.Response{
+		Text: f.reply, FinishReason: "stop", Model: req.Model,
+		Usage: llm.Usage{InputTokens: llm.CountMessages(words, req.Messages), OutputTokens: words(f.reply), Source: agentd.UsageProvider},
+	}, nil
+}
+
+type fixture struct {
+	db     *store.DB
+	runner *Runner
+	accts  *billing.Accounts
+	p      *agentd.Principal
+	prov   *fakeProvider
+}
+
+// newFixture builds a runner on a real SQLite database with one agent on a priced
+// model served by prov; the organization has credits micro-credits.
+func newFixture(t *testing.T, prov *fakeProvider, credits agentd.Micros) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	db, err := store.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "a.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	org := &store.Org{ID: agentd.NewID("org"), Name: "acme", Created: 1}
+	if err := db.Tx(ctx, func(tx *store.Tx) error {
+		if err := tx.CreateOrg(ctx, org); err != nil {
+			return err
+		}
+		_, err := tx.GrantCredits(ctx, &store.Grant{ID: agentd.NewID("grant"), OrgID: org.ID, Amount: credits, KeyID: "k", Created: 1})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	words := func(s string) int { return len(strings.Fields(s)) }
+	cat := catalog.New(&catalog.Model{
+		ID: "priced", ProviderName: "fake", Provider: prov, UpstreamModel: "up", ContextWindow: 4096, MaxOutputTokens: 512,
+		Price: agentd.Price{InputPerM: 1_000_000_000, OutputPerM: 1_000_000_000}, Count: words, // 1000 credits per M tokens
+	})
+	ag := agents.New(db, cat, time.Now)
+	p := &agentd.Principal{OrgID: org.ID, KeyID: "key-1", Owner: "alice", Scopes: []agentd.Scope{agentd.ScopeAdmin}}
+	if _, err := ag.Create(ctx, p, agents.Spec{
+		Name: ptr("Bot"), Description: ptr("d"), Model: ptr("priced"), MaxTokens: ptr(10),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	accts := billing.New(db)
+	r := &Runner{
+		Agents: ag, DB: db, Accounts: accts, Leases: session.NewLeases(), SessionWait: time.Second,
+		Timeout: 5 * time.Second, Now: time.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	return &fixture{db: db, runner: r, accts: accts, p: p, prov: prov}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestInferenceFailureChargesNothing: a failing provider gives inference_failed,
+// the hold is released, the balance is unchanged, and the ledger records a failed
+// run with cost 0 and no session turn.
+func TestInferenceFailureChargesNothing(t *testing.T) {
+	prov := &fakeProvider{err: &llm.Error{Kind: llm.KindRetryable, StatusCode: 500, Message: "upstream exploded: secret internals"}}
+	f := newFixture(t, prov, 1_000_000)
+	ctx := context.Background()
+	_, err := f.runner.Run(ctx, &Request{Principal: f.p, AgentName: "bot", Message: "hello there", SessionID: "s1"})
+	var e *agentd.Error
+	if !errors.As(err, &e) || e.Code != agentd.EInferenceFailed {
+		t.Fatalf("err = %v, want inference_failed", err)
+	}
+	if strings.Contains(e.Message, "secret") {
+		t.Errorf("upstream text leaked to the client: %q", e.Message)
+	}
+	st, _ := f.accts.State(ctx, f.p.OrgID)
+	if st.Balance != 1_000_000 || st.Held != 0 {
+		t.Errorf("state after failure = %+v", st)
+	}
+	tot, err := f.db.LedgerTotals(ctx, f.p.OrgID)
+	if err != nil || tot.Runs != 0 || tot.Cost != 0 {
+		t.Errorf("ledger ok-runs after failure: %+v %v", tot, err)
+	}
+	turns := 0
+	f.db.History(ctx, store.SessionKey{OrgID: f.p.OrgID, AgentID: mustAgentID(t, f), Owner: "alice", SessionID: "s1"}, func(store.Turn) bool { turns++; return true })
+	if turns != 0 {
+		t.Errorf("a failed run stored %d turns", turns)
+	}
+	if b, _ := f.db.Balance(ctx, f.p.OrgID); b != 1_000_000 {
+		t.Errorf("stored balance = %d", b)
+	}
+}
+
+// TestSuccessChargesExactly: cost = tokens × price, rounded up; hold fully ended.
+func TestSuccessChargesExactly(t *testing.T) {
+	prov := &fakeProvider{reply: "four words of reply"}
+	f := newFixture(t, prov, 1_000_000)
+	ctx := context.Background()
+	res, err := f.runner.Run(ctx, &Request{Principal: f.p, AgentName: "bot", Message: "hello there"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := agentd.Micros((res.Usage.InputTokens + res.Usage.OutputTokens) * 1000)
+	st, _ := f.accts.State(ctx, f.p.OrgID)
+	if st.Balance != 1_000_000-want || st.Held != 0 {
+		t.Errorf("state = %+v, want balance %d", st, 1_000_000-want)
+	}
+	if b, _ := f.db.Balance(ctx, f.p.OrgID); b != st.Balance {
+		t.Errorf("stored balance %d != live balance %d", b, st.Balance)
+	}
+	tot, _ := f.db.LedgerTotals(ctx, f.p.OrgID)
+	if tot.Runs != 1 || tot.Cost != want {
+		t.Errorf("ledger = %+v, want 1 run costing %d", tot, want)
+	}
+}
+
+// TestHoldRefusedBeforeProviderCall: a 402 never reaches the model.
+func TestHoldRefusedBeforeProviderCall(t *testing.T) {
+	prov := &fakeProvider{reply: "ok"}
+	f := newFixture(t, prov, 5) // 5 micro-credits: not even one token
+	_, err := f.runner.Run(context.Background(), &Request{Principal: f.p, AgentName: "bot", Message: "hello"})
+	var e *agentd.Error
+	if !errors.As(err, &e) || e.Code != agentd.EInsufficientQuota {
+		t.Fatalf("err = %v", err)
+	}
+	if e.Fields["available"].(agentd.Micros) != 5 || e.Fields["required"].(agentd.Micros) <= 5 {
+		t.Errorf("fields = %v", e.Fields)
+	}
+	if prov.calls.Load() != 0 {
+		t.Errorf("provider called %d times", prov.calls.Load())
+	}
+}
+
+func mustAgentID(t *testing.T, f *fixture) string {
+	a, err := f.db.AgentByName(context.Background(), f.p.OrgID, "bot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.ID
+}
