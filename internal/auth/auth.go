@@ -107,8 +107,9 @@ func (a *Authenticator) Authenticate(ctx context.Context, header string) (*agent
 	return p, nil
 }
 
-// Evict forgets a key so that its next use is checked against the database. Call
-// it after the revocation has committed.
+// Evict forgets a revoked key: from now on, for the life of the process, it is
+// refused without a lookup, even by a lookup that raced the revocation. Call it
+// after the revocation has committed.
 func (a *Authenticator) Evict(keyID string) {
 	a.mu.Lock()
 	a.revoked[keyID] = true

@@ -11,6 +11,7 @@ package billing
 
 import (
 	"context"
+	"fmt"
 	"sync"
 
 	"github.com/agentd/agentd"
@@ -73,6 +74,9 @@ func (a *Accounts) Hold(ctx context.Context, orgID string, amount agentd.Micros)
 	acct, err := a.account(ctx, orgID)
 	if err != nil {
 		return nil, err
+	}
+	if amount < 0 {
+		return nil, fmt.Errorf("billing: negative hold %d", amount)
 	}
 	acct.mu.Lock()
 	defer acct.mu.Unlock()

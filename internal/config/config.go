@@ -188,10 +188,11 @@ func (c *Config) addOffline() {
 		}
 	}
 	if !found {
-		c.Models = append([]Model{{
+		// Appended, not prepended, so that errors about models[i] use the file's own index.
+		c.Models = append(c.Models, Model{
 			ID: OfflineModelID, Provider: OfflineProvider, UpstreamModel: OfflineModelID,
 			Name: "agentd offline model", ContextWindow: OfflineContextWindow, MaxOutputTokens: OfflineMaxOutput,
-		}}, c.Models...)
+		})
 	}
 }
 
@@ -266,8 +267,9 @@ func (c *Config) Validate() error {
 		if m.MaxOutputTokens <= 0 || m.MaxOutputTokens >= m.ContextWindow {
 			bad("models[%d] %q: max_output_tokens must be positive and below context_window", i, m.ID)
 		}
-		if m.Price.Input < 0 || m.Price.Output < 0 || m.Price.Input > 1e6 || m.Price.Output > 1e6 {
-			bad("models[%d] %q: prices must be between 0 and 1000000 credits per million tokens", i, m.ID)
+		// The cap keeps tokens × price far inside int64 micro-credits.
+		if m.Price.Input < 0 || m.Price.Output < 0 || m.Price.Input > 10000 || m.Price.Output > 10000 {
+			bad("models[%d] %q: prices must be between 0 and 10000 credits per million tokens", i, m.ID)
 		}
 		if len(m.Fallbacks) > 0 {
 			bad("models[%d] %q: fallbacks need real providers, which are not supported yet", i, m.ID)

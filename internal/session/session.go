@@ -33,6 +33,9 @@ func NewLeases() *Leases { return &Leases{busy: map[string]*lease{}} }
 // returns ESessionBusy (with retry_after seconds) when the wait runs out, or ctx's
 // error. The returned release must be called exactly once.
 func (l *Leases) Acquire(ctx context.Context, key string, wait time.Duration) (release func(), err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	var timer *time.Timer
 	for {
 		l.mu.Lock()

@@ -115,8 +115,13 @@ func (t *Tx) insertVersion(ctx context.Context, agentID string, v *agentd.Versio
 func (t *Tx) UpdateAgent(ctx context.Context, a *agentd.Agent, newVersion bool) (err error) {
 	defer wrap(&err, "store.UpdateAgent(%q)", a.ID)
 	if newVersion {
-		if err := t.queryRow(ctx, `SELECT max(version) + 1 FROM agent_versions WHERE agent_id = ?`, a.ID).Scan(&a.Version.Number); err != nil {
+		// COALESCE: an agent deleted meanwhile has no versions; that is a 404, not a NULL.
+		if err := t.queryRow(ctx, `SELECT COALESCE(max(v.version), 0) + 1 FROM agent_versions v JOIN agents a ON a.id = v.agent_id
+			WHERE v.agent_id = ? AND a.org_id = ?`, a.ID, a.OrgID).Scan(&a.Version.Number); err != nil {
 			return err
+		}
+		if a.Version.Number == 1 {
+			return agentd.Errorf(agentd.ENotFound, "agent %q not found", a.ID)
 		}
 		if err := t.insertVersion(ctx, a.ID, &a.Version); err != nil {
 			return err

@@ -69,13 +69,16 @@ type Grant struct {
 // balance never goes below zero (the CHECK constraint refuses it).
 func (t *Tx) GrantCredits(ctx context.Context, g *Grant) (balance agentd.Micros, err error) {
 	defer wrap(&err, "store.GrantCredits(%q)", g.OrgID)
-	if _, err = t.exec(ctx, `INSERT INTO credit_grants (id, org_id, amount, key_id, created_at) VALUES (?, ?, ?, ?, ?)`,
-		g.ID, g.OrgID, g.Amount, g.KeyID, g.Created); err != nil {
-		return 0, err
-	}
+	// The balance first: a missing organization is then ENotFound rather than a
+	// foreign-key failure of the grant row.
 	err = t.queryRow(ctx, `UPDATE orgs SET balance = balance + ? WHERE id = ? RETURNING balance`, g.Amount, g.OrgID).Scan(&balance)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, agentd.Errorf(agentd.ENotFound, "organization %q not found", g.OrgID)
 	}
+	if err != nil {
+		return 0, err
+	}
+	_, err = t.exec(ctx, `INSERT INTO credit_grants (id, org_id, amount, key_id, created_at) VALUES (?, ?, ?, ?, ?)`,
+		g.ID, g.OrgID, g.Amount, g.KeyID, g.Created)
 	return balance, err
 }

@@ -235,12 +235,15 @@ type Tx struct {
 	d  dialect
 }
 
+// Statements of a queued write ignore the caller's cancellation: interrupting one
+// mid-statement can abort the whole group's transaction, and a write once queued
+// is meant to happen (its caller waits for the outcome either way).
 func (t *Tx) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	return t.tx.ExecContext(ctx, t.d.rebind(q), args...)
+	return t.tx.ExecContext(context.WithoutCancel(ctx), t.d.rebind(q), args...)
 }
 
 func (t *Tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
-	return t.tx.QueryRowContext(ctx, t.d.rebind(q), args...)
+	return t.tx.QueryRowContext(context.WithoutCancel(ctx), t.d.rebind(q), args...)
 }
 
 func (db *DB) queryRow(ctx context.Context, q string, args ...any) *sql.Row {

@@ -19,8 +19,9 @@ var ErrQueueFull = &agentd.Error{Code: agentd.EUnavailable, Message: "the databa
 var errClosed = &agentd.Error{Code: agentd.EUnavailable, Message: "the server is shutting down"}
 
 type writeReq struct {
-	fn   func(*sql.Tx) error
-	done chan error // buffered(1)
+	fn        func(*sql.Tx) error
+	announced bool       // counted in writer.expected until the writer takes it
+	done      chan error // buffered(1)
 }
 
 // writer is the single goroutine that owns the write connection. It takes what is
@@ -61,20 +62,28 @@ func newWriter(db *sql.DB, maxBatch int, maxWait time.Duration) *writer {
 // (or refused).
 func (w *writer) do(ctx context.Context, fn func(*sql.Tx) error, announced bool) error {
 	r := reqPool.Get().(*writeReq)
-	r.fn = fn
-	err := w.enqueue(r)
-	if announced {
-		w.expected.Add(-1)
-	}
-	if err != nil {
+	r.fn, r.announced = fn, announced
+	if err := w.enqueue(r); err != nil {
+		if announced {
+			w.expected.Add(-1)
+		}
 		r.fn = nil
 		reqPool.Put(r)
 		return err
 	}
-	err = <-r.done
+	err := <-r.done
 	r.fn = nil
 	reqPool.Put(r)
 	return err
+}
+
+// take accounts for a request leaving the queue: an announced write stops being
+// expected the moment the writer holds it, so the writer never waits for itself.
+func (w *writer) take(r *writeReq) *writeReq {
+	if r.announced {
+		w.expected.Add(-1)
+	}
+	return r
 }
 
 func (w *writer) enqueue(r *writeReq) error {
@@ -109,13 +118,14 @@ func (w *writer) loop() {
 	for {
 		var first *writeReq
 		select {
-		case first = <-w.queue:
+		case r := <-w.queue:
+			first = w.take(r)
 		case <-w.stop:
 			// Drain: everything queued before close still gets written.
 			for {
 				select {
 				case r := <-w.queue:
-					w.commit([]*writeReq{r})
+					w.commit([]*writeReq{w.take(r)})
 				default:
 					return
 				}
@@ -135,7 +145,7 @@ func (w *writer) fill(batch []*writeReq, timer *time.Timer) []*writeReq {
 	for len(batch) < w.maxBatch {
 		select {
 		case r := <-w.queue:
-			batch = append(batch, r)
+			batch = append(batch, w.take(r))
 			continue
 		default:
 		}
@@ -152,7 +162,7 @@ func (w *writer) fill(batch []*writeReq, timer *time.Timer) []*writeReq {
 		timer.Reset(left)
 		select {
 		case r := <-w.queue:
-			batch = append(batch, r)
+			batch = append(batch, w.take(r))
 		case <-timer.C:
 			return batch
 		}
@@ -166,52 +176,79 @@ func (w *writer) fill(batch []*writeReq, timer *time.Timer) []*writeReq {
 	return batch
 }
 
-// commit runs every write of the batch in its own savepoint inside one transaction.
+// commit runs every write of the batch in its own savepoint inside one transaction,
+// and tells each caller the truth about its own write.
 func (w *writer) commit(batch []*writeReq) {
-	ctx := context.Background()
-	errs := make([]error, len(batch))
-	tx, err := w.db.BeginTx(ctx, nil)
-	if err != nil {
-		w.finish(batch, nil, fmt.Errorf("begin: %w", err))
+	errs, broken := w.try(batch)
+	if !broken {
+		for i, r := range batch {
+			r.done <- errs[i]
+		}
 		return
 	}
+	// SQLite rolled the whole transaction back under one write (an I/O error, say),
+	// so nothing of the batch committed. Redo each write alone, so that one bad
+	// write cannot fail or lose the others.
+	for _, r := range batch {
+		errs, broken := w.try([]*writeReq{r})
+		if broken {
+			errs = []error{errors.New("write aborted its transaction")}
+		}
+		r.done <- errs[0]
+	}
+}
+
+// try runs batch in one transaction. broken reports that the transaction ended
+// under a write, in which case nothing was committed and errs is nil.
+func (w *writer) try(batch []*writeReq) (errs []error, broken bool) {
+	ctx := context.Background()
+	errs = make([]error, len(batch))
+	tx, err := w.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fill(errs, fmt.Errorf("begin: %w", err)), false
+	}
 	for i, r := range batch {
-		errs[i] = runSavepoint(ctx, tx, r.fn)
+		if errs[i], broken = runSavepoint(ctx, tx, r.fn); broken {
+			tx.Rollback()
+			return nil, true
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		tx.Rollback()
-		w.finish(batch, nil, fmt.Errorf("commit: %w", err))
-		return
+		return fill(errs, fmt.Errorf("commit: %w", err)), false
 	}
-	w.finish(batch, errs, nil)
+	return errs, false
 }
 
-func (w *writer) finish(batch []*writeReq, errs []error, all error) {
-	for i, r := range batch {
-		if all != nil {
-			r.done <- all
-		} else {
-			r.done <- errs[i]
-		}
+func fill(errs []error, err error) []error {
+	for i := range errs {
+		errs[i] = err
 	}
+	return errs
 }
 
-func runSavepoint(ctx context.Context, tx *sql.Tx, fn func(*sql.Tx) error) (err error) {
+// runSavepoint runs fn in a savepoint. broken reports that the savepoint could not
+// be rolled back or released, which means the transaction itself is gone: continuing
+// would run later writes outside it.
+func runSavepoint(ctx context.Context, tx *sql.Tx, fn func(*sql.Tx) error) (err error, broken bool) {
 	if _, err := tx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
-		return err
+		return err, true
 	}
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("write panicked: %v", p)
-		}
-		if err != nil {
-			if _, rerr := tx.ExecContext(ctx, "ROLLBACK TO w"); rerr != nil {
-				err = errors.Join(err, rerr)
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("write panicked: %v", p)
 			}
-		}
-		if _, rerr := tx.ExecContext(ctx, "RELEASE w"); rerr != nil && err == nil {
-			err = rerr
-		}
+		}()
+		err = fn(tx)
 	}()
-	return fn(tx)
+	if err != nil {
+		if _, rerr := tx.ExecContext(ctx, "ROLLBACK TO w"); rerr != nil {
+			return err, true
+		}
+	}
+	if _, rerr := tx.ExecContext(ctx, "RELEASE w"); rerr != nil {
+		return err, true
+	}
+	return err, false
 }
