@@ -136,12 +136,17 @@ func (s *Server) agentInfo(a *agentd.Agent) *agentInfo {
 	return info
 }
 
-func (s *Server) createAgent(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
+// decodeSpec reads the body of create and update.
+func (s *Server) decodeSpec(w http.ResponseWriter, r *http.Request) (agents.Spec, error) {
 	var req agentRequest
 	if err := s.decode(w, r, &req); err != nil {
-		return err
+		return agents.Spec{}, err
 	}
-	sp, err := req.spec()
+	return req.spec()
+}
+
+func (s *Server) createAgent(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
+	sp, err := s.decodeSpec(w, r)
 	if err != nil {
 		return err
 	}
@@ -177,11 +182,7 @@ func (s *Server) getAgent(w http.ResponseWriter, r *http.Request, p *agentd.Prin
 }
 
 func (s *Server) updateAgent(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
-	var req agentRequest
-	if err := s.decode(w, r, &req); err != nil {
-		return err
-	}
-	sp, err := req.spec()
+	sp, err := s.decodeSpec(w, r)
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -54,8 +53,6 @@ func decodeJSON(data []byte, v any) error {
 			return agentd.Invalid("Input should be a valid dictionary or object", "model_attributes_type", loc...)
 		}
 		return agentd.Invalid("Input should be a valid "+typeName(typ.Type.Kind().String()), typeName(typ.Type.Kind().String())+"_type", loc...)
-	case errors.As(err, new(*agentd.Error)):
-		return err
 	default:
 		return agentd.Invalid("JSON decode error: "+err.Error(), "json_invalid", "body")
 	}
@@ -109,7 +106,5 @@ func queryBool(r *http.Request, name string) (bool, error) {
 	}
 	return false, agentd.Invalid("Input should be a valid boolean, unable to interpret input", "bool_parsing", "query", name)
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }
 
 func fromMicros(v int64) time.Time { return time.UnixMicro(v).UTC() }

@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/agentd/agentd"
@@ -53,7 +54,7 @@ func validateMessage(m *string, maxChars int) (string, error) {
 	case !utf8.ValidString(*m):
 		return "", agentd.Invalid("message is not valid UTF-8", "string_type", "body", "message")
 	case len(*m) > maxChars && utf8.RuneCountInString(*m) > maxChars:
-		return "", agentd.Invalid("String should have at most "+itoa(maxChars)+" characters", "string_too_long", "body", "message")
+		return "", agentd.Invalid("String should have at most "+strconv.Itoa(maxChars)+" characters", "string_too_long", "body", "message")
 	}
 	return *m, nil
 }

@@ -3,8 +3,6 @@
 package catalog
 
 import (
-	"sort"
-
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/internal/llm"
 )
@@ -50,16 +48,6 @@ func (c *Catalog) Model(id string) (*Model, error) {
 
 // Models lists every model in catalog order.
 func (c *Catalog) Models() []*Model { return c.order }
-
-// IDs lists model ids, sorted.
-func (c *Catalog) IDs() []string {
-	ids := make([]string, 0, len(c.order))
-	for _, m := range c.order {
-		ids = append(ids, m.ID)
-	}
-	sort.Strings(ids)
-	return ids
-}
 
 func quote(s string) string {
 	if len(s) > 80 {
