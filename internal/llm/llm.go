@@ -1,13 +1,14 @@
 // Package llm is the provider-neutral contract between a run and a model: messages
-// in, text and usage out. Adapters (offline, openai, anthropic) implement Provider;
-// optional capabilities are separate interfaces found by type assertion, in the
-// manner of database/sql/driver. It imports no other agentd package.
+// in, text and usage out, whole or streamed. Adapters (offline, openai, anthropic)
+// implement Provider; optional capabilities are separate interfaces found by type
+// assertion, in the manner of database/sql/driver. It imports no other agentd package.
 package llm
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Roles of a message.
@@ -34,17 +35,34 @@ type Request struct {
 	MaxTokens   int
 }
 
-// Usage is what a provider reports (or, with Source "estimated", what we counted).
+// Sources of usage numbers.
+const (
+	// SourceProvider: the provider reported the counts.
+	SourceProvider = "provider"
+	// SourceEstimated: agentd counted them with the model's tokenizer (exact for
+	// known tokenizers, an upper-bound estimate otherwise).
+	SourceEstimated = "estimated"
+)
+
+// Usage is what a provider reports. Adapters never invent counts: when the upstream
+// reported none, Source is "" and the caller estimates (see EstimateUsage).
 type Usage struct {
 	InputTokens  int
 	OutputTokens int
-	Source       string // "provider" or "estimated"
+	Source       string
 }
+
+// Finish reasons, normalized across providers.
+const (
+	FinishStop   = "stop"   // the model ended its reply
+	FinishLength = "length" // the reply hit MaxTokens
+	FinishOther  = "other"  // anything else the provider said (content filter, tool use, …)
+)
 
 // Response is a finished completion.
 type Response struct {
 	Text         string
-	FinishReason string // "stop" or "length"
+	FinishReason string
 	Usage        Usage
 	Model        string // the model that answered, as the provider names it
 }
@@ -53,23 +71,54 @@ type Response struct {
 // and must return an *Error (possibly wrapped) for failures they can classify.
 type Provider interface {
 	Complete(ctx context.Context, req *Request) (*Response, error)
+	// Stream is Complete delivered piece by piece: emit is called with each piece of
+	// text in order, from the calling goroutine. If emit returns an error the stream
+	// stops and Stream returns that error. On any failure Stream still returns the
+	// Response so far (the text emitted, and usage if the provider sent it), so a
+	// caller can account for what was generated.
+	Stream(ctx context.Context, req *Request, emit func(text string) error) (*Response, error)
 }
 
-// Kind classifies a provider failure for retry decisions.
+// Kind classifies a provider failure for retry and fallback decisions.
 type Kind int
 
 // Kinds of provider failure.
 const (
-	KindUnknown   Kind = iota
-	KindRetryable      // 429, 5xx, timeouts, connection resets
-	KindPermanent      // 400, 401, 403, 404, context too long
+	KindUnknown Kind = iota
+	// KindRetryable: 429, 5xx, timeouts, connection resets, a stream cut short.
+	// Worth retrying on the same model, then falling back.
+	KindRetryable
+	// KindPermanent: 400, 401, 403, 404, a malformed reply. The same request will
+	// fail the same way anywhere; do not retry or fall back.
+	KindPermanent
+	// KindContextLength: the prompt is too long for the model. Permanent.
+	KindContextLength
+	// KindExhausted: the provider account is out of quota (OpenAI's 429
+	// insufficient_quota). Retrying this provider is pointless; another may answer.
+	KindExhausted
 )
+
+func (k Kind) String() string {
+	switch k {
+	case KindRetryable:
+		return "retryable"
+	case KindPermanent:
+		return "permanent"
+	case KindContextLength:
+		return "context_length"
+	case KindExhausted:
+		return "exhausted"
+	}
+	return "unknown"
+}
 
 // Error is a provider failure. Message may contain upstream text: it is for logs,
 // not for clients.
 type Error struct {
 	Kind       Kind
-	StatusCode int // upstream HTTP status, 0 if none
+	StatusCode int           // upstream HTTP status, 0 if none
+	Code       string        // upstream error type or code, if any
+	RetryAfter time.Duration // from a Retry-After header, 0 if none
 	Message    string
 	Err        error
 }
@@ -83,8 +132,51 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// Retryable reports whether err is worth retrying on the same or another model.
-func Retryable(err error) bool {
+// KindOf returns the kind of err: the Kind of the *Error it wraps; KindRetryable for
+// a deadline (the next attempt may be faster); KindPermanent for cancellation by the
+// caller (nobody is waiting for a retry); KindUnknown otherwise.
+func KindOf(err error) Kind {
 	var e *Error
-	return errors.As(err, &e) && e.Kind == KindRetryable
+	if errors.As(err, &e) {
+		return e.Kind
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return KindRetryable
+	case errors.Is(err, context.Canceled):
+		return KindPermanent
+	}
+	return KindUnknown
+}
+
+// Retryable reports whether err is worth retrying on the same model.
+func Retryable(err error) bool { return KindOf(err) == KindRetryable }
+
+// Fallible reports whether another model may succeed where err failed.
+func Fallible(err error) bool {
+	k := KindOf(err)
+	return k == KindRetryable || k == KindExhausted
+}
+
+// RetryAfter returns the delay err's provider asked for, or 0.
+func RetryAfter(err error) time.Duration {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.RetryAfter
+	}
+	return 0
+}
+
+// EstimateUsage fills in what the provider did not report: input as
+// CountMessages of req, output as the count of the reply, with Source "estimated".
+// Counts the provider did report are kept.
+func EstimateUsage(count func(string) int, req *Request, resp *Response) {
+	if resp.Usage.Source != "" {
+		return
+	}
+	resp.Usage = Usage{
+		InputTokens:  CountMessages(count, req.Messages),
+		OutputTokens: count(resp.Text),
+		Source:       SourceEstimated,
+	}
 }

@@ -82,6 +82,50 @@ func (m *Model) Complete(ctx context.Context, req *llm.Request) (*llm.Response, 
 	}, nil
 }
 
+// Stream is Complete delivered a word at a time (each piece is a word with the
+// spaces after it), so streaming clients see the same text arrive in order.
+func (m *Model) Stream(ctx context.Context, req *llm.Request, emit func(string) error) (*llm.Response, error) {
+	resp, err := m.Complete(ctx, req)
+	if err != nil {
+		return &llm.Response{Model: req.Model}, err
+	}
+	full := resp.Text
+	sent := 0
+	for sent < len(full) {
+		if err := ctx.Err(); err != nil {
+			return partial(resp, full[:sent], m.count), &llm.Error{Kind: llm.KindRetryable, Message: "offline: " + err.Error(), Err: err}
+		}
+		n := pieceLen(full[sent:])
+		if err := emit(full[sent : sent+n]); err != nil {
+			return partial(resp, full[:sent+n], m.count), err
+		}
+		sent += n
+	}
+	return resp, nil
+}
+
+// pieceLen is the length of s's first word and the whitespace after it.
+func pieceLen(s string) int {
+	i := strings.IndexFunc(s, unicode.IsSpace)
+	if i < 0 {
+		return len(s)
+	}
+	j := strings.IndexFunc(s[i:], func(r rune) bool { return !unicode.IsSpace(r) })
+	if j < 0 {
+		return len(s)
+	}
+	return i + j
+}
+
+// partial is resp cut to the text delivered so far, with usage for that text.
+func partial(resp *llm.Response, text string, count func(string) int) *llm.Response {
+	p := *resp
+	p.Text = text
+	p.FinishReason = ""
+	p.Usage.OutputTokens = count(text)
+	return &p
+}
+
 // answer returns the reply to message given the messages before it.
 func answer(earlier []llm.Message, message string) string {
 	want := newText(message)
