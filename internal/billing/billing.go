@@ -95,6 +95,21 @@ func insufficient(required, available agentd.Micros) error {
 	}
 }
 
+// Grow adds up to delta to the hold from the available balance, for a run that
+// turned out to cost more than it held, and returns the hold's new amount. It never
+// takes available balance below zero.
+func (h *Hold) Grow(delta agentd.Micros) agentd.Micros {
+	h.acct.mu.Lock()
+	defer h.acct.mu.Unlock()
+	if h.done || delta <= 0 {
+		return h.Amount
+	}
+	add := min(delta, max(h.acct.balance-h.acct.held, 0))
+	h.acct.held += add
+	h.Amount += add
+	return h.Amount
+}
+
 // Settle ends the hold after the charge of cost has committed: the balance drops by
 // cost and the rest of the hold is released.
 func (h *Hold) Settle(cost agentd.Micros) {

@@ -3,6 +3,8 @@
 package catalog
 
 import (
+	"time"
+
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/internal/llm"
 )
@@ -18,8 +20,44 @@ type Model struct {
 	MaxOutputTokens int
 	Price           agentd.Price
 	// Count counts tokens the way this model does (exactly where the tokenizer is
-	// known, an upper-bound estimate otherwise).
-	Count func(string) int
+	// known, an upper-bound estimate otherwise). Tokenizer names it.
+	Count     func(string) int
+	Tokenizer string
+	// Fallbacks are tried in order when this model fails with a retryable error.
+	Fallbacks []*Model
+	// Timeout bounds one attempt on the provider; MaxRetries is how many times a
+	// retryable failure is retried on it before falling back.
+	Timeout    time.Duration
+	MaxRetries int
+
+	chain []*Model // computed by New
+}
+
+// Chain returns the models a request for m may be answered by, in the order they
+// are tried: m, then its fallbacks depth first, each model once. The configuration
+// refuses cycles, and the seen set makes a cycle harmless anyway.
+func (m *Model) Chain() []*Model {
+	if m.chain != nil {
+		return m.chain
+	}
+	return m.walkChain()
+}
+
+func (m *Model) walkChain() []*Model {
+	chain := []*Model{m}
+	seen := map[*Model]bool{m: true}
+	var walk func(*Model)
+	walk = func(x *Model) {
+		for _, f := range x.Fallbacks {
+			if !seen[f] {
+				seen[f] = true
+				chain = append(chain, f)
+				walk(f)
+			}
+		}
+	}
+	walk(m)
+	return chain
 }
 
 // Catalog maps model ids to models.
@@ -34,6 +72,9 @@ func New(models ...*Model) *Catalog {
 	for _, m := range models {
 		c.byID[m.ID] = m
 		c.order = append(c.order, m)
+	}
+	for _, m := range models {
+		m.chain = m.walkChain()
 	}
 	return c
 }

@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +35,7 @@ type Config struct {
 
 	Providers []Provider `yaml:"providers"`
 	Models    []Model    `yaml:"models"`
+	Retry     Retry      `yaml:"retry"`
 
 	// File is the config file that was loaded, for error messages.
 	File string `yaml:"-"`
@@ -53,13 +56,57 @@ type SQLite struct {
 	Synchronous string `yaml:"synchronous"`
 }
 
-// Provider is an upstream serving models. Kind "offline" is built in and needs no entry.
+// Provider kinds.
+const (
+	KindOpenAI    = "openai"    // any OpenAI-compatible chat-completions server
+	KindAnthropic = "anthropic" // Anthropic's Messages API
+	KindOffline   = "offline"   // the built-in offline model
+)
+
+// Default base URLs of the hosted APIs.
+const (
+	OpenAIBaseURL    = "https://api.openai.com/v1"
+	AnthropicBaseURL = "https://api.anthropic.com"
+)
+
+// Provider is an upstream serving models. The built-in provider "offline" needs no
+// entry.
 type Provider struct {
-	Name      string `yaml:"name"`
-	Kind      string `yaml:"kind"`
-	BaseURL   string `yaml:"base_url"`
+	Name    string `yaml:"name"`
+	Kind    string `yaml:"kind"`
+	BaseURL string `yaml:"base_url"`
+	// APIKeyEnv names the environment variable holding the API key; it must be set
+	// when agentd starts. Empty: no key is sent (local servers such as Ollama).
 	APIKeyEnv string `yaml:"api_key_env"`
+	// APIKey is read from APIKeyEnv at load; never from the file, never logged.
+	APIKey string `yaml:"-"`
+	// Headers are sent with every request (OpenRouter's HTTP-Referer, anthropic-beta).
+	Headers map[string]string `yaml:"headers"`
+	// Timeout bounds one attempt; the run's own deadline (limits.run_timeout) bounds
+	// all attempts and fallbacks together.
+	Timeout Duration `yaml:"timeout"`
+	// MaxRetries is how many times a retryable failure is retried on this provider
+	// before falling back. Zero is a valid setting, so "unset" is -1 after load.
+	MaxRetries *int `yaml:"max_retries"`
+	// MaxTokensField is the OpenAI request field carrying the reply limit:
+	// max_tokens (default) or max_completion_tokens (OpenAI's reasoning models).
+	MaxTokensField string `yaml:"max_tokens_field"`
+	// AnthropicVersion is the anthropic-version header (default 2023-06-01).
+	AnthropicVersion string `yaml:"anthropic_version"`
 }
+
+// Retry shapes the backoff between attempts: exponential from InitialBackoff,
+// capped at MaxBackoff, with full jitter. A provider's Retry-After wins when longer.
+type Retry struct {
+	InitialBackoff Duration `yaml:"initial_backoff"`
+	MaxBackoff     Duration `yaml:"max_backoff"`
+}
+
+// Provider defaults.
+const (
+	DefaultProviderTimeout = 60 * time.Second
+	DefaultMaxRetries      = 2
+)
 
 // Model is a catalog entry.
 type Model struct {
@@ -71,7 +118,18 @@ type Model struct {
 	MaxOutputTokens int      `yaml:"max_output_tokens"`
 	Price           Price    `yaml:"price"`
 	Fallbacks       []string `yaml:"fallbacks"`
+	// Tokenizer counts this model's tokens for holds and trimming: o200k or cl100k
+	// (exact for OpenAI families) or estimate (bytes/3, an upper bound for English
+	// text). Default: inferred from the provider kind and upstream model name.
+	Tokenizer string `yaml:"tokenizer"`
 }
+
+// Tokenizers.
+const (
+	TokenizerO200k    = "o200k"
+	TokenizerCl100k   = "cl100k"
+	TokenizerEstimate = "estimate"
+)
 
 // Price is in credits per million tokens.
 type Price struct {
@@ -113,6 +171,7 @@ func Default() *Config {
 			RunTimeout:      Duration(120 * time.Second),
 		},
 		SQLite: SQLite{Synchronous: "FULL"},
+		Retry:  Retry{InitialBackoff: Duration(200 * time.Millisecond), MaxBackoff: Duration(10 * time.Second)},
 	}
 }
 
@@ -157,6 +216,7 @@ func Load(o Overrides, getenv func(string) string) (*Config, error) {
 		c.Limits.MaxMessageChars = n
 	}
 	c.addOffline()
+	c.fillProviders(getenv)
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -194,6 +254,71 @@ func (c *Config) addOffline() {
 			Name: "agentd offline model", ContextWindow: OfflineContextWindow, MaxOutputTokens: OfflineMaxOutput,
 		})
 	}
+}
+
+// fillProviders applies provider defaults, reads API keys from the environment and
+// infers tokenizers.
+func (c *Config) fillProviders(getenv func(string) string) {
+	kinds := map[string]string{OfflineProvider: KindOffline}
+	for i := range c.Providers {
+		p := &c.Providers[i]
+		p.Kind = strings.ToLower(strings.TrimSpace(p.Kind))
+		kinds[p.Name] = p.Kind
+		if p.BaseURL == "" {
+			switch p.Kind {
+			case KindOpenAI:
+				p.BaseURL = OpenAIBaseURL
+			case KindAnthropic:
+				p.BaseURL = AnthropicBaseURL
+			}
+		}
+		if p.APIKeyEnv != "" {
+			p.APIKey = getenv(p.APIKeyEnv)
+		}
+		if p.Timeout == 0 {
+			p.Timeout = Duration(DefaultProviderTimeout)
+		}
+		if p.MaxRetries == nil {
+			n := DefaultMaxRetries
+			p.MaxRetries = &n
+		}
+		if p.MaxTokensField == "" {
+			p.MaxTokensField = "max_tokens"
+		}
+		if p.AnthropicVersion == "" {
+			p.AnthropicVersion = "2023-06-01"
+		}
+	}
+	for i := range c.Models {
+		m := &c.Models[i]
+		if m.Tokenizer == "" {
+			m.Tokenizer = inferTokenizer(kinds[m.Provider], m.UpstreamModel)
+		}
+	}
+}
+
+// inferTokenizer picks the exact tokenizer of OpenAI's model families by name
+// (served by OpenAI or anyone else under the same name), and the estimate for
+// every other family: Llama, Qwen, Mistral and Claude tokenizers are not embedded.
+func inferTokenizer(kind, upstream string) string {
+	if kind == KindOffline {
+		return TokenizerO200k
+	}
+	name := strings.ToLower(upstream)
+	if i := strings.LastIndexByte(name, '/'); i >= 0 { // openai/gpt-4o on OpenRouter
+		name = name[i+1:]
+	}
+	for _, p := range []string{"gpt-4o", "chatgpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "gpt-oss", "o1", "o3", "o4"} {
+		if strings.HasPrefix(name, p) {
+			return TokenizerO200k
+		}
+	}
+	for _, p := range []string{"gpt-4", "gpt-3.5", "gpt-35"} {
+		if strings.HasPrefix(name, p) {
+			return TokenizerCl100k
+		}
+	}
+	return TokenizerEstimate
 }
 
 // Validate reports every problem it finds, each naming the file and the entry.
@@ -236,18 +361,41 @@ func (c *Config) Validate() error {
 	default:
 		bad("sqlite.synchronous %q: want FULL, NORMAL or EXTRA", c.SQLite.Synchronous)
 	}
+	if c.Retry.InitialBackoff <= 0 || c.Retry.MaxBackoff < c.Retry.InitialBackoff {
+		bad("retry: initial_backoff must be positive and max_backoff at least initial_backoff")
+	}
 	providers := map[string]bool{}
 	for i, p := range c.Providers {
 		switch {
 		case p.Name == "":
 			bad("providers[%d]: name is empty", i)
 		case providers[p.Name] || p.Name == OfflineProvider:
-			bad("providers[%d] %q: duplicate name", i, p.Name)
+			bad("providers[%d] %q: duplicate name (%q is built in)", i, p.Name, OfflineProvider)
 		}
 		providers[p.Name] = true
-		// Real providers (kind openai, anthropic) arrive with the providers release;
-		// until then only the built-in kind exists.
-		bad("providers[%d] %q: kind %q is not supported yet; only the built-in offline provider is", i, p.Name, p.Kind)
+		switch p.Kind {
+		case KindOpenAI, KindAnthropic:
+			if u, err := url.Parse(p.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				bad("providers[%d] %q: base_url %q is not an http(s) URL", i, p.Name, p.BaseURL)
+			}
+		case KindOffline:
+		case "":
+			bad("providers[%d] %q: kind is empty; want openai, anthropic or offline", i, p.Name)
+		default:
+			bad("providers[%d] %q: unknown kind %q; want openai, anthropic or offline", i, p.Name, p.Kind)
+		}
+		if p.APIKeyEnv != "" && p.APIKey == "" {
+			bad("providers[%d] %q: environment variable %s (api_key_env) is not set", i, p.Name, p.APIKeyEnv)
+		}
+		if p.Timeout <= 0 {
+			bad("providers[%d] %q: timeout must be positive", i, p.Name)
+		}
+		if p.MaxRetries != nil && (*p.MaxRetries < 0 || *p.MaxRetries > 10) {
+			bad("providers[%d] %q: max_retries must be between 0 and 10", i, p.Name)
+		}
+		if p.MaxTokensField != "max_tokens" && p.MaxTokensField != "max_completion_tokens" {
+			bad("providers[%d] %q: max_tokens_field %q: want max_tokens or max_completion_tokens", i, p.Name, p.MaxTokensField)
+		}
 	}
 	ids := map[string]bool{}
 	for i, m := range c.Models {
@@ -271,11 +419,73 @@ func (c *Config) Validate() error {
 		if m.Price.Input < 0 || m.Price.Output < 0 || m.Price.Input > 10000 || m.Price.Output > 10000 {
 			bad("models[%d] %q: prices must be between 0 and 10000 credits per million tokens", i, m.ID)
 		}
-		if len(m.Fallbacks) > 0 {
-			bad("models[%d] %q: fallbacks need real providers, which are not supported yet", i, m.ID)
+		switch m.Tokenizer {
+		case TokenizerO200k, TokenizerCl100k, TokenizerEstimate:
+		default:
+			bad("models[%d] %q: tokenizer %q: want o200k, cl100k or estimate", i, m.ID, m.Tokenizer)
 		}
 	}
+	for i, m := range c.Models {
+		for _, f := range m.Fallbacks {
+			switch {
+			case f == m.ID:
+				bad("models[%d] %q: falls back to itself", i, m.ID)
+			case !ids[f]:
+				bad("models[%d] %q: fallback %q is not a model id", i, m.ID, f)
+			}
+		}
+	}
+	if cycle := c.fallbackCycle(); cycle != nil {
+		bad("models: fallback cycle %s", strings.Join(cycle, " → "))
+	}
 	return errors.Join(errs...)
+}
+
+// fallbackCycle returns a cycle of fallbacks (first id repeated at the end), or nil.
+// Self-references are reported separately.
+func (c *Config) fallbackCycle() []string {
+	next := map[string][]string{}
+	for _, m := range c.Models {
+		for _, f := range m.Fallbacks {
+			if f != m.ID {
+				next[m.ID] = append(next[m.ID], f)
+			}
+		}
+	}
+	const (
+		unseen = iota
+		onPath
+		done
+	)
+	state := map[string]int{}
+	var path []string
+	var visit func(id string) []string
+	visit = func(id string) []string {
+		state[id] = onPath
+		path = append(path, id)
+		for _, f := range next[id] {
+			switch state[f] {
+			case onPath:
+				i := slices.Index(path, f)
+				return append(slices.Clone(path[i:]), f)
+			case unseen:
+				if cyc := visit(f); cyc != nil {
+					return cyc
+				}
+			}
+		}
+		path = path[:len(path)-1]
+		state[id] = done
+		return nil
+	}
+	for _, m := range c.Models {
+		if state[m.ID] == unseen {
+			if cyc := visit(m.ID); cyc != nil {
+				return cyc
+			}
+		}
+	}
+	return nil
 }
 
 func firstNonEmpty(vs ...string) string {

@@ -216,10 +216,28 @@ func TestErrors(t *testing.T) {
 			[]string{"FILE", `"m": max_output_tokens must be positive and below context_window`}},
 		{"negative price", "models:\n  - {id: m, provider: offline, price: {input: -1}}\n", nil, config.Overrides{},
 			[]string{"FILE", `"m": prices must be between`}},
-		{"fallbacks", "models:\n  - {id: m, provider: offline, fallbacks: [offline]}\n", nil, config.Overrides{},
-			[]string{"FILE", `"m": fallbacks`}},
-		{"real provider kind", "providers:\n  - {name: openai, kind: openai, base_url: 'https://api.openai.com/v1'}\n", nil, config.Overrides{},
-			[]string{"FILE", `providers[0] "openai"`, `kind "openai" is not supported yet`}},
+		{"fallback to itself", "models:\n  - {id: m, provider: offline, fallbacks: [m]}\n", nil, config.Overrides{},
+			[]string{"FILE", `models[0] "m": falls back to itself`}},
+		{"unknown fallback", "models:\n  - {id: m, provider: offline, fallbacks: [nope]}\n", nil, config.Overrides{},
+			[]string{"FILE", `models[0] "m": fallback "nope" is not a model id`}},
+		{"fallback cycle", "models:\n  - {id: a, provider: offline, fallbacks: [b]}\n  - {id: b, provider: offline, fallbacks: [c]}\n  - {id: c, provider: offline, fallbacks: [a]}\n", nil, config.Overrides{},
+			[]string{"FILE", "fallback cycle a → b → c → a"}},
+		{"unknown provider kind", "providers:\n  - {name: p, kind: gemini}\n", nil, config.Overrides{},
+			[]string{"FILE", `providers[0] "p": unknown kind "gemini"`}},
+		{"empty provider kind", "providers:\n  - {name: p}\n", nil, config.Overrides{},
+			[]string{"FILE", `providers[0] "p": kind is empty`}},
+		{"missing api key env var", "providers:\n  - {name: openai, kind: openai, api_key_env: OPENAI_API_KEY}\n", nil, config.Overrides{},
+			[]string{"FILE", `providers[0] "openai": environment variable OPENAI_API_KEY (api_key_env) is not set`}},
+		{"bad base url", "providers:\n  - {name: local, kind: openai, base_url: 'localhost:11434'}\n", nil, config.Overrides{},
+			[]string{"FILE", `providers[0] "local": base_url "localhost:11434" is not an http(s) URL`}},
+		{"bad max_tokens_field", "providers:\n  - {name: o, kind: openai, max_tokens_field: tokens}\n", nil, config.Overrides{},
+			[]string{"FILE", `max_tokens_field "tokens"`}},
+		{"too many retries", "providers:\n  - {name: o, kind: openai, max_retries: 50}\n", nil, config.Overrides{},
+			[]string{"FILE", "max_retries must be between 0 and 10"}},
+		{"bad tokenizer", "models:\n  - {id: m, provider: offline, tokenizer: llama3}\n", nil, config.Overrides{},
+			[]string{"FILE", `tokenizer "llama3"`}},
+		{"bad backoff", "retry:\n  initial_backoff: 2s\n  max_backoff: 1s\n", nil, config.Overrides{},
+			[]string{"FILE", "retry: initial_backoff"}},
 		{"provider named offline", "providers:\n  - {name: offline, kind: offline}\n", nil, config.Overrides{},
 			[]string{"FILE", `providers[0] "offline"`, "duplicate name"}},
 		{"every problem reported", "db: nope\nmodels:\n  - {id: a, provider: x}\n  - {id: a, provider: offline}\n", nil, config.Overrides{},
@@ -273,5 +291,77 @@ func TestErrorIndexIsTheFilesIndex(t *testing.T) {
 				t.Errorf("error %v, want it to contain %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestProviders: a real catalog loads with its defaults filled in, its key read
+// from the environment and tokenizers inferred from the model names.
+func TestProviders(t *testing.T) {
+	yaml := `
+providers:
+  - name: openai
+    kind: openai
+    api_key_env: OPENAI_API_KEY
+  - name: claude
+    kind: Anthropic
+    api_key_env: ANTHROPIC_API_KEY
+    max_retries: 0
+  - name: ollama
+    kind: openai
+    base_url: http://localhost:11434/v1
+    timeout: 5m
+models:
+  - id: gpt-4o-mini
+    provider: openai
+    context_window: 128000
+    max_output_tokens: 16384
+    price: {input: 0.15, output: 0.60}
+    fallbacks: [claude-haiku]
+  - id: gpt-4
+    provider: openai
+    context_window: 8192
+    max_output_tokens: 4096
+  - id: claude-haiku
+    provider: claude
+    upstream_model: claude-3-5-haiku-latest
+    context_window: 200000
+    max_output_tokens: 8192
+    fallbacks: [llama]
+  - id: llama
+    provider: ollama
+    upstream_model: llama3.2
+    context_window: 8192
+    max_output_tokens: 2048
+  - id: gpt-oss
+    provider: ollama
+    upstream_model: openai/gpt-oss-20b
+    context_window: 8192
+    max_output_tokens: 2048
+`
+	c, err := config.Load(config.Overrides{ConfigFile: writeFile(t, yaml)},
+		env(map[string]string{"OPENAI_API_KEY": "sk-test", "ANTHROPIC_API_KEY": "sk-ant"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.Providers
+	if p[0].BaseURL != config.OpenAIBaseURL || p[0].APIKey != "sk-test" || *p[0].MaxRetries != config.DefaultMaxRetries ||
+		time.Duration(p[0].Timeout) != config.DefaultProviderTimeout || p[0].MaxTokensField != "max_tokens" {
+		t.Errorf("openai provider = %+v", p[0])
+	}
+	if p[1].Kind != config.KindAnthropic || p[1].BaseURL != config.AnthropicBaseURL || p[1].APIKey != "sk-ant" ||
+		*p[1].MaxRetries != 0 || p[1].AnthropicVersion != "2023-06-01" {
+		t.Errorf("anthropic provider = %+v", p[1])
+	}
+	if p[2].APIKey != "" || time.Duration(p[2].Timeout) != 5*time.Minute {
+		t.Errorf("ollama provider = %+v", p[2])
+	}
+	want := map[string]string{"gpt-4o-mini": "o200k", "gpt-4": "cl100k", "claude-haiku": "estimate", "llama": "estimate", "gpt-oss": "o200k", "offline": "o200k"}
+	for _, m := range c.Models {
+		if m.Tokenizer != want[m.ID] {
+			t.Errorf("model %s: tokenizer %q, want %q", m.ID, m.Tokenizer, want[m.ID])
+		}
+	}
+	if c.Models[0].UpstreamModel != "gpt-4o-mini" {
+		t.Errorf("upstream model defaults to the id; got %q", c.Models[0].UpstreamModel)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/internal/agents"
 	"github.com/agentd/agentd/internal/billing"
+	"github.com/agentd/agentd/internal/catalog"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/prompt"
 	"github.com/agentd/agentd/internal/session"
@@ -25,6 +26,9 @@ type Request struct {
 	AgentName string // normalized
 	Message   string
 	SessionID string // "" for a stateless run
+	// Emit, when set, makes the run stream: each piece of the reply is passed to it
+	// as it arrives. An error from Emit ends the run.
+	Emit func(text string) error
 }
 
 // Result is a finished run.
@@ -44,7 +48,8 @@ type Runner struct {
 	Accounts    *billing.Accounts
 	Leases      *session.Leases
 	SessionWait time.Duration
-	Timeout     time.Duration // deadline of the provider call
+	Timeout     time.Duration // deadline of the provider calls, retries and fallbacks included
+	Backoff     Backoff
 	Now         func() time.Time
 	Log         *slog.Logger
 }
@@ -88,8 +93,14 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 		return nil, err
 	}
 
-	// Hold the most this run can cost: every input token and the whole reply budget.
-	holdAmount := m.Price.Cost(pr.InputTokens, a.Version.MaxTokens)
+	plan := planFor(m, pr, a.Version.MaxTokens)
+
+	// Hold the most this run can cost on any model that may answer it: every input
+	// token and the whole reply budget.
+	var holdAmount agentd.Micros
+	for _, at := range plan {
+		holdAmount = max(holdAmount, at.model.Price.Cost(at.inputTokens, at.maxTokens))
+	}
 	hold, err := r.Accounts.Hold(ctx, p.OrgID, holdAmount)
 	if err != nil {
 		return nil, err
@@ -99,10 +110,7 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 	defer write.Cancel()
 
 	callCtx, cancel := context.WithTimeout(ctx, r.Timeout)
-	resp, callErr := m.Provider.Complete(callCtx, &llm.Request{
-		Model: m.UpstreamModel, Messages: pr.Messages,
-		Temperature: a.Version.Temperature, MaxTokens: a.Version.MaxTokens,
-	})
+	resp, used, callErr := r.call(callCtx, plan, pr.Messages, a.Version.Temperature, req.Emit)
 	cancel()
 	latency := r.Now().Sub(start).Milliseconds()
 
@@ -110,7 +118,7 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 		ID: agentd.NewID("run"), Created: r.Now().UnixMicro(),
 		OrgID: p.OrgID, KeyID: p.KeyID, Owner: p.Owner,
 		AgentID: a.ID, AgentName: a.Name, AgentVersion: a.Version.Number, SessionID: req.SessionID,
-		ModelRequested: m.ID, Model: m.ID, LatencyMS: latency,
+		ModelRequested: m.ID, Model: used.model.ID, LatencyMS: latency,
 	}
 	// The record is written even if the client has gone: the work was done.
 	wctx := context.WithoutCancel(ctx)
@@ -120,17 +128,21 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 		if err := write.Tx(wctx, func(tx *store.Tx) error { return tx.RecordRun(wctx, rec) }); err != nil {
 			r.Log.Error("record failed run", "run_id", rec.ID, "err", err)
 		}
-		r.Log.Warn("inference failed", "run_id", rec.ID, "agent", a.Name, "model", m.ID, "err", callErr)
+		r.Log.Warn("inference failed", "run_id", rec.ID, "agent", a.Name, "model", used.model.ID, "err", callErr)
 		return nil, errInference
 	}
+	m = used.model
 
 	u := resp.Usage
 	cost := m.Price.Cost(u.InputTokens, u.OutputTokens)
-	if cost > holdAmount {
-		// A provider counted more than our tokenizer; charging past the hold could
-		// overspend, so the charge is capped and the gap logged.
-		r.Log.Warn("usage exceeds hold; charge capped", "run_id", rec.ID, "cost", cost, "hold", holdAmount)
-		cost = holdAmount
+	if cost > hold.Amount {
+		// The provider counted more than our tokenizer did (an estimated tokenizer, or
+		// accounting we cannot see). Take the difference from the available balance;
+		// what is not available is not charged, since a balance never goes negative.
+		if held := hold.Grow(cost - hold.Amount); cost > held {
+			r.Log.Warn("usage exceeds hold and available balance; charge capped", "run_id", rec.ID, "cost", cost, "charged", held)
+			cost = held
+		}
 	}
 	rec.Outcome = store.OutcomeOK
 	rec.InputTokens, rec.OutputTokens, rec.UsageSource, rec.Cost = u.InputTokens, u.OutputTokens, u.Source, cost
@@ -150,6 +162,25 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 		SessionID: req.SessionID,
 	}
 	return res, nil
+}
+
+// planFor lists the models that may answer a prompt for m: m itself, then each
+// fallback the prompt fits, with the prompt counted by that model's tokenizer and
+// the reply limited to what that model can produce.
+func planFor(m *catalog.Model, pr *prompt.Result, maxTokens int) []attempt {
+	plan := []attempt{{model: m, inputTokens: pr.InputTokens, maxTokens: maxTokens}}
+	for _, f := range m.Chain()[1:] {
+		in := pr.InputTokens
+		if f.Tokenizer != m.Tokenizer || f.Tokenizer == "" {
+			in = llm.CountMessages(f.Count, pr.Messages)
+		}
+		mt := min(maxTokens, f.MaxOutputTokens)
+		if in+mt > f.ContextWindow {
+			continue // the fallback's window is too small for this prompt
+		}
+		plan = append(plan, attempt{model: f, inputTokens: in, maxTokens: mt})
+	}
+	return plan
 }
 
 // history loads the newest turns of the session that can fit in the prompt, oldest

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,40 +15,40 @@ import (
 	"github.com/agentd/agentd/internal/billing"
 	"github.com/agentd/agentd/internal/catalog"
 	"github.com/agentd/agentd/internal/llm"
+	"github.com/agentd/agentd/internal/llm/llmtest"
 	"github.com/agentd/agentd/internal/session"
 	"github.com/agentd/agentd/internal/store"
 )
-
-// fakeProvider answers with a fixed reply, or fails, and counts calls.
-type fakeProvider struct {
-	err   error
-	reply string
-	calls atomic.Int64
-}
-
-func (f *fakeProvider) Complete(ctx context.Context, req *llm.Request) (*llm.Response, error) {
-	f.calls.Add(1)
-	if f.err != nil {
-		return nil, f.err
-	}
-	words := func(s string) int { return len(strings.Fields(s)) }
-	return &llm.Response{
-		Text: f.reply, FinishReason: "stop", Model: req.Model,
-		Usage: llm.Usage{InputTokens: llm.CountMessages(words, req.Messages), OutputTokens: words(f.reply), Source: agentd.UsageProvider},
-	}, nil
-}
 
 type fixture struct {
 	db     *store.DB
 	runner *Runner
 	accts  *billing.Accounts
 	p      *agentd.Principal
-	prov   *fakeProvider
+	prov   *llmtest.Fake
+}
+
+func words(s string) int { return len(strings.Fields(s)) }
+
+// pricedModel is a catalog model served by prov at 1000 credits per M tokens each
+// way, counting words as tokens.
+func pricedModel(id string, prov llm.Provider) *catalog.Model {
+	return &catalog.Model{
+		ID: id, ProviderName: "fake", Provider: prov, UpstreamModel: "up-" + id, ContextWindow: 4096, MaxOutputTokens: 512,
+		Price: agentd.Price{InputPerM: 1_000_000_000, OutputPerM: 1_000_000_000}, Count: words, Tokenizer: "words",
+		MaxRetries: 2,
+	}
 }
 
 // newFixture builds a runner on a real SQLite database with one agent on a priced
 // model served by prov; the organization has credits micro-credits.
-func newFixture(t *testing.T, prov *fakeProvider, credits agentd.Micros) *fixture {
+func newFixture(t *testing.T, prov *llmtest.Fake, credits agentd.Micros) *fixture {
+	t.Helper()
+	return newFixtureModels(t, prov, credits, pricedModel("priced", prov))
+}
+
+// newFixtureModels is newFixture with a catalog of models; the agent uses the first.
+func newFixtureModels(t *testing.T, prov *llmtest.Fake, credits agentd.Micros, models ...*catalog.Model) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	db, err := store.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "a.db"), store.Options{})
@@ -67,22 +66,18 @@ func newFixture(t *testing.T, prov *fakeProvider, credits agentd.Micros) *fixtur
 	}); err != nil {
 		t.Fatal(err)
 	}
-	words := func(s string) int { return len(strings.Fields(s)) }
-	cat := catalog.New(&catalog.Model{
-		ID: "priced", ProviderName: "fake", Provider: prov, UpstreamModel: "up", ContextWindow: 4096, MaxOutputTokens: 512,
-		Price: agentd.Price{InputPerM: 1_000_000_000, OutputPerM: 1_000_000_000}, Count: words, // 1000 credits per M tokens
-	})
+	cat := catalog.New(models...)
 	ag := agents.New(db, cat, time.Now)
 	p := &agentd.Principal{OrgID: org.ID, KeyID: "key-1", Owner: "alice", Scopes: []agentd.Scope{agentd.ScopeAdmin}}
 	if _, err := ag.Create(ctx, p, agents.Spec{
-		Name: ptr("Bot"), Description: ptr("d"), Model: ptr("priced"), MaxTokens: ptr(10),
+		Name: ptr("Bot"), Description: ptr("d"), Model: ptr(models[0].ID), MaxTokens: ptr(10),
 	}); err != nil {
 		t.Fatal(err)
 	}
 	accts := billing.New(db)
 	r := &Runner{
 		Agents: ag, DB: db, Accounts: accts, Leases: session.NewLeases(), SessionWait: time.Second,
-		Timeout: 5 * time.Second, Now: time.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Timeout: 5 * time.Second, Backoff: Backoff{Initial: time.Millisecond, Max: 4 * time.Millisecond}, Now: time.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	return &fixture{db: db, runner: r, accts: accts, p: p, prov: prov}
 }
@@ -93,7 +88,8 @@ func ptr[T any](v T) *T { return &v }
 // the hold is released, the balance is unchanged, and the ledger records a failed
 // run with cost 0 and no session turn.
 func TestInferenceFailureChargesNothing(t *testing.T) {
-	prov := &fakeProvider{err: &llm.Error{Kind: llm.KindRetryable, StatusCode: 500, Message: "upstream exploded: secret internals"}}
+	boom := &llm.Error{Kind: llm.KindRetryable, StatusCode: 500, Message: "upstream exploded: secret internals"}
+	prov := &llmtest.Fake{Errs: []error{boom, boom, boom}}
 	f := newFixture(t, prov, 1_000_000)
 	ctx := context.Background()
 	_, err := f.runner.Run(ctx, &Request{Principal: f.p, AgentName: "bot", Message: "hello there", SessionID: "s1"})
@@ -124,7 +120,7 @@ func TestInferenceFailureChargesNothing(t *testing.T) {
 
 // TestSuccessChargesExactly: cost = tokens × price, rounded up; hold fully ended.
 func TestSuccessChargesExactly(t *testing.T) {
-	prov := &fakeProvider{reply: "four words of reply"}
+	prov := &llmtest.Fake{Reply: "four words of reply", Usage: &llm.Usage{InputTokens: 30, OutputTokens: 4, Source: llm.SourceProvider}}
 	f := newFixture(t, prov, 1_000_000)
 	ctx := context.Background()
 	res, err := f.runner.Run(ctx, &Request{Principal: f.p, AgentName: "bot", Message: "hello there"})
@@ -147,7 +143,7 @@ func TestSuccessChargesExactly(t *testing.T) {
 
 // TestHoldRefusedBeforeProviderCall: a 402 never reaches the model.
 func TestHoldRefusedBeforeProviderCall(t *testing.T) {
-	prov := &fakeProvider{reply: "ok"}
+	prov := &llmtest.Fake{Reply: "ok"}
 	f := newFixture(t, prov, 5) // 5 micro-credits: not even one token
 	_, err := f.runner.Run(context.Background(), &Request{Principal: f.p, AgentName: "bot", Message: "hello"})
 	var e *agentd.Error
@@ -157,8 +153,8 @@ func TestHoldRefusedBeforeProviderCall(t *testing.T) {
 	if e.Fields["available"].(agentd.Micros) != 5 || e.Fields["required"].(agentd.Micros) <= 5 {
 		t.Errorf("fields = %v", e.Fields)
 	}
-	if prov.calls.Load() != 0 {
-		t.Errorf("provider called %d times", prov.calls.Load())
+	if prov.Calls() != 0 {
+		t.Errorf("provider called %d times", prov.Calls())
 	}
 }
 

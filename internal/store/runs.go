@@ -135,3 +135,27 @@ func (db *DB) LedgerTotals(ctx context.Context, orgID string) (t Totals, err err
 	err = db.queryRow(ctx, `SELECT COALESCE(sum(amount), 0) FROM credit_grants WHERE org_id = ?`, orgID).Scan(&t.Grants)
 	return t, err
 }
+
+// Ledger returns an organization's ledger rows, oldest first. It reads every row:
+// it is for checks and small exports; filtered, paginated queries come with the
+// usage API.
+func (db *DB) Ledger(ctx context.Context, orgID string) (runs []Run, err error) {
+	defer wrap(&err, "store.Ledger(%q)", orgID)
+	rows, err := db.query(ctx, `SELECT run_id, created_at, org_id, key_id, owner, agent_id, agent_name, agent_version,
+		session_id, model_requested, model, input_tokens, output_tokens, usage_source, cost, latency_ms, outcome, error_code
+		FROM ledger WHERE org_id = ? ORDER BY created_at, run_id`, orgID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r Run
+		if err := rows.Scan(&r.ID, &r.Created, &r.OrgID, &r.KeyID, &r.Owner, &r.AgentID, &r.AgentName, &r.AgentVersion,
+			&r.SessionID, &r.ModelRequested, &r.Model, &r.InputTokens, &r.OutputTokens, &r.UsageSource, &r.Cost, &r.LatencyMS,
+			&r.Outcome, &r.ErrorCode); err != nil {
+			return nil, err
+		}
+		runs = append(runs, r)
+	}
+	return runs, rows.Err()
+}

@@ -34,9 +34,17 @@ var o200k = sync.OnceValue(func() *Counter {
 	return &Counter{codec: codec.NewO200kBase(), cache: make(map[string]int)}
 })
 
+var cl100k = sync.OnceValue(func() *Counter {
+	return &Counter{codec: codec.NewCl100kBase(), cache: make(map[string]int)}
+})
+
 // O200k returns the process-wide counter for OpenAI's o200k_base encoding (GPT-4o,
 // GPT-4.1, GPT-5, o-series). It is built once, on the first call.
 func O200k() *Counter { return o200k() }
+
+// Cl100k returns the process-wide counter for OpenAI's cl100k_base encoding (GPT-4,
+// GPT-3.5 Turbo). It is built once, on the first call.
+func Cl100k() *Counter { return cl100k() }
 
 // Count returns the number of tokens in s. It never fails: if the tokenizer reports
 // an error, Count falls back to a byte-based estimate so that a caller sizing a hold

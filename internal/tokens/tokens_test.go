@@ -228,3 +228,31 @@ func BenchmarkCountO200k(b *testing.B) {
 		}
 	})
 }
+
+// TestCl100k checks the GPT-4 encoding against OpenAI's cookbook example
+// ("tiktoken is great!" is [83, 1609, 5963, 374, 2294, 0] in cl100k_base).
+func TestCl100k(t *testing.T) {
+	c := Cl100k()
+	if c != Cl100k() || c == O200k() {
+		t.Fatal("Cl100k must be one shared counter, distinct from O200k")
+	}
+	ids, _, err := c.codec.Encode("tiktoken is great!")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []uint{83, 1609, 5963, 374, 2294, 0}
+	if len(ids) != len(want) {
+		t.Fatalf("ids = %v, want %v", ids, want)
+	}
+	for i := range ids {
+		if ids[i] != want[i] {
+			t.Fatalf("ids = %v, want %v", ids, want)
+		}
+	}
+	if n := c.Count("tiktoken is great!"); n != 6 {
+		t.Errorf("Count = %d, want 6", n)
+	}
+	if got := c.Truncate("tiktoken is great!", 4); got != "tiktoken is" { // t·ik·token· is
+		t.Errorf("Truncate(4) = %q", got)
+	}
+}

@@ -1,0 +1,119 @@
+package run
+
+import (
+	"context"
+	"math/rand/v2"
+	"time"
+
+	"github.com/agentd/agentd/internal/catalog"
+	"github.com/agentd/agentd/internal/llm"
+)
+
+// Backoff shapes the wait between attempts on one model: exponential from Initial,
+// capped at Max, with equal jitter (half fixed, half random) so that clients
+// failing together do not retry together. A longer Retry-After from the provider
+// wins, unless it is longer than the run has left: then the run falls back at once.
+type Backoff struct {
+	Initial, Max time.Duration
+}
+
+// delay is the wait before retry number n (0 for the first retry).
+func (b Backoff) delay(n int) time.Duration {
+	d := b.Initial
+	for i := 0; i < n && d < b.Max; i++ {
+		d *= 2
+	}
+	d = min(d, b.Max)
+	if d <= 0 {
+		return 0
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// attempt is one model a run may be answered by, with the limits that apply to it.
+type attempt struct {
+	model       *catalog.Model
+	inputTokens int // the prompt counted with this model's tokenizer
+	maxTokens   int // the agent's reply limit within this model's
+}
+
+// call asks the models of plan in order, retrying retryable failures on each
+// within its retry budget and the deadline of ctx, and falling back to the next on
+// failures another model may not share. With emit non-nil it streams, and the
+// first piece delivered is the commit point: after it nothing is retried and a
+// failure ends the call. It returns the response, the attempt that answered (or
+// the last one tried), and the error of the last try.
+func (r *Runner) call(ctx context.Context, plan []attempt, messages []llm.Message, temperature float64, emit func(string) error) (*llm.Response, *attempt, error) {
+	committed := false
+	var send func(string) error
+	if emit != nil {
+		send = func(s string) error {
+			committed = true
+			return emit(s)
+		}
+	}
+	var lastErr error
+	var last *attempt
+	for i := range plan {
+		a := &plan[i]
+		last = a
+		m := a.model
+		req := &llm.Request{Model: m.UpstreamModel, Messages: messages, Temperature: temperature, MaxTokens: a.maxTokens}
+		for try := 0; ; try++ {
+			resp, err := r.once(ctx, m, req, send)
+			if err == nil {
+				if resp.Usage.Source == "" {
+					llm.EstimateUsage(m.Count, req, resp)
+				}
+				return resp, a, nil
+			}
+			lastErr = err
+			if committed || ctx.Err() != nil {
+				return resp, a, err
+			}
+			kind := llm.KindOf(err)
+			if kind != llm.KindRetryable && kind != llm.KindExhausted {
+				return resp, a, err // the same request fails the same way anywhere
+			}
+			if kind == llm.KindExhausted || try >= m.MaxRetries {
+				break
+			}
+			wait := max(r.Backoff.delay(try), llm.RetryAfter(err))
+			if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= wait {
+				break // no time to wait: the next model may answer now
+			}
+			r.Log.Info("retrying model", "model", m.ID, "attempt", try+2, "wait", wait, "err", err)
+			if !sleep(ctx, wait) {
+				return nil, a, lastErr
+			}
+		}
+		if i+1 < len(plan) {
+			r.Log.Warn("falling back", "from", m.ID, "to", plan[i+1].model.ID, "err", lastErr)
+		}
+	}
+	return nil, last, lastErr
+}
+
+// once makes one attempt on m within its per-attempt timeout.
+func (r *Runner) once(ctx context.Context, m *catalog.Model, req *llm.Request, emit func(string) error) (*llm.Response, error) {
+	if m.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, m.Timeout)
+		defer cancel()
+	}
+	if emit != nil {
+		return m.Provider.Stream(ctx, req, emit)
+	}
+	return m.Provider.Complete(ctx, req)
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
