@@ -47,7 +47,11 @@ func TestImportRules(t *testing.T) {
 		}},
 		{"internal/llm and its adapters import no other internal package", func(p *listedPackage, imp string) bool {
 			return within(p.ImportPath, module+"/internal/llm") &&
-				within(imp, module+"/internal") && imp != module+"/internal/llm"
+				within(imp, module+"/internal") && !within(imp, module+"/internal/llm")
+		}},
+		{"only cmd/agentd imports concrete providers", func(p *listedPackage, imp string) bool {
+			concrete := imp == module+"/internal/llm/openai" || imp == module+"/internal/llm/anthropic"
+			return concrete && p.ImportPath != module+"/cmd/agentd" && !strings.HasSuffix(p.ImportPath, "_test")
 		}},
 		{"only internal/store imports modernc.org/sqlite", func(p *listedPackage, imp string) bool {
 			return within(imp, "modernc.org/sqlite") && p.ImportPath != module+"/internal/store"

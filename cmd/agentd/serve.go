@@ -19,7 +19,10 @@ import (
 	"github.com/agentd/agentd/internal/billing"
 	"github.com/agentd/agentd/internal/catalog"
 	"github.com/agentd/agentd/internal/config"
+	"github.com/agentd/agentd/internal/llm"
+	"github.com/agentd/agentd/internal/llm/anthropic"
 	"github.com/agentd/agentd/internal/llm/offline"
+	"github.com/agentd/agentd/internal/llm/openai"
 	agentrun "github.com/agentd/agentd/internal/run"
 	"github.com/agentd/agentd/internal/session"
 	"github.com/agentd/agentd/internal/store"
@@ -104,7 +107,8 @@ func newServer(cfg *config.Config, db *store.DB, log *slog.Logger, publicURL str
 	runner := &agentrun.Runner{
 		Agents: ag, DB: db, Accounts: accts, Leases: session.NewLeases(),
 		SessionWait: time.Duration(cfg.Limits.SessionWait), Timeout: time.Duration(cfg.Limits.RunTimeout),
-		Now: now, Log: log,
+		Backoff: agentrun.Backoff{Initial: time.Duration(cfg.Retry.InitialBackoff), Max: time.Duration(cfg.Retry.MaxBackoff)},
+		Now:     now, Log: log,
 	}
 	return &api.Server{
 		Auth: auth.New(db), Agents: ag, Runner: runner, DB: db, Accounts: accts, Catalog: cat,
@@ -113,23 +117,69 @@ func newServer(cfg *config.Config, db *store.DB, log *slog.Logger, publicURL str
 	}
 }
 
-// buildCatalog turns the configured models into catalog entries with their
-// providers. Validate has already refused anything but the offline provider.
+// buildCatalog turns the configured providers and models into catalog entries.
+// Config.Validate has checked every reference, so lookups cannot miss.
 func buildCatalog(cfg *config.Config) *catalog.Catalog {
-	counter := tokens.O200k()
-	off := offline.New(offline.Options{Count: counter.Count, Truncate: counter.Truncate})
+	providers := map[string]llm.Provider{}
+	kinds := map[string]config.Provider{config.OfflineProvider: {Kind: config.KindOffline, Timeout: config.Duration(config.DefaultProviderTimeout)}}
+	offlineModel := func() llm.Provider {
+		c := tokens.O200k()
+		return offline.New(offline.Options{Count: c.Count, Truncate: c.Truncate})
+	}
+	providers[config.OfflineProvider] = offlineModel()
+	for _, p := range cfg.Providers {
+		kinds[p.Name] = p
+		switch p.Kind {
+		case config.KindOpenAI:
+			providers[p.Name] = openai.New(openai.Options{
+				BaseURL: p.BaseURL, APIKey: p.APIKey, Headers: p.Headers, MaxTokensField: p.MaxTokensField,
+			})
+		case config.KindAnthropic:
+			providers[p.Name] = anthropic.New(anthropic.Options{
+				BaseURL: p.BaseURL, APIKey: p.APIKey, Version: p.AnthropicVersion, Headers: p.Headers,
+			})
+		case config.KindOffline:
+			providers[p.Name] = providers[config.OfflineProvider]
+		}
+	}
+	byID := map[string]*catalog.Model{}
 	var models []*catalog.Model
 	for _, m := range cfg.Models {
 		in, _ := agentd.CreditsToMicros(m.Price.Input)
 		out, _ := agentd.CreditsToMicros(m.Price.Output)
-		models = append(models, &catalog.Model{
-			ID: m.ID, Name: m.Name, ProviderName: m.Provider, Provider: off, UpstreamModel: m.UpstreamModel,
+		p := kinds[m.Provider]
+		retries := 0
+		if p.MaxRetries != nil {
+			retries = *p.MaxRetries
+		}
+		cm := &catalog.Model{
+			ID: m.ID, Name: m.Name, ProviderName: m.Provider, Provider: providers[m.Provider], UpstreamModel: m.UpstreamModel,
 			ContextWindow: m.ContextWindow, MaxOutputTokens: m.MaxOutputTokens,
-			Price: agentd.Price{InputPerM: in, OutputPerM: out},
-			Count: counter.Count,
-		})
+			Price:     agentd.Price{InputPerM: in, OutputPerM: out},
+			Count:     counter(m.Tokenizer),
+			Tokenizer: m.Tokenizer,
+			Timeout:   time.Duration(p.Timeout), MaxRetries: retries,
+		}
+		byID[m.ID] = cm
+		models = append(models, cm)
+	}
+	for _, m := range cfg.Models {
+		for _, f := range m.Fallbacks {
+			byID[m.ID].Fallbacks = append(byID[m.ID].Fallbacks, byID[f])
+		}
 	}
 	return catalog.New(models...)
+}
+
+// counter returns the token counter of a tokenizer name.
+func counter(name string) func(string) int {
+	switch name {
+	case config.TokenizerO200k:
+		return tokens.O200k().Count
+	case config.TokenizerCl100k:
+		return tokens.Cl100k().Count
+	}
+	return tokens.Estimate
 }
 
 // bootstrap makes sure the default organization exists and that someone can log in:

@@ -212,6 +212,10 @@ type modelInfo struct {
 	MaxOutputTokens int       `json:"max_output_tokens"`
 	Price           modelCost `json:"price"`
 	AlignmentReady  bool      `json:"alignment_ready"`
+	// Tokenizer is how agentd counts this model's tokens for holds and trimming;
+	// "estimate" means bills use the provider's counts.
+	Tokenizer string   `json:"tokenizer"`
+	Fallbacks []string `json:"fallbacks"`
 }
 
 // modelCost is in credits per million tokens.
@@ -231,8 +235,13 @@ func (s *Server) models() []modelInfo {
 		if m.ProviderName == "offline" {
 			desc = "agentd's built-in offline model: answers from the agent's demonstrations; not an LLM"
 		}
+		fallbacks := []string{}
+		for _, f := range m.Fallbacks {
+			fallbacks = append(fallbacks, f.ID)
+		}
 		out = append(out, modelInfo{
 			ID: m.ID, Name: name, BaseModel: m.ID, Description: desc, Provider: m.ProviderName,
+			Tokenizer: m.Tokenizer, Fallbacks: fallbacks,
 			ContextWindow: m.ContextWindow, MaxOutputTokens: m.MaxOutputTokens,
 			Price: modelCost{Input: json.Number(m.Price.InputPerM.String()), Output: json.Number(m.Price.OutputPerM.String())},
 		})
