@@ -365,3 +365,22 @@ models:
 		t.Errorf("upstream model defaults to the id; got %q", c.Models[0].UpstreamModel)
 	}
 }
+
+// TestExamples: every configuration the README points to loads, with the key
+// variables it names set.
+func TestExamples(t *testing.T) {
+	files, _ := filepath.Glob("../../examples/*.yaml")
+	more, _ := filepath.Glob("../../examples/providers/*.yaml")
+	files = append(files, more...)
+	if len(files) < 6 {
+		t.Fatalf("found %d example configurations", len(files))
+	}
+	keys := map[string]string{"OPENAI_API_KEY": "sk-x", "ANTHROPIC_API_KEY": "sk-ant-x", "VLLM_API_KEY": "x"}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			if _, err := config.Load(config.Overrides{ConfigFile: f}, env(keys)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
