@@ -39,7 +39,8 @@ type Wire struct {
 	// reports whether it asked for a stream.
 	Decode func(body []byte) (req *llm.Request, stream bool, err error)
 
-	// Complete and Stream answer Text with Usage; StreamNoUsage answers Text with
+	// Complete and Stream answer Text with Usage (event streams with LF line ends:
+	// the suite cuts them at blank lines); StreamNoUsage answers Text with
 	// no usage (nil Body if the provider always reports usage).
 	Complete, Stream, StreamNoUsage Recording
 	// StreamError is a stream that fails in-band after some text (nil Body if the
@@ -336,6 +337,8 @@ func Run(t *testing.T, w Wire) {
 			if r.Header == nil {
 				r.Header = http.Header{}
 			}
+			r.Header.Del("Retry-After")
+			r.Header.Del("Retry-After-Ms")
 			r.Header.Set(tc.header, tc.value)
 			s := newServer(t, &w, replay(r))
 			_, err := w.New(s.URL).Complete(ctxTimeout(t, 10*time.Second), sampleRequest())

@@ -37,7 +37,12 @@ type Reader struct {
 	typ, id string
 	hasData bool
 	pendCR  bool // the previous line ended in CR; a following LF belongs to it
+	started bool // the first line has been read (and a leading BOM dropped)
+	err     error
 }
+
+// utf8BOM is the byte order mark the standard drops from the start of a stream.
+var utf8BOM = []byte("\xEF\xBB\xBF")
 
 // NewReader returns a Reader of r with lines of at most maxLine bytes
 // (DefaultMaxLine if maxLine ≤ 0).
@@ -51,14 +56,28 @@ func NewReader(r io.Reader, maxLine int) *Reader {
 // Next returns the next event. At the end of the stream it returns io.EOF; an
 // event not terminated by a blank line before the end is discarded, as the
 // standard says, and the stream reported as ended early with io.ErrUnexpectedEOF.
-// The returned Data is valid until the next call.
+// The returned Data is valid until the next call. An error is final: once Next
+// has returned one, it returns the same error on every later call, since the
+// rest of a line cut off by a read error or the limit is no line of its own.
 func (r *Reader) Next() (Event, error) {
+	if r.err != nil {
+		return Event{}, r.err
+	}
+	ev, err := r.next()
+	r.err = err
+	return ev, err
+}
+
+func (r *Reader) next() (Event, error) {
 	for {
 		line, err := r.readLine()
+		if !r.started {
+			r.started = true
+			line = bytes.TrimPrefix(line, utf8BOM)
+		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				if r.hasData || r.typ != "" || len(line) > 0 {
-					r.reset()
 					return Event{}, io.ErrUnexpectedEOF
 				}
 				return Event{}, io.EOF
@@ -109,33 +128,59 @@ func (r *Reader) Next() (Event, error) {
 	}
 }
 
-func (r *Reader) reset() { r.typ, r.hasData, r.data = "", false, r.data[:0] }
-
 // readLine returns the next line without its terminator. At the end of input it
-// returns the unterminated rest with io.EOF.
+// returns the unterminated rest with io.EOF. The line is valid until the next
+// read: it is often a slice of the read buffer itself.
 func (r *Reader) readLine() ([]byte, error) {
 	r.line = r.line[:0]
 	for {
-		b, err := r.r.ReadByte()
-		if err != nil {
+		// All that is buffered, or the next read if nothing is; never waits
+		// for more than one read, so a line ended by a lone CR is returned
+		// without waiting for the byte after it.
+		buf, err := r.r.Peek(max(r.r.Buffered(), 1))
+		if len(buf) == 0 {
 			return r.line, err
 		}
 		if r.pendCR {
 			r.pendCR = false
-			if b == '\n' {
+			if buf[0] == '\n' {
+				r.r.Discard(1)
 				continue
 			}
 		}
-		switch b {
-		case '\n':
-			return r.line, nil
-		case '\r':
-			r.pendCR = true
-			return r.line, nil
+		end := bytes.IndexByte(buf, '\n') // the line ends at the first LF or CR
+		beforeLF := buf
+		if end >= 0 {
+			beforeLF = buf[:end]
 		}
-		if len(r.line) >= r.max {
+		if cr := bytes.IndexByte(beforeLF, '\r'); cr >= 0 {
+			end = cr
+		}
+		if end < 0 {
+			if len(r.line)+len(buf) > r.max {
+				return nil, fmt.Errorf("%w (over %d bytes)", ErrLineTooLong, r.max)
+			}
+			r.line = append(r.line, buf...)
+			r.r.Discard(len(buf))
+			continue
+		}
+		if len(r.line)+end > r.max {
 			return nil, fmt.Errorf("%w (over %d bytes)", ErrLineTooLong, r.max)
 		}
-		r.line = append(r.line, b)
+		line := buf[:end]
+		n := end + 1
+		if buf[end] == '\r' {
+			if n < len(buf) && buf[n] == '\n' {
+				n++
+			} else {
+				r.pendCR = true
+			}
+		}
+		if len(r.line) > 0 {
+			line = append(r.line, line...)
+			r.line = line
+		}
+		r.r.Discard(n) // line stays valid: Discard does not read
+		return line, nil
 	}
 }
