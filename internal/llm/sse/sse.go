@@ -91,7 +91,7 @@ func (r *Reader) next() (Event, error) {
 			}
 			ev := Event{Type: r.typ, Data: r.data, ID: r.id}
 			r.typ, r.hasData = "", false
-			r.data = r.data[len(r.data):] // keep capacity, next event starts empty
+			r.data = r.data[:0] // reused: Data is valid until the next call
 			if cap(r.data) > 64<<10 {
 				r.data = nil
 			}
