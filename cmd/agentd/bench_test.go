@@ -15,24 +15,37 @@ import (
 // BenchmarkRunHTTP measures the whole run path over real HTTP on loopback: auth,
 // agent cache, prompt assembly, hold, the offline model, the group-committed ledger
 // write (synchronous=FULL) and the JSON response. "session" adds a history load and
-// a turn append per run, each parallel client on its own session.
+// a turn append per run, each parallel client on its own session. "openai" runs
+// stateless on an OpenAI-compatible upstream in the same process (zero latency), so
+// it adds the adapter: encoding, one HTTP round trip, decoding the reply.
 //
 //	go test ./cmd/agentd -run XXX -bench RunHTTP -benchtime 5s
 func BenchmarkRunHTTP(b *testing.B) {
-	s := startServer(b, "", nil)
+	up := newUpstream(b, nil)
+	s := startServer(b, fmt.Sprintf(`
+providers:
+  - {name: up, kind: openai, base_url: %s/v1}
+models:
+  - {id: gpt-bench, provider: up, upstream_model: gpt-4o-mini, context_window: 128000, max_output_tokens: 4096}
+`, up.URL), nil)
 	ctx := context.Background()
 	op := s.client(s.Key)
-	if _, err := op.CreateAgent(ctx, client.AgentSpec{
-		Name: client.Ptr("bench"), Description: client.Ptr("b"), Model: client.Ptr("offline"), MaxToken: client.Ptr(64),
-		Instructions:   client.Ptr("Answer briefly."),
-		Demonstrations: []client.Demonstration{{Input: "ping", Output: "pong"}, {Input: "status?", Output: "all systems nominal"}},
-	}); err != nil {
-		b.Fatal(err)
+	for name, model := range map[string]string{"bench": "offline", "bench_openai": "gpt-bench"} {
+		if _, err := op.CreateAgent(ctx, client.AgentSpec{
+			Name: client.Ptr(name), Description: client.Ptr("b"), Model: client.Ptr(model), MaxToken: client.Ptr(64),
+			Instructions:   client.Ptr("Answer briefly."),
+			Demonstrations: []client.Demonstration{{Input: "ping", Output: "pong"}, {Input: "status?", Output: "all systems nominal"}},
+		}); err != nil {
+			b.Fatal(err)
+		}
 	}
 	tr := &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}
 	hc := &http.Client{Transport: tr}
-	url := s.URL + "/api/v3/agents/run-agents/bench/run"
-	for _, mode := range []string{"stateless", "session"} {
+	for _, mode := range []string{"stateless", "session", "openai"} {
+		url := s.URL + "/api/v3/agents/run-agents/bench/run"
+		if mode == "openai" {
+			url = s.URL + "/api/v3/agents/run-agents/bench_openai/run"
+		}
 		b.Run(mode, func(b *testing.B) {
 			var sessions atomic.Int64
 			b.SetParallelism(32) // 64 concurrent clients on 2 cores

@@ -31,7 +31,7 @@ type upstream struct {
 	headers map[string][]http.Header
 }
 
-func newUpstream(t *testing.T, scripts map[string][]int) *upstream {
+func newUpstream(t testing.TB, scripts map[string][]int) *upstream {
 	u := &upstream{scripts: scripts, calls: map[string]int{}, bodies: map[string][]map[string]any{}, headers: map[string][]http.Header{}}
 	u.Server = httptest.NewServer(http.HandlerFunc(u.serve))
 	t.Cleanup(u.Close)
@@ -48,8 +48,10 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 	u.mu.Lock()
 	n := u.calls[model]
 	u.calls[model]++
-	u.bodies[model] = append(u.bodies[model], body)
-	u.headers[model] = append(u.headers[model], r.Header.Clone())
+	if n < 100 { // enough for any test; a benchmark must not grow without bound
+		u.bodies[model] = append(u.bodies[model], body)
+		u.headers[model] = append(u.headers[model], r.Header.Clone())
+	}
 	script := u.scripts[model]
 	u.mu.Unlock()
 	status := 200
@@ -177,6 +179,39 @@ func TestRealProviders(t *testing.T) {
 	newAgent("flaky", "flaky")
 	newAgent("falls", "primary")
 	newAgent("doomed", "doomed")
+
+	t.Run("models/base lists the catalog", func(t *testing.T) {
+		var out struct {
+			Models []struct {
+				ID            string   `json:"id"`
+				Provider      string   `json:"provider"`
+				ContextWindow int      `json:"context_window"`
+				Tokenizer     string   `json:"tokenizer"`
+				Fallbacks     []string `json:"fallbacks"`
+				Price         struct {
+					Input, Output float64
+				} `json:"price"`
+			} `json:"models"`
+		}
+		if err := c.Do(ctx, "GET", "/api/v3/models/base", nil, nil, &out); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, m := range out.Models {
+			got[m.ID] = fmt.Sprintf("%s %d %s %v %v/%v", m.Provider, m.ContextWindow, m.Tokenizer, m.Fallbacks, m.Price.Input, m.Price.Output)
+		}
+		want := map[string]string{
+			"gpt-test":    "compat 128000 o200k [] 150/600",
+			"primary":     "gone 128000 o200k [claude-test] 100/100",
+			"claude-test": "claude 200000 estimate [] 1000/5000",
+			"offline":     "offline 32768 o200k [] 0/0",
+		}
+		for id, w := range want {
+			if got[id] != w {
+				t.Errorf("%s: %q, want %q", id, got[id], w)
+			}
+		}
+	})
 
 	t.Run("openai-compatible answers with its usage", func(t *testing.T) {
 		res, err := c.Run(ctx, "compat", "hello", "s1")

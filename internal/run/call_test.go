@@ -273,3 +273,45 @@ func TestStreamCommitPoint(t *testing.T) {
 		t.Errorf("err %v, pieces %q, calls %d", err, got, retried.Calls())
 	}
 }
+
+// TestAttemptTimeout: a model slower than its per-attempt timeout is abandoned,
+// retried within its budget, then fallen back from, well inside the run deadline.
+func TestAttemptTimeout(t *testing.T) {
+	slow := &llmtest.Fake{Reply: "late", Delay: time.Hour}
+	fast := &llmtest.Fake{Reply: "fast"}
+	pm, fm := pricedModel("slow", slow), pricedModel("fast", fast)
+	pm.Timeout, pm.MaxRetries = 50*time.Millisecond, 1
+	pm.Fallbacks = []*catalog.Model{fm}
+	f := newFixtureModels(t, slow, 1_000_000, pm, fm)
+	start := time.Now()
+	res, err := f.runner.Run(context.Background(), &Request{Principal: f.p, AgentName: "bot", Message: "hi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Model != "fast" || slow.Calls() != 2 {
+		t.Errorf("answered by %q after %d slow calls", res.Model, slow.Calls())
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("took %v", d)
+	}
+}
+
+// TestBackoffGrowsWithJitter: each wait is within [d/2, d] of an exponentially
+// growing d, capped at Max.
+func TestBackoffGrowsWithJitter(t *testing.T) {
+	b := Backoff{Initial: 100 * time.Millisecond, Max: time.Second}
+	for n, d := range []time.Duration{100, 200, 400, 800, 1000, 1000} {
+		d *= time.Millisecond
+		seen := map[time.Duration]bool{}
+		for range 200 {
+			w := b.delay(n)
+			if w < d/2 || w > d {
+				t.Fatalf("delay(%d) = %v, want within [%v, %v]", n, w, d/2, d)
+			}
+			seen[w] = true
+		}
+		if len(seen) < 100 {
+			t.Errorf("delay(%d) took only %d distinct values in 200 draws: no jitter", n, len(seen))
+		}
+	}
+}
