@@ -37,8 +37,34 @@ type Config struct {
 	Models    []Model    `yaml:"models"`
 	Retry     Retry      `yaml:"retry"`
 
+	Ledger      Ledger      `yaml:"ledger"`
+	Sessions    Sessions    `yaml:"sessions"`
+	Idempotency Idempotency `yaml:"idempotency"`
+	// SweepInterval is how often the sweepers run: expired holds, idempotency
+	// records, idle sessions, ledger rows past retention.
+	SweepInterval Duration `yaml:"sweep_interval"`
+
 	// File is the config file that was loaded, for error messages.
 	File string `yaml:"-"`
+}
+
+// Ledger configures the usage record.
+type Ledger struct {
+	// Retention is how long raw ledger rows are kept; 0 keeps them forever. Daily
+	// rollups are kept forever, so summaries and balances stay whole.
+	Retention Duration `yaml:"retention"`
+}
+
+// Sessions configures conversation memory.
+type Sessions struct {
+	// IdleTTL deletes a session's history once it has been idle this long.
+	IdleTTL Duration `yaml:"idle_ttl"`
+}
+
+// Idempotency configures Idempotency-Key records.
+type Idempotency struct {
+	// TTL is how long a finished run's response is kept for replay.
+	TTL Duration `yaml:"ttl"`
 }
 
 // Limits bound what one request may ask for.
@@ -172,6 +198,10 @@ func Default() *Config {
 		},
 		SQLite: SQLite{Synchronous: "FULL"},
 		Retry:  Retry{InitialBackoff: Duration(200 * time.Millisecond), MaxBackoff: Duration(10 * time.Second)},
+
+		Sessions:      Sessions{IdleTTL: Duration(30 * 24 * time.Hour)},
+		Idempotency:   Idempotency{TTL: Duration(24 * time.Hour)},
+		SweepInterval: Duration(time.Minute),
 	}
 }
 
@@ -360,6 +390,18 @@ func (c *Config) Validate() error {
 	case "FULL", "NORMAL", "EXTRA":
 	default:
 		bad("sqlite.synchronous %q: want FULL, NORMAL or EXTRA", c.SQLite.Synchronous)
+	}
+	if c.Ledger.Retention < 0 {
+		bad("ledger.retention must not be negative (0 keeps rows forever)")
+	}
+	if c.Sessions.IdleTTL <= 0 {
+		bad("sessions.idle_ttl must be positive")
+	}
+	if c.Idempotency.TTL <= 0 {
+		bad("idempotency.ttl must be positive")
+	}
+	if c.SweepInterval <= 0 {
+		bad("sweep_interval must be positive")
 	}
 	if c.Retry.InitialBackoff <= 0 || c.Retry.MaxBackoff < c.Retry.InitialBackoff {
 		bad("retry: initial_backoff must be positive and max_backoff at least initial_backoff")
