@@ -76,7 +76,7 @@ func newFixtureModels(t *testing.T, prov *llmtest.Fake, credits agentd.Micros, m
 	}
 	accts := billing.New(db)
 	r := &Runner{
-		Agents: ag, DB: db, Accounts: accts, Leases: session.NewLeases(), SessionWait: time.Second,
+		Agents: ag, DB: db, Accounts: accts, Leases: session.NewLeases(0), SessionWait: time.Second,
 		Timeout: 5 * time.Second, Backoff: Backoff{Initial: time.Millisecond, Max: 4 * time.Millisecond}, Now: time.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	return &fixture{db: db, runner: r, accts: accts, p: p, prov: prov}

@@ -33,7 +33,7 @@ func TestAcquireWhileBusy(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := session.NewLeases()
+			l := session.NewLeases(0)
 			release := acquire(t, l, "k")
 			defer release()
 			start := time.Now()
@@ -61,7 +61,7 @@ func TestAcquireWhileBusy(t *testing.T) {
 }
 
 func TestAcquireWaitsForRelease(t *testing.T) {
-	l := session.NewLeases()
+	l := session.NewLeases(0)
 	release := acquire(t, l, "k")
 	got := make(chan error, 1)
 	var second func()
@@ -112,7 +112,7 @@ func TestAcquireContext(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := session.NewLeases()
+			l := session.NewLeases(0)
 			release := acquire(t, l, "k")
 			defer release()
 			ctx, cancel := tt.ctx()
@@ -133,7 +133,7 @@ func TestAcquireContext(t *testing.T) {
 }
 
 func TestDifferentKeysDoNotBlock(t *testing.T) {
-	l := session.NewLeases()
+	l := session.NewLeases(0)
 	keys := []string{
 		session.Key("org1", "agent1", "alice", "s1"),
 		session.Key("org1", "agent1", "alice", "s2"),
@@ -177,7 +177,7 @@ func TestKeyIsUnambiguous(t *testing.T) {
 // TestLeaseSerializes: 50 turns on one session, each a non-atomic read-modify-write
 // under the lease, never overlap and lose no update.
 func TestLeaseSerializes(t *testing.T) {
-	l := session.NewLeases()
+	l := session.NewLeases(0)
 	const n = 50
 	var (
 		inside   atomic.Int32
@@ -211,4 +211,99 @@ func TestLeaseSerializes(t *testing.T) {
 	}
 	// Every lease was released: the key is free again.
 	acquire(t, l, "shared")()
+}
+
+// TestFIFO: turns waiting on one session get it in the order they arrived.
+func TestFIFO(t *testing.T) {
+	l := session.NewLeases(0)
+	release := acquire(t, l, "k")
+	const n = 20
+	var order []int
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rel, err := l.Acquire(context.Background(), "k", 10*time.Second)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			order = append(order, i)
+			mu.Unlock()
+			rel()
+		}()
+		// Let waiter i queue before waiter i+1 arrives.
+		for l.Waiting("k") != i+1 {
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	release()
+	wg.Wait()
+	for i, got := range order {
+		if got != i {
+			t.Fatalf("grant order %v, want arrival order", order)
+		}
+	}
+	if l.Held() != 0 {
+		t.Errorf("%d leases held after every release", l.Held())
+	}
+}
+
+// TestSweepExpiredLease: a holder that never releases loses the lease after its
+// TTL, the next waiter gets it, and the dead holder's late release is a no-op.
+func TestSweepExpiredLease(t *testing.T) {
+	l := session.NewLeases(50 * time.Millisecond)
+	dead := acquire(t, l, "k") // never released in time
+	got := make(chan func(), 1)
+	go func() {
+		rel, err := l.Acquire(context.Background(), "k", 10*time.Second)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- rel
+	}()
+	for l.Waiting("k") != 1 {
+		time.Sleep(100 * time.Microsecond)
+	}
+	if n := l.Sweep(); n != 0 {
+		t.Fatalf("swept %d fresh leases", n)
+	}
+	time.Sleep(60 * time.Millisecond)
+	if n := l.Sweep(); n != 1 {
+		t.Fatalf("swept %d expired leases, want 1", n)
+	}
+	next := <-got
+	dead() // stale: must not free the waiter's lease
+	if _, err := l.Acquire(context.Background(), "k", 0); agentd.ErrorCode(err) != agentd.ESessionBusy {
+		t.Fatalf("after a stale release the session is free: %v", err)
+	}
+	next()
+	if l.Held() != 0 {
+		t.Errorf("%d leases held", l.Held())
+	}
+}
+
+// TestTimedOutWaiterPassesOn: a waiter that gives up just as the lease reaches it
+// passes the lease on instead of keeping it.
+func TestTimedOutWaiterPassesOn(t *testing.T) {
+	for range 200 {
+		l := session.NewLeases(0)
+		release := acquire(t, l, "k")
+		done := make(chan struct{})
+		go func() {
+			if rel, err := l.Acquire(context.Background(), "k", time.Millisecond); err == nil {
+				rel()
+			}
+			close(done)
+		}()
+		time.Sleep(time.Millisecond)
+		release()
+		<-done
+		if l.Held() != 0 {
+			t.Fatalf("%d leases held after the only waiter left", l.Held())
+		}
+	}
 }
