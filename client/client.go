@@ -195,6 +195,12 @@ type RunResult struct {
 	} `json:"usage"`
 	SessionID *string `json:"session_id"`
 	RunID     string  `json:"run_id"`
+	// Context says how many earlier turns of the session the prompt carried and
+	// how many older ones were left out to fit the model's context window.
+	Context struct {
+		HistoryTurns int `json:"history_turns"`
+		TrimmedTurns int `json:"trimmed_turns"`
+	} `json:"context"`
 }
 
 // Run runs the agent named name with message; sessionID may be "".
@@ -266,6 +272,9 @@ type KeySpec struct {
 	Scopes []string `json:"scopes,omitempty"`
 	OrgID  string   `json:"org_id,omitempty"`
 	Owner  string   `json:"owner,omitempty"`
+	// Budget in credits per BudgetPeriod (none, daily, monthly); nil: none.
+	Budget       *float64 `json:"budget,omitempty"`
+	BudgetPeriod string   `json:"budget_period,omitempty"`
 }
 
 // CreateKey mints a key; the secret is in the result only this once.

@@ -26,6 +26,10 @@ const usage = `agentd runs AI agents by name.
 Usage:
   agentd serve [--addr ADDR] [--db sqlite:PATH] [--config FILE]
   agentd demo                  start on a temporary database, create an agent, run it, exit
+  agentd check --db sqlite:PATH   verify balances, ledger, session turns and budgets agree
+  agentd usage [--group-by day|agent|model|key] [--from DAY] [--to DAY] [--csv]
+                               usage summary (or every usage record as CSV) from a
+                               running server; --url/AGENTD_URL, --key/AGENTD_KEY
   agentd version
 
 Environment: AGENTD_ADDR, AGENTD_DB, AGENTD_CONFIG, AGENTD_BOOTSTRAP_KEY,
@@ -47,6 +51,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return serve(ctx, args[1:], getenv, stdout, stderr, nil)
 	case "demo":
 		return demo(ctx, args[1:], getenv, stdout, stderr)
+	case "check":
+		return check(ctx, args[1:], getenv, stdout, stderr)
+	case "usage":
+		return usageCmd(ctx, args[1:], getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "agentd", version)
 		return nil

@@ -71,6 +71,9 @@ func startServer(t testing.TB, config string, env map[string]string) *testServer
 	}
 	go io.Copy(io.Discard, pr)
 	t.Cleanup(func() {
+		// Connections a client dialed but never used look new to the server, and a
+		// graceful shutdown waits 5 s for new connections: close them first.
+		http.DefaultClient.CloseIdleConnections()
 		cancel()
 		if err := <-s.done; err != nil {
 			t.Errorf("server: %v", err)

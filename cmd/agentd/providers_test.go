@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/agentd/agentd/client"
 	"github.com/agentd/agentd/internal/store"
@@ -60,6 +61,15 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	anthropic := r.URL.Path == "/v1/messages"
+	if model == "echo-slow" {
+		// Answers the last user message back after 20 ms, so that turns overlap.
+		time.Sleep(20 * time.Millisecond)
+		msgs, _ := body["messages"].([]any)
+		last, _ := msgs[len(msgs)-1].(map[string]any)
+		reply, _ := json.Marshal("echo: " + fmt.Sprint(last["content"]))
+		fmt.Fprintf(w, `{"id":"chatcmpl-1","object":"chat.completion","created":1741569952,"model":"echo-slow","choices":[{"index":0,"message":{"role":"assistant","content":%s},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":3,"total_tokens":13}}`, reply)
+		return
+	}
 	switch {
 	case status == 200 && anthropic:
 		fmt.Fprintf(w, `{"id":"msg_01XFDUDYJgAACzvnptvVoYEL","type":"message","role":"assistant","content":[{"type":"text","text":"Claude says hi (%s)"}],"model":%q,"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":31,"output_tokens":7}}`, model, model)

@@ -69,6 +69,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		publicURL = "http://" + ln.Addr().String()
 	}
 	srv := newServer(cfg, db, log, publicURL)
+	sweepCtx, stopSweeps := context.WithCancel(ctx)
+	sweepsDone := make(chan struct{})
+	go func() {
+		defer close(sweepsDone)
+		sweepLoop(sweepCtx, cfg, srv, log)
+	}()
+	defer func() { stopSweeps(); <-sweepsDone }()
 	hs := &http.Server{
 		Handler:           srv.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -103,17 +110,45 @@ func newServer(cfg *config.Config, db *store.DB, log *slog.Logger, publicURL str
 	now := time.Now
 	cat := buildCatalog(cfg)
 	ag := agents.New(db, cat, now)
-	accts := billing.New(db)
+	accts := billing.New(db, time.Duration(cfg.Limits.RunTimeout)+time.Minute)
 	runner := &agentrun.Runner{
 		Agents: ag, DB: db, Accounts: accts, Leases: session.NewLeases(time.Duration(cfg.Limits.RunTimeout) + time.Minute),
 		SessionWait: time.Duration(cfg.Limits.SessionWait), Timeout: time.Duration(cfg.Limits.RunTimeout),
 		Backoff: agentrun.Backoff{Initial: time.Duration(cfg.Retry.InitialBackoff), Max: time.Duration(cfg.Retry.MaxBackoff)},
+		IdemTTL: time.Duration(cfg.Idempotency.TTL),
 		Now:     now, Log: log,
 	}
 	return &api.Server{
 		Auth: auth.New(db), Agents: ag, Runner: runner, DB: db, Accounts: accts, Catalog: cat,
 		Log: log, Now: now, PublicURL: publicURL,
 		MaxBodyBytes: cfg.Limits.MaxBodyBytes, MaxMessageChars: cfg.Limits.MaxMessageChars,
+	}
+}
+
+// sweepLoop runs the sweepers every cfg.SweepInterval until ctx is done: holds
+// and session leases whose run died, expired idempotency records, idle sessions,
+// ledger rows past retention. Each sweep deletes in bounded batches so that it
+// never holds the writer for long.
+func sweepLoop(ctx context.Context, cfg *config.Config, srv *api.Server, log *slog.Logger) {
+	const batch = 1000
+	t := time.NewTicker(time.Duration(cfg.SweepInterval))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		if n := srv.Accounts.Sweep(); n > 0 {
+			log.Warn("released holds of runs that never finished", "holds", n)
+		}
+		if n := srv.Runner.Leases.Sweep(); n > 0 {
+			log.Warn("took back session leases of runs that never finished", "leases", n)
+		}
+		if _, err := srv.DB.SweepIdempotency(ctx, now.UnixMicro(), batch); err != nil && ctx.Err() == nil {
+			log.Error("sweep idempotency records", "err", err)
+		}
 	}
 }
 

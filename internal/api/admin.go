@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"net/http"
 	"regexp"
 	"strings"
@@ -77,10 +78,88 @@ func (s *Server) billing(w http.ResponseWriter, r *http.Request, p *agentd.Princ
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"data": map[string]any{
+	data := map[string]any{
 		"org_id": p.OrgID, "org_name": p.OrgName,
-		"balance": st.Balance, "held": st.Held, "available": st.Balance - st.Held, "unit": "credits",
-	}})
+		"balance": st.Balance, "held": st.Held, "available": st.Balance - st.Held, "holds_in_flight": st.Holds,
+		"unit": "credits", "key": nil,
+	}
+	ks, err := s.Accounts.KeyState(r.Context(), p.OrgID, p.KeyID)
+	if err != nil {
+		return err
+	}
+	if ks.Budget.Set {
+		data["key"] = map[string]any{
+			"id": p.KeyID, "budget": ks.Budget.Limit, "budget_period": ks.Budget.Period,
+			"spent": ks.Budget.Spent, "held": ks.Held, "available": ks.Available,
+			"period_start": isoTime(ks.PeriodStart),
+		}
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"data": data})
+}
+
+// keyBudget decodes a key's budget fields: budget in credits (null: none) and its
+// period. Absent fields leave the current value (cur) as it is.
+func keyBudget(raw json.RawMessage, period *string, cur store.Budget) (store.Budget, error) {
+	b := cur
+	if raw != nil {
+		if string(raw) == "null" {
+			b.Set, b.Limit = false, 0
+		} else {
+			var credits float64
+			if err := json.Unmarshal(raw, &credits); err != nil {
+				return b, agentd.Invalid("budget must be a number of credits or null", "float_type", "body", "budget")
+			}
+			m, err := agentd.CreditsToMicros(credits)
+			if err != nil || m < 0 {
+				return b, agentd.Invalid("budget must be a non-negative number of credits", "greater_than_equal", "body", "budget")
+			}
+			b.Set, b.Limit = true, m
+		}
+	}
+	if period != nil {
+		switch *period {
+		case store.PeriodNone, store.PeriodDaily, store.PeriodMonthly:
+			b.Period = *period
+		default:
+			return b, agentd.Invalid("budget_period must be none, daily or monthly", "enum", "body", "budget_period")
+		}
+	}
+	if b.Period == "" {
+		b.Period = store.PeriodNone
+	}
+	return b, nil
+}
+
+// updateKey changes a key's budget.
+func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
+	var req struct {
+		Budget       json.RawMessage `json:"budget"`
+		BudgetPeriod *string         `json:"budget_period"`
+	}
+	if err := s.decode(w, r, &req); err != nil {
+		return err
+	}
+	k, err := s.DB.KeyByID(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if k.OrgID != p.OrgID && !p.Can(agentd.ScopeOperator) {
+		return agentd.Errorf(agentd.ENotFound, "key %q not found", k.ID)
+	}
+	b, err := keyBudget(req.Budget, req.BudgetPeriod, k.Budget)
+	if err != nil {
+		return err
+	}
+	if err := s.DB.Tx(r.Context(), func(tx *store.Tx) error {
+		return tx.SetKeyBudget(r.Context(), k.OrgID, k.ID, b.Set, b.Limit, b.Period)
+	}); err != nil {
+		return err
+	}
+	if err := s.Accounts.SetBudget(r.Context(), k.OrgID, k.ID, b.Set, b.Limit, b.Period); err != nil {
+		return err
+	}
+	k.Budget.Set, k.Budget.Limit, k.Budget.Period = b.Set, b.Limit, b.Period
+	return writeJSON(w, http.StatusOK, map[string]any{"data": toKeyInfo(k)})
 }
 
 // keyInfo is a key as listed: never the secret.
@@ -93,12 +172,19 @@ type keyInfo struct {
 	Scopes    []agentd.Scope `json:"scopes"`
 	CreatedAt string         `json:"created_at"`
 	RevokedAt *string        `json:"revoked_at"`
-	Key       string         `json:"key,omitempty"` // only in the response that creates it
+	// Budget is in credits per BudgetPeriod; null: the key spends from its
+	// organization without a limit of its own.
+	Budget       *agentd.Micros `json:"budget"`
+	BudgetPeriod string         `json:"budget_period"`
+	Key          string         `json:"key,omitempty"` // only in the response that creates it
 }
 
 func toKeyInfo(k *store.Key) keyInfo {
 	ki := keyInfo{ID: k.ID, Name: k.Name, Owner: k.Owner, OrgID: k.OrgID, Prefix: k.Prefix, Scopes: k.Scopes,
-		CreatedAt: isoTime(fromMicros(k.Created))}
+		CreatedAt: isoTime(fromMicros(k.Created)), BudgetPeriod: k.Budget.Period}
+	if k.Budget.Set {
+		ki.Budget = &k.Budget.Limit
+	}
 	if k.Revoked.Valid {
 		t := isoTime(fromMicros(k.Revoked.Int64))
 		ki.RevokedAt = &t
@@ -112,8 +198,16 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p *agentd.Pri
 		Scopes *[]string `json:"scopes"`
 		OrgID  *string   `json:"org_id"`
 		Owner  *string   `json:"owner"`
+		// Budget in credits per BudgetPeriod (none, daily, monthly); absent or null:
+		// no budget of its own.
+		Budget       json.RawMessage `json:"budget"`
+		BudgetPeriod *string         `json:"budget_period"`
 	}
 	if err := s.decode(w, r, &req); err != nil {
+		return err
+	}
+	budget, err := keyBudget(req.Budget, req.BudgetPeriod, store.Budget{})
+	if err != nil {
 		return err
 	}
 	if req.Name == nil || strings.TrimSpace(*req.Name) == "" || len(*req.Name) > 128 {
@@ -150,6 +244,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p *agentd.Pri
 	k := &store.Key{
 		ID: agentd.NewID("key"), OrgID: orgID, Name: strings.TrimSpace(*req.Name),
 		Prefix: auth.Prefix(secret), Hash: auth.Hash(secret), Scopes: scopes, Created: s.Now().UnixMicro(),
+		Budget: budget,
 	}
 	k.Owner = k.ID
 	if req.Owner != nil && *req.Owner != "" {

@@ -19,8 +19,23 @@ func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("PATCH /api/v3/agents/{agent_id}", s.with(agentd.ScopeAgentsWrite, s.updateAgent))
 	mux.HandleFunc("DELETE /api/v3/agents/{agent_id}", s.with(agentd.ScopeAgentsWrite, s.deleteAgent))
 	mux.HandleFunc("POST /api/v3/agents/run-agents/{agent_name}/run", s.with(agentd.ScopeRun, s.runAgent))
+	mux.HandleFunc("POST /api/v3/agents/run-agents/{agent_name}/estimate", s.with(agentd.ScopeRun, s.estimate))
 	mux.HandleFunc("POST /api/v3/agents/{agent_id}/run", s.with(agentd.ScopeRun, s.runAgentByID))
 	mux.HandleFunc("GET /api/v3/models/base", s.with(agentd.ScopeAgentsRead, s.baseModels))
+
+	// Sessions (sessions.go), an extension: the caller's own conversations with an
+	// agent (by id or name), scoped by organization and key owner. Whoever may run
+	// an agent may list, read and delete their sessions on it.
+	mux.HandleFunc("GET /api/v3/agents/{agent_id}/sessions", s.with(agentd.ScopeRun, s.listSessions))
+	mux.HandleFunc("GET /api/v3/agents/{agent_id}/sessions/{session_id}", s.with(agentd.ScopeRun, s.getSession))
+	mux.HandleFunc("DELETE /api/v3/agents/{agent_id}/sessions/{session_id}", s.with(agentd.ScopeRun, s.deleteSession))
+
+	// Usage record (usage.go): NuGen's summary, whose literal "usage" segment beats
+	// {agent_id}; then, as extensions, the ledger's rows (JSON pages or CSV) and
+	// summaries of the daily rollups.
+	mux.HandleFunc("GET /api/v3/agents/usage", s.with(agentd.ScopeUsage, s.agentsUsage))
+	mux.HandleFunc("GET /api/v3/usage/records", s.with(agentd.ScopeUsage, s.usageRecords))
+	mux.HandleFunc("GET /api/v3/usage/summary", s.with(agentd.ScopeUsage, s.usageSummary))
 
 	// Extensions: organizations, credits, keys, billing.
 	mux.HandleFunc("POST /api/v3/admin/orgs", s.with(agentd.ScopeOperator, s.createOrg))
@@ -28,6 +43,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/v3/keys", s.with(agentd.ScopeAdmin, s.createKey))
 	mux.HandleFunc("GET /api/v3/keys", s.with(agentd.ScopeAdmin, s.listKeys))
 	mux.HandleFunc("DELETE /api/v3/keys/{id}", s.with(agentd.ScopeAdmin, s.revokeKey))
+	mux.HandleFunc("PATCH /api/v3/keys/{id}", s.with(agentd.ScopeAdmin, s.updateKey))
 	mux.HandleFunc("GET /api/v3/billing", s.with(agentd.ScopeUsage, s.billing))
 }
 

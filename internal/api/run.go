@@ -22,6 +22,13 @@ type runResponse struct {
 	Usage     runUsage `json:"usage"`
 	SessionID *string  `json:"session_id"`
 	RunID     string   `json:"run_id"`
+	// Context says how much of the session's history the prompt carried.
+	Context runContext `json:"context"`
+}
+
+type runContext struct {
+	HistoryTurns int `json:"history_turns"`
+	TrimmedTurns int `json:"trimmed_turns"`
 }
 
 type runUsage struct {
@@ -76,14 +83,36 @@ func (s *Server) runAgentByID(w http.ResponseWriter, r *http.Request, p *agentd.
 	return s.run(w, r, p, name)
 }
 
+// idempotencyKey reads the Idempotency-Key header: 1 to 255 printable ASCII
+// characters, or absent.
+func idempotencyKey(r *http.Request) (string, error) {
+	k := r.Header.Get("Idempotency-Key")
+	if len(k) > 255 {
+		return "", agentd.Invalid("Idempotency-Key must be at most 255 characters", "string_too_long", "header", "Idempotency-Key")
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x21 || k[i] > 0x7e {
+			return "", agentd.Invalid("Idempotency-Key must be printable ASCII without spaces", "string_pattern_mismatch", "header", "Idempotency-Key")
+		}
+	}
+	return k, nil
+}
+
 func (s *Server) run(w http.ResponseWriter, r *http.Request, p *agentd.Principal, name string) error {
+	idem, err := idempotencyKey(r)
+	if err != nil {
+		return err
+	}
 	msg, sid, err := s.decodeRun(w, r)
 	if err != nil {
 		return err
 	}
-	res, err := s.Runner.Run(r.Context(), &run.Request{Principal: p, AgentName: name, Message: msg, SessionID: sid})
+	res, err := s.Runner.Run(r.Context(), &run.Request{Principal: p, AgentName: name, Message: msg, SessionID: sid, IdempotencyKey: idem})
 	if err != nil {
 		return err
+	}
+	if res.Replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
 	}
 	out := runResponse{
 		AgentID: res.AgentID, Model: res.Model, Response: res.Response, RunID: res.RunID,
@@ -91,6 +120,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, p *agentd.Principal
 			InputTokens: res.Usage.InputTokens, OutputTokens: res.Usage.OutputTokens,
 			TotalTokens: res.Usage.InputTokens + res.Usage.OutputTokens, Source: res.Usage.Source,
 		},
+		Context: runContext{HistoryTurns: res.HistoryTurns, TrimmedTurns: res.TrimmedTurns},
 	}
 	if res.SessionID != "" {
 		out.SessionID = &res.SessionID
@@ -98,4 +128,22 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, p *agentd.Principal
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	return json.NewEncoder(w).Encode(&out)
+}
+
+// estimate answers what a run with this body would hold, without running it.
+func (s *Server) estimate(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
+	msg, sid, err := s.decodeRun(w, r)
+	if err != nil {
+		return err
+	}
+	e, err := s.Runner.Estimate(r.Context(), &run.Request{Principal: p, AgentName: r.PathValue("agent_name"), Message: msg, SessionID: sid})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{
+		"agent_id": e.AgentID, "model": e.Model, "models": e.Models,
+		"input_tokens": e.InputTokens, "max_output_tokens": e.MaxOutputTokens,
+		"hold": e.Hold, "available": e.Available, "affordable": e.Affordable, "unit": "credits",
+		"context": runContext{HistoryTurns: e.HistoryTurns, TrimmedTurns: e.TrimmedTurns},
+	})
 }

@@ -34,7 +34,7 @@ func newOrg(t *testing.T, balance agentd.Micros) (*store.DB, *billing.Accounts, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return db, billing.New(db), o.ID
+	return db, billing.New(db, 0), o.ID
 }
 
 func state(t *testing.T, a *billing.Accounts, orgID string) billing.State {
@@ -43,6 +43,7 @@ func state(t *testing.T, a *billing.Accounts, orgID string) billing.State {
 	if err != nil {
 		t.Fatal(err)
 	}
+	st.Holds = 0 // the count of holds is checked where it matters
 	return st
 }
 
@@ -327,5 +328,127 @@ func TestAdjustRacesHolds(t *testing.T) {
 	}
 	if st.Held != 0 || st.Balance != stored {
 		t.Errorf("state %+v, stored balance %d", st, stored)
+	}
+}
+
+// budgetKey adds a key with a budget (micro-credits per period) to orgID.
+func budgetKey(t *testing.T, db *store.DB, orgID string, budget agentd.Micros, period string) string {
+	t.Helper()
+	ctx := context.Background()
+	id := agentd.NewID("key")
+	if err := db.Tx(ctx, func(tx *store.Tx) error {
+		return tx.CreateKey(ctx, &store.Key{ID: id, OrgID: orgID, Name: "k", Owner: id, Prefix: "agd_x", Hash: agentd.NewID("h"),
+			Scopes: []agentd.Scope{agentd.ScopeRun}, Created: 1, Budget: store.Budget{Set: budget >= 0, Limit: budget, Period: period}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// TestKeyBudgetConcurrent: 100 holds race for a key budget that covers exactly
+// 37, with a balance that covers all of them: exactly 37 are granted, and the
+// refusals name the key's budget.
+func TestKeyBudgetConcurrent(t *testing.T) {
+	db, accts, orgID := newOrg(t, 1_000_000)
+	key := budgetKey(t, db, orgID, 37*100, store.PeriodNone)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	granted, refused := 0, 0
+	for range 100 {
+		wg.Go(func() {
+			h, err := accts.HoldKey(context.Background(), orgID, key, 100)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				var e *agentd.Error
+				if !errors.As(err, &e) || e.Code != agentd.EInsufficientQuota || e.Fields["limit"] != "key_budget" {
+					t.Errorf("err = %v", err)
+				}
+				refused++
+				return
+			}
+			granted++
+			_ = h
+		})
+	}
+	wg.Wait()
+	if granted != 37 || refused != 63 {
+		t.Fatalf("granted %d, refused %d", granted, refused)
+	}
+	ks, err := accts.KeyState(context.Background(), orgID, key)
+	if err != nil || ks.Held != 3700 || ks.Available != 0 {
+		t.Errorf("key state %+v %v", ks, err)
+	}
+}
+
+// TestKeyBudgetPeriods: a daily budget spent today is whole again tomorrow; a
+// charge settling for yesterday's period does not count against today's.
+func TestKeyBudgetPeriods(t *testing.T) {
+	db, accts, orgID := newOrg(t, 1_000_000)
+	key := budgetKey(t, db, orgID, 1000, store.PeriodDaily)
+	day := time.Date(2026, 11, 28, 23, 0, 0, 0, time.UTC)
+	accts.SetClock(func() time.Time { return day })
+	ctx := context.Background()
+	h, err := accts.HoldKey(ctx, orgID, key, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := accts.HoldKey(ctx, orgID, key, 1); agentd.ErrorCode(err) != agentd.EInsufficientQuota {
+		t.Fatalf("over budget: %v", err)
+	}
+	h.Settle(600)
+	if ks, _ := accts.KeyState(ctx, orgID, key); ks.Budget.Spent != 600 || ks.Available != 400 {
+		t.Errorf("after settle: %+v", ks)
+	}
+	late, err := accts.HoldKey(ctx, orgID, key, 400)
+	if err != nil {
+		t.Fatal(err)
+	}
+	day = day.Add(2 * time.Hour) // the next day
+	if ks, _ := accts.KeyState(ctx, orgID, key); ks.Budget.Spent != 0 || ks.Available != 600 {
+		t.Errorf("next day, with yesterday's hold of 400 open: %+v", ks)
+	}
+	late.Settle(400) // belongs to yesterday
+	if ks, _ := accts.KeyState(ctx, orgID, key); ks.Budget.Spent != 0 || ks.Available != 1000 {
+		t.Errorf("yesterday's charge counted today: %+v", ks)
+	}
+	if PeriodStart := billing.PeriodStart(store.PeriodMonthly, day); PeriodStart != time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC).UnixMicro() {
+		t.Errorf("monthly period start %d", PeriodStart)
+	}
+}
+
+// TestSweepAbandonedHold: a run that died after taking its hold (never settled,
+// never released) stops freezing the balance once the sweeper passes its TTL; a
+// late settle of a swept hold still charges.
+func TestSweepAbandonedHold(t *testing.T) {
+	db, _, orgID := newOrg(t, 10_000)
+	accts := billing.New(db, time.Minute)
+	now := time.Now()
+	accts.SetClock(func() time.Time { return now })
+	ctx := context.Background()
+	if _, err := accts.Hold(ctx, orgID, 7000); err != nil { // abandoned
+		t.Fatal(err)
+	}
+	late, err := accts.Hold(ctx, orgID, 2000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := accts.Hold(ctx, orgID, 2000); agentd.ErrorCode(err) != agentd.EInsufficientQuota {
+		t.Fatalf("hold beyond available: %v", err)
+	}
+	if n := accts.Sweep(); n != 0 {
+		t.Fatalf("swept %d live holds", n)
+	}
+	now = now.Add(2 * time.Minute)
+	if n := accts.Sweep(); n != 2 {
+		t.Fatalf("swept %d expired holds, want 2", n)
+	}
+	st, _ := accts.State(ctx, orgID)
+	if st.Held != 0 || st.Holds != 0 || st.Balance != 10_000 {
+		t.Errorf("after sweep: %+v", st)
+	}
+	late.Settle(1500) // its ledger row committed after all
+	if st, _ := accts.State(ctx, orgID); st.Held != 0 || st.Balance != 8500 {
+		t.Errorf("after the late settle: %+v", st)
 	}
 }

@@ -61,8 +61,11 @@ func newFixtureModels(t *testing.T, prov *llmtest.Fake, credits agentd.Micros, m
 		if err := tx.CreateOrg(ctx, org); err != nil {
 			return err
 		}
-		_, err := tx.GrantCredits(ctx, &store.Grant{ID: agentd.NewID("grant"), OrgID: org.ID, Amount: credits, KeyID: "k", Created: 1})
-		return err
+		if _, err := tx.GrantCredits(ctx, &store.Grant{ID: agentd.NewID("grant"), OrgID: org.ID, Amount: credits, KeyID: "k", Created: 1}); err != nil {
+			return err
+		}
+		return tx.CreateKey(ctx, &store.Key{ID: "key-1", OrgID: org.ID, Name: "k", Owner: "alice", Prefix: "agd_x", Hash: agentd.NewID("hash"),
+			Scopes: []agentd.Scope{agentd.ScopeAdmin}, Created: 1})
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +77,7 @@ func newFixtureModels(t *testing.T, prov *llmtest.Fake, credits agentd.Micros, m
 	}); err != nil {
 		t.Fatal(err)
 	}
-	accts := billing.New(db)
+	accts := billing.New(db, 0)
 	r := &Runner{
 		Agents: ag, DB: db, Accounts: accts, Leases: session.NewLeases(0), SessionWait: time.Second,
 		Timeout: 5 * time.Second, Backoff: Backoff{Initial: time.Millisecond, Max: 4 * time.Millisecond}, Now: time.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -21,13 +21,23 @@ type Key struct {
 	Scopes  []agentd.Scope
 	Created int64
 	Revoked sql.NullInt64
+	Budget  Budget
 }
 
 // CreateKey inserts a key.
 func (t *Tx) CreateKey(ctx context.Context, k *Key) (err error) {
 	defer wrap(&err, "store.CreateKey(%q)", k.Name)
-	_, err = t.exec(ctx, `INSERT INTO api_keys (id, org_id, name, owner, prefix, hash, scopes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		k.ID, k.OrgID, k.Name, k.Owner, k.Prefix, k.Hash, joinScopes(k.Scopes), k.Created)
+	var budget any
+	if k.Budget.Set {
+		budget = int64(k.Budget.Limit)
+	}
+	period := k.Budget.Period
+	if period == "" {
+		period = PeriodNone
+	}
+	_, err = t.exec(ctx, `INSERT INTO api_keys (id, org_id, name, owner, prefix, hash, scopes, created_at, budget, budget_period, budget_period_start)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		k.ID, k.OrgID, k.Name, k.Owner, k.Prefix, k.Hash, joinScopes(k.Scopes), k.Created, budget, period, k.Budget.PeriodStart)
 	if t.d.isUnique(err) {
 		return agentd.Errorf(agentd.EAlreadyExists, "a key with this secret already exists")
 	}
@@ -54,14 +64,18 @@ func (t *Tx) RevokeKey(ctx context.Context, orgID, id string, at int64) (err err
 	return nil
 }
 
-const keyColumns = `k.id, k.org_id, o.name, k.name, k.owner, k.prefix, k.hash, k.scopes, k.created_at, k.revoked_at`
+const keyColumns = `k.id, k.org_id, o.name, k.name, k.owner, k.prefix, k.hash, k.scopes, k.created_at, k.revoked_at,
+	k.budget, k.budget_period, k.budget_spent, k.budget_period_start`
 
 func scanKey(s interface{ Scan(...any) error }) (*Key, error) {
 	var k Key
 	var scopes string
-	if err := s.Scan(&k.ID, &k.OrgID, &k.OrgName, &k.Name, &k.Owner, &k.Prefix, &k.Hash, &scopes, &k.Created, &k.Revoked); err != nil {
+	var budget sql.NullInt64
+	if err := s.Scan(&k.ID, &k.OrgID, &k.OrgName, &k.Name, &k.Owner, &k.Prefix, &k.Hash, &scopes, &k.Created, &k.Revoked,
+		&budget, &k.Budget.Period, &k.Budget.Spent, &k.Budget.PeriodStart); err != nil {
 		return nil, err
 	}
+	k.Budget.Limit, k.Budget.Set = agentd.Micros(budget.Int64), budget.Valid
 	k.Scopes = splitScopes(scopes)
 	return &k, nil
 }

@@ -72,6 +72,13 @@ type Run struct {
 	Reply           string
 	UserTokens      int
 	AssistantTokens int
+
+	// KeyBudget asks for the cost to count against the key's budget, in the
+	// period starting at KeyPeriodStart.
+	KeyBudget      bool
+	KeyPeriodStart int64
+	// Idem, when set, stores the run's result for Idempotency-Key replays.
+	Idem *Idem
 }
 
 // Run outcomes.
@@ -93,6 +100,9 @@ func (t *Tx) RecordRun(ctx context.Context, r *Run) (err error) {
 		r.SessionID, r.ModelRequested, r.Model, r.InputTokens, r.OutputTokens, r.UsageSource, r.Cost, r.LatencyMS, r.Outcome, r.ErrorCode); err != nil {
 		return err
 	}
+	if err := t.rollup(ctx, r); err != nil {
+		return err
+	}
 	if r.Cost > 0 {
 		res, err := t.exec(ctx, `UPDATE orgs SET balance = balance - ? WHERE id = ?`, r.Cost, r.OrgID)
 		if err != nil {
@@ -100,6 +110,16 @@ func (t *Tx) RecordRun(ctx context.Context, r *Run) (err error) {
 		}
 		if n, _ := res.RowsAffected(); n != 1 {
 			return fmt.Errorf("organization %q not found", r.OrgID)
+		}
+		if r.KeyBudget {
+			if err := t.chargeKey(ctx, r.KeyID, r.Cost, r.KeyPeriodStart); err != nil {
+				return err
+			}
+		}
+	}
+	if r.Idem != nil && r.Outcome == OutcomeOK {
+		if err := t.putIdempotent(ctx, r.Idem); err != nil {
+			return err
 		}
 	}
 	if r.Outcome == OutcomeOK {
@@ -158,4 +178,12 @@ func (db *DB) Ledger(ctx context.Context, orgID string) (runs []Run, err error) 
 		runs = append(runs, r)
 	}
 	return runs, rows.Err()
+}
+
+// CountTurns returns how many turns a session has.
+func (db *DB) CountTurns(ctx context.Context, k SessionKey) (n int, err error) {
+	defer wrap(&err, "store.CountTurns")
+	err = db.queryRow(ctx, `SELECT count(*) FROM session_turns WHERE org_id = ? AND agent_id = ? AND owner = ? AND session_id = ?`,
+		k.OrgID, k.AgentID, k.Owner, k.SessionID).Scan(&n)
+	return n, err
 }

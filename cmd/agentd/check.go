@@ -1,0 +1,44 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/agentd/agentd/internal/store"
+)
+
+// check verifies the database's money and memory invariants (store.DB.Check) and
+// fails, listing the offending rows, when any does not hold.
+func check(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dsn := fs.String("db", "", "database: sqlite:PATH (env AGENTD_DB)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *dsn == "" {
+		*dsn = getenv("AGENTD_DB")
+	}
+	if *dsn == "" {
+		return fmt.Errorf("check: --db sqlite:PATH is required")
+	}
+	db, err := store.Open(ctx, *dsn, store.Options{})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	problems, err := db.Check(ctx)
+	if err != nil {
+		return err
+	}
+	for _, p := range problems {
+		fmt.Fprintln(stdout, p)
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("check: %d inconsistencies in %s", len(problems), *dsn)
+	}
+	fmt.Fprintf(stdout, "agentd check: %s is consistent\n", *dsn)
+	return nil
+}

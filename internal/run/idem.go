@@ -1,0 +1,99 @@
+package run
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/store"
+)
+
+// Idempotency-Key: a run asked with a key is executed at most once per (org, API
+// key, Idempotency-Key) while its record lives. The record is written in the run's
+// own transaction, so a 200 and its record exist together or not at all. While the
+// first request is in flight, others with the same key get 409 conflict with
+// Retry-After; afterwards they get the stored result, with no new charge. Failed
+// runs store nothing (they charged nothing), so a retry runs again.
+//
+// On a single node the in-flight set lives in memory, like holds and leases.
+
+// DefaultIdemTTL is how long results are kept when Runner.IdemTTL is 0.
+const DefaultIdemTTL = 24 * time.Hour
+
+type inflight struct {
+	mu   sync.Mutex
+	keys map[string]struct{}
+}
+
+func (r *Runner) idemTTL() time.Duration {
+	if r.IdemTTL > 0 {
+		return r.IdemTTL
+	}
+	return DefaultIdemTTL
+}
+
+// requestHash identifies what a run asks, so a key reused for another request is
+// refused rather than answered with the wrong result.
+func requestHash(req *Request) string {
+	if req.RequestHash != "" {
+		return req.RequestHash
+	}
+	h := sha256.New()
+	for _, part := range []string{req.AgentName, req.SessionID, req.Message} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// beginIdempotent returns the stored result of a finished run with req's key, or
+// marks the key in flight and returns the record to write with the run and the
+// function that ends the in-flight mark (after the run's write).
+func (r *Runner) beginIdempotent(ctx context.Context, req *Request) (stored *Result, rec *store.Idem, done func(), err error) {
+	p := req.Principal
+	hash := requestHash(req)
+	id := p.OrgID + "\x00" + p.KeyID + "\x00" + req.IdempotencyKey
+	in := &r.inflight
+	in.mu.Lock()
+	if _, busy := in.keys[id]; busy {
+		in.mu.Unlock()
+		return nil, nil, nil, &agentd.Error{Code: agentd.EConflict,
+			Message: "a request with this Idempotency-Key is still in flight; retry when it has finished",
+			Fields:  map[string]any{"retry_after": 1}}
+	}
+	if in.keys == nil {
+		in.keys = map[string]struct{}{}
+	}
+	in.keys[id] = struct{}{}
+	in.mu.Unlock()
+	done = func() {
+		in.mu.Lock()
+		delete(in.keys, id)
+		in.mu.Unlock()
+	}
+	// Checked after marking the key, so a run that finishes meanwhile has written
+	// its record before we look.
+	old, err := r.DB.Idempotent(ctx, p.OrgID, p.KeyID, req.IdempotencyKey, r.Now().UnixMicro())
+	if err != nil {
+		done()
+		return nil, nil, nil, err
+	}
+	if old != nil {
+		done()
+		if old.RequestHash != hash {
+			return nil, nil, nil, agentd.Errorf(agentd.EBadRequest,
+				"this Idempotency-Key was used for a different request; use a new key for a new request")
+		}
+		var res Result
+		if err := json.Unmarshal(old.Result, &res); err != nil {
+			return nil, nil, nil, err
+		}
+		res.Replayed = true
+		return &res, nil, nil, nil
+	}
+	return nil, &store.Idem{OrgID: p.OrgID, KeyID: p.KeyID, Key: req.IdempotencyKey, RequestHash: hash}, done, nil
+}

@@ -1,0 +1,281 @@
+package store
+
+import (
+	"context"
+	"encoding/base64"
+	"strconv"
+	"strings"
+
+	"github.com/agentd/agentd"
+)
+
+// SessionList selects one page of a caller's sessions on one agent.
+type SessionList struct {
+	OrgID, AgentID, Owner string
+	// Cursor is the next value of the previous page, or "" for the first page.
+	Cursor string
+	// Limit is the most sessions returned; 50 when ≤ 0.
+	Limit int
+}
+
+// SessionInfo sums up one session.
+type SessionInfo struct {
+	ID                        string
+	Turns                     int
+	InputTokens, OutputTokens int64 // summed over the turns' runs
+	Created, LastActive       int64 // unix micros of the first and the newest turn
+}
+
+// SessionTurn is one stored exchange of a session, with its run's usage.
+type SessionTurn struct {
+	RunID                     string
+	User, Assistant           string
+	InputTokens, OutputTokens int
+	Created                   int64 // unix micros
+}
+
+const defaultPage = 50
+
+// Sessions returns a page of the sessions of (org, agent, owner), the most recently
+// active first (ties by session id, descending), and the cursor of the next page
+// ("" after the last one). A malformed cursor is EInvalid.
+//
+// A session exists while it has turns: the page is aggregated from session_turns,
+// reading every turn of (org, agent, owner) through session_turns_key. That is one
+// index range plus a row lookup per turn, and a sort of the owner's sessions, per
+// page; a summary table kept by RecordRun would make it proportional to the page.
+// Sessions that get a new turn while a client pages may move to the front and be
+// missed or seen twice, as with any keyset over a changing key.
+func (db *DB) Sessions(ctx context.Context, l SessionList) (list []SessionInfo, next string, err error) {
+	defer wrap(&err, "store.Sessions")
+	limit := l.Limit
+	if limit <= 0 {
+		limit = defaultPage
+	}
+	q := `SELECT session_id, count(*), sum(input_tokens), sum(output_tokens), min(created_at), max(created_at)
+		FROM session_turns WHERE org_id = ? AND agent_id = ? AND owner = ?
+		GROUP BY session_id`
+	args := []any{l.OrgID, l.AgentID, l.Owner}
+	if l.Cursor != "" {
+		last, sid, err := decodeSessionCursor(l.Cursor)
+		if err != nil {
+			return nil, "", err
+		}
+		q += ` HAVING max(created_at) < ? OR (max(created_at) = ? AND session_id < ?)`
+		args = append(args, last, last, sid)
+	}
+	q += ` ORDER BY max(created_at) DESC, session_id DESC LIMIT ?`
+	args = append(args, limit+1)
+	rows, err := db.query(ctx, q, args...)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var s SessionInfo
+		if err := rows.Scan(&s.ID, &s.Turns, &s.InputTokens, &s.OutputTokens, &s.Created, &s.LastActive); err != nil {
+			return nil, "", err
+		}
+		list = append(list, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", err
+	}
+	if len(list) > limit {
+		list = list[:limit]
+		last := list[limit-1]
+		next = encodeCursor(strconv.FormatInt(last.LastActive, 10) + "|" + last.ID)
+	}
+	return list, next, nil
+}
+
+// SessionTurns returns a page of a session's turns, oldest first, and the cursor of
+// the next page ("" after the last one). A session with no turns is ENotFound; a
+// malformed cursor is EInvalid. It reads one range of session_turns_key.
+func (db *DB) SessionTurns(ctx context.Context, k SessionKey, cursor string, limit int) (turns []SessionTurn, next string, err error) {
+	defer wrap(&err, "store.SessionTurns")
+	if limit <= 0 {
+		limit = defaultPage
+	}
+	var after int64
+	if cursor != "" {
+		if after, err = decodeTurnCursor(cursor); err != nil {
+			return nil, "", err
+		}
+	}
+	rows, err := db.query(ctx, `SELECT id, run_id, user_message, assistant_message, input_tokens, output_tokens, created_at
+		FROM session_turns WHERE org_id = ? AND agent_id = ? AND owner = ? AND session_id = ? AND id > ?
+		ORDER BY id LIMIT ?`, k.OrgID, k.AgentID, k.Owner, k.SessionID, after, limit+1)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rows.Close()
+	var lastID int64
+	for rows.Next() {
+		var t SessionTurn
+		var id int64
+		if err := rows.Scan(&id, &t.RunID, &t.User, &t.Assistant, &t.InputTokens, &t.OutputTokens, &t.Created); err != nil {
+			return nil, "", err
+		}
+		if len(turns) < limit {
+			turns, lastID = append(turns, t), id
+		} else {
+			next = encodeCursor(strconv.FormatInt(lastID, 10))
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", err
+	}
+	if len(turns) == 0 {
+		// Past the end of a session that exists is an empty page; no session is 404.
+		var one int
+		err := db.queryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM session_turns
+			WHERE org_id = ? AND agent_id = ? AND owner = ? AND session_id = ? LIMIT 1)`,
+			k.OrgID, k.AgentID, k.Owner, k.SessionID).Scan(&one)
+		if err != nil {
+			return nil, "", err
+		}
+		if cursor == "" || one == 0 {
+			return nil, "", agentd.Errorf(agentd.ENotFound, "session %q not found", k.SessionID)
+		}
+	}
+	return turns, next, nil
+}
+
+// DeleteSession deletes every turn of a session through the writer and returns how
+// many there were. A session with no turns is ENotFound. Callers that must not cut
+// a running turn in half hold the session's lease.
+func (db *DB) DeleteSession(ctx context.Context, k SessionKey) (turns int, err error) {
+	defer wrap(&err, "store.DeleteSession")
+	err = db.Tx(ctx, func(tx *Tx) error {
+		res, err := tx.exec(ctx, `DELETE FROM session_turns WHERE org_id = ? AND agent_id = ? AND owner = ? AND session_id = ?`,
+			k.OrgID, k.AgentID, k.Owner, k.SessionID)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		turns = int(n)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	if turns == 0 {
+		return 0, agentd.Errorf(agentd.ENotFound, "session %q not found", k.SessionID)
+	}
+	return turns, nil
+}
+
+// SweepIdleSessions deletes every turn of up to limit sessions whose newest turn was
+// created before idleBefore (unix micros), and returns how many sessions it deleted.
+// A caller sweeps until it gets fewer than limit.
+//
+// Candidates are found on the read pool, walking turns older than idleBefore
+// through session_turns_created and checking each session's newest turn once; the
+// writer then deletes each candidate only if it is still idle, so a turn recorded
+// in between keeps its session. A walk costs the turns older than idleBefore that
+// it visits: those of the idle sessions it deletes, and the old turns of sessions
+// that are still active.
+func (db *DB) SweepIdleSessions(ctx context.Context, idleBefore int64, limit int) (sessions int, err error) {
+	defer wrap(&err, "store.SweepIdleSessions")
+	if limit <= 0 {
+		return 0, nil
+	}
+	idle, err := db.idleSessions(ctx, idleBefore, limit)
+	if err != nil || len(idle) == 0 {
+		return 0, err
+	}
+	return db.deleteIdleSessions(ctx, idle, idleBefore)
+}
+
+// deleteIdleSessions deletes, in one write, each of the sessions named whose newest
+// turn is still older than idleBefore, and returns how many it deleted.
+func (db *DB) deleteIdleSessions(ctx context.Context, idle []SessionKey, idleBefore int64) (sessions int, err error) {
+	err = db.Tx(ctx, func(tx *Tx) error {
+		sessions = 0
+		for _, k := range idle {
+			res, err := tx.exec(ctx, `DELETE FROM session_turns WHERE org_id = ? AND agent_id = ? AND owner = ? AND session_id = ?
+				AND (SELECT max(created_at) FROM session_turns WHERE org_id = ? AND agent_id = ? AND owner = ? AND session_id = ?) < ?`,
+				k.OrgID, k.AgentID, k.Owner, k.SessionID, k.OrgID, k.AgentID, k.Owner, k.SessionID, idleBefore)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n > 0 {
+				sessions++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return sessions, nil
+}
+
+// idleSessions returns up to limit sessions whose newest turn is older than
+// idleBefore, those with the oldest turns first.
+func (db *DB) idleSessions(ctx context.Context, idleBefore int64, limit int) ([]SessionKey, error) {
+	rows, err := db.query(ctx, `SELECT org_id, agent_id, owner, session_id FROM session_turns
+		WHERE created_at < ? ORDER BY created_at`, idleBefore)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	seen := map[SessionKey]bool{}
+	var idle []SessionKey
+	for len(idle) < limit && rows.Next() {
+		var k SessionKey
+		if err := rows.Scan(&k.OrgID, &k.AgentID, &k.Owner, &k.SessionID); err != nil {
+			return nil, err
+		}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		var newest int64
+		if err := db.queryRow(ctx, `SELECT max(created_at) FROM session_turns WHERE org_id = ? AND agent_id = ? AND owner = ? AND session_id = ?`,
+			k.OrgID, k.AgentID, k.Owner, k.SessionID).Scan(&newest); err != nil {
+			return nil, err
+		}
+		if newest < idleBefore {
+			idle = append(idle, k)
+		}
+	}
+	return idle, rows.Err()
+}
+
+func encodeCursor(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+// badCursor is the error for a cursor this store did not make. Its location is the
+// query parameter that carries cursors in the API.
+func badCursor() error {
+	return agentd.Invalid("cursor is malformed: pass next_cursor from a previous page unchanged", "value_error", "query", "cursor")
+}
+
+// decodeSessionCursor reads a cursor of Sessions: the last page's last
+// (last_active, session_id).
+func decodeSessionCursor(c string) (last int64, sid string, err error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return 0, "", badCursor()
+	}
+	num, sid, ok := strings.Cut(string(b), "|")
+	last, err = strconv.ParseInt(num, 10, 64)
+	if !ok || err != nil || sid == "" {
+		return 0, "", badCursor()
+	}
+	return last, sid, nil
+}
+
+// decodeTurnCursor reads a cursor of SessionTurns: the last page's last turn id.
+func decodeTurnCursor(c string) (int64, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return 0, badCursor()
+	}
+	id, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil || id < 0 {
+		return 0, badCursor()
+	}
+	return id, nil
+}

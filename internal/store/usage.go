@@ -1,0 +1,530 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/agentd/agentd"
+)
+
+// The usage record has two levels: the ledger (one row per run, pruned after the
+// configured retention) and usage_daily (one row per organization, UTC day, agent,
+// answering model and key, kept forever). Both are written in the same savepoint by
+// RecordRun, so at any commit the rollups are the sums of the ledger rows.
+
+// dayOf is the UTC day of a time in Unix microseconds, as usage_daily stores it.
+func dayOf(micros int64) string { return fromMicros(micros).Format(time.DateOnly) }
+
+// rollup adds the run r to its day's usage_daily row. It is called by RecordRun
+// right after the ledger insert, inside the same savepoint.
+func (t *Tx) rollup(ctx context.Context, r *Run) error {
+	runs, failed, latency := 1, 0, r.LatencyMS
+	if r.Outcome != OutcomeOK {
+		runs, failed, latency = 0, 1, 0
+	}
+	_, err := t.exec(ctx, `INSERT INTO usage_daily (org_id, day, agent_id, agent_name, model, key_id,
+		runs, failed, input_tokens, output_tokens, cost, latency_ms)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (org_id, day, agent_id, model, key_id) DO UPDATE SET
+		agent_name = excluded.agent_name,
+		runs = usage_daily.runs + excluded.runs,
+		failed = usage_daily.failed + excluded.failed,
+		input_tokens = usage_daily.input_tokens + excluded.input_tokens,
+		output_tokens = usage_daily.output_tokens + excluded.output_tokens,
+		cost = usage_daily.cost + excluded.cost,
+		latency_ms = usage_daily.latency_ms + excluded.latency_ms`,
+		r.OrgID, dayOf(r.Created), r.AgentID, r.AgentName, r.Model, r.KeyID,
+		runs, failed, r.InputTokens, r.OutputTokens, r.Cost, latency)
+	if err != nil {
+		return fmt.Errorf("usage rollup: %w", err)
+	}
+	return nil
+}
+
+// Ledger page sizes.
+const (
+	DefaultLedgerPage = 100
+	MaxLedgerPage     = 1000
+)
+
+// LedgerFilter selects ledger rows of one organization. Empty strings and zero
+// times match everything.
+type LedgerFilter struct {
+	OrgID string
+	// From (inclusive) and To (exclusive) bound created_at, in Unix microseconds;
+	// 0 leaves that side open.
+	From, To int64
+	// AgentID, KeyID and Model match exactly; Model is the model that answered.
+	AgentID, KeyID, Model string
+	// Cursor is a previous page's next cursor, "" for the first page.
+	Cursor string
+	// Limit is the page size: DefaultLedgerPage when ≤ 0, at most MaxLedgerPage.
+	Limit int
+}
+
+// errLedgerCursor is the error for a cursor that LedgerPage did not make. Its
+// location is the query parameter that carries cursors in the API.
+func errLedgerCursor() error {
+	return agentd.Invalid("cursor is malformed: pass next_cursor from a previous page unchanged", "value_error", "query", "cursor")
+}
+
+// ledgerCursor makes the opaque cursor that resumes after the row (created, runID).
+func ledgerCursor(created int64, runID string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(created, 10) + ":" + runID))
+}
+
+func parseLedgerCursor(c string) (created int64, runID string, err error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return 0, "", errLedgerCursor()
+	}
+	ts, id, ok := strings.Cut(string(b), ":")
+	if !ok || id == "" {
+		return 0, "", errLedgerCursor()
+	}
+	created, err = strconv.ParseInt(ts, 10, 64)
+	if err != nil || created < 0 {
+		return 0, "", errLedgerCursor()
+	}
+	return created, id, nil
+}
+
+const ledgerColumns = `run_id, created_at, org_id, key_id, owner, agent_id, agent_name, agent_version,
+	session_id, model_requested, model, input_tokens, output_tokens, usage_source, cost, latency_ms, outcome, error_code`
+
+func scanRun(s interface{ Scan(...any) error }, r *Run) error {
+	return s.Scan(&r.ID, &r.Created, &r.OrgID, &r.KeyID, &r.Owner, &r.AgentID, &r.AgentName, &r.AgentVersion,
+		&r.SessionID, &r.ModelRequested, &r.Model, &r.InputTokens, &r.OutputTokens, &r.UsageSource, &r.Cost, &r.LatencyMS,
+		&r.Outcome, &r.ErrorCode)
+}
+
+// LedgerPage returns one page of an organization's ledger rows matching f, in
+// (created_at, run_id) order, and the cursor of the next page ("" after the last).
+// Pages are keyset-paginated: a page costs the same wherever it is, and rows
+// written while a client pages appear at most once. A cursor LedgerPage did not
+// make is an EInvalid error.
+func (db *DB) LedgerPage(ctx context.Context, f LedgerFilter) (runs []Run, next string, err error) {
+	defer wrap(&err, "store.LedgerPage(%q)", f.OrgID)
+	limit := f.Limit
+	if limit <= 0 {
+		limit = DefaultLedgerPage
+	}
+	limit = min(limit, MaxLedgerPage)
+	var q strings.Builder
+	q.WriteString(`SELECT ` + ledgerColumns + ` FROM ledger WHERE org_id = ?`)
+	args := []any{f.OrgID}
+	cond := func(sql string, v any) {
+		q.WriteString(" AND " + sql)
+		args = append(args, v)
+	}
+	if f.From != 0 {
+		cond("created_at >= ?", f.From)
+	}
+	if f.To != 0 {
+		cond("created_at < ?", f.To)
+	}
+	if f.AgentID != "" {
+		cond("agent_id = ?", f.AgentID)
+	}
+	if f.KeyID != "" {
+		cond("key_id = ?", f.KeyID)
+	}
+	if f.Model != "" {
+		cond("model = ?", f.Model)
+	}
+	if f.Cursor != "" {
+		created, runID, err := parseLedgerCursor(f.Cursor)
+		if err != nil {
+			return nil, "", err
+		}
+		q.WriteString(" AND (created_at, run_id) > (?, ?)")
+		args = append(args, created, runID)
+	}
+	// One row more than the page tells whether another page follows, so the last
+	// page says so instead of leading to an empty one.
+	q.WriteString(" ORDER BY created_at, run_id LIMIT ?")
+	args = append(args, limit+1)
+	rows, err := db.query(ctx, q.String(), args...)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rows.Close()
+	runs = make([]Run, 0, min(limit, 64))
+	for rows.Next() {
+		var r Run
+		if err := scanRun(rows, &r); err != nil {
+			return nil, "", err
+		}
+		runs = append(runs, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", err
+	}
+	if len(runs) > limit {
+		runs = runs[:limit]
+		last := runs[limit-1]
+		next = ledgerCursor(last.Created, last.ID)
+	}
+	return runs, next, nil
+}
+
+// Summary groupings.
+const (
+	GroupByDay   = "day"
+	GroupByAgent = "agent"
+	GroupByModel = "model"
+	GroupByKey   = "key"
+)
+
+// GroupBys lists the groupings UsageSummary accepts.
+var GroupBys = []string{GroupByDay, GroupByAgent, GroupByModel, GroupByKey}
+
+// SummaryRow is the usage of one group over a range of days.
+type SummaryRow struct {
+	// Group is the day (YYYY-MM-DD), the agent's name, the model id or the key id.
+	Group string
+	// AgentID is set when grouping by agent: names can be reused after a delete.
+	AgentID      string
+	Runs         int64 // successful
+	Failed       int64
+	InputTokens  int64
+	OutputTokens int64
+	Cost         agentd.Micros
+	// AvgLatencyMS is the mean latency of the successful runs; 0 when none.
+	AvgLatencyMS float64
+
+	latencyMS int64
+}
+
+func (r *SummaryRow) add(o SummaryRow) {
+	r.Runs += o.Runs
+	r.Failed += o.Failed
+	r.InputTokens += o.InputTokens
+	r.OutputTokens += o.OutputTokens
+	r.Cost += o.Cost
+	r.latencyMS += o.latencyMS
+}
+
+// dayRange validates the optional inclusive day bounds of a rollup query and
+// returns the SQL condition for them.
+func dayRange(fromDay, toDay string) (string, []any, error) {
+	var cond string
+	var args []any
+	for _, b := range []struct{ name, day, op string }{{"from", fromDay, ">="}, {"to", toDay, "<="}} {
+		if b.day == "" {
+			continue
+		}
+		if _, err := time.Parse(time.DateOnly, b.day); err != nil {
+			return "", nil, agentd.Errorf(agentd.EInvalid, "%s must be a day, YYYY-MM-DD; got %q", b.name, b.day)
+		}
+		cond += " AND day " + b.op + " ?"
+		args = append(args, b.day)
+	}
+	return cond, args, nil
+}
+
+// UsageSummary sums an organization's rollups from fromDay to toDay (both
+// inclusive, YYYY-MM-DD UTC, "" for open) by groupBy, one of GroupBys. Rows are in
+// order of their group (agents by name). Being built from rollups, it is whole
+// even for days whose raw ledger rows were pruned.
+func (db *DB) UsageSummary(ctx context.Context, orgID, groupBy, fromDay, toDay string) (out []SummaryRow, err error) {
+	defer wrap(&err, "store.UsageSummary(%q, %q)", orgID, groupBy)
+	var col string
+	switch groupBy {
+	case GroupByDay:
+		col = "day"
+	case GroupByModel:
+		col = "model"
+	case GroupByKey:
+		col = "key_id"
+	case GroupByAgent:
+		// Grouped by id, and by name so that each group's latest name can be picked.
+		col = "agent_id, agent_name"
+	default:
+		return nil, agentd.Errorf(agentd.EInvalid, "group_by must be one of %s; got %q", strings.Join(GroupBys, ", "), groupBy)
+	}
+	rangeCond, rangeArgs, err := dayRange(fromDay, toDay)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := db.query(ctx, `SELECT `+col+`, max(day), sum(runs), sum(failed), sum(input_tokens), sum(output_tokens),
+		sum(cost), sum(latency_ms) FROM usage_daily WHERE org_id = ?`+rangeCond+` GROUP BY `+col,
+		append([]any{orgID}, rangeArgs...)...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	type agentGroup struct {
+		row     SummaryRow
+		lastDay string
+	}
+	byAgent := map[string]*agentGroup{}
+	for rows.Next() {
+		var r SummaryRow
+		var lastDay string
+		dest := []any{&r.Group}
+		if groupBy == GroupByAgent {
+			dest = []any{&r.AgentID, &r.Group}
+		}
+		dest = append(dest, &lastDay, &r.Runs, &r.Failed, &r.InputTokens, &r.OutputTokens, &r.Cost, &r.latencyMS)
+		if err := rows.Scan(dest...); err != nil {
+			return nil, err
+		}
+		if groupBy != GroupByAgent {
+			out = append(out, r)
+			continue
+		}
+		// An agent renamed within the range has a group per name; merge them under
+		// the name of its latest day.
+		g := byAgent[r.AgentID]
+		if g == nil {
+			byAgent[r.AgentID] = &agentGroup{row: r, lastDay: lastDay}
+			continue
+		}
+		g.row.add(r)
+		if lastDay > g.lastDay || (lastDay == g.lastDay && r.Group > g.row.Group) {
+			g.row.Group, g.lastDay = r.Group, lastDay
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for _, g := range byAgent {
+		out = append(out, g.row)
+	}
+	slices.SortFunc(out, func(a, b SummaryRow) int {
+		return cmp.Or(cmp.Compare(a.Group, b.Group), cmp.Compare(a.AgentID, b.AgentID))
+	})
+	for i := range out {
+		if out[i].Runs > 0 {
+			out[i].AvgLatencyMS = float64(out[i].latencyMS) / float64(out[i].Runs)
+		}
+	}
+	if out == nil {
+		out = []SummaryRow{}
+	}
+	return out, nil
+}
+
+// ModelUsage is the usage of one answering model.
+type ModelUsage struct {
+	Model        string
+	Runs         int64 // successful
+	Failed       int64
+	InputTokens  int64
+	OutputTokens int64
+	Cost         agentd.Micros
+}
+
+// UsageTotals is an organization's usage over a range of days.
+type UsageTotals struct {
+	Runs         int64 // successful
+	Failed       int64
+	InputTokens  int64
+	OutputTokens int64
+	Cost         agentd.Micros
+	// Models is the usage per answering model, most successful runs first.
+	Models []ModelUsage
+}
+
+// UsageTotals sums an organization's rollups from fromDay to toDay (inclusive,
+// YYYY-MM-DD, "" for open), for one agent when agentID is not "".
+func (db *DB) UsageTotals(ctx context.Context, orgID, fromDay, toDay, agentID string) (_ *UsageTotals, err error) {
+	defer wrap(&err, "store.UsageTotals(%q)", orgID)
+	cond, args, err := dayRange(fromDay, toDay)
+	if err != nil {
+		return nil, err
+	}
+	args = append([]any{orgID}, args...)
+	if agentID != "" {
+		cond += " AND agent_id = ?"
+		args = append(args, agentID)
+	}
+	rows, err := db.query(ctx, `SELECT model, sum(runs), sum(failed), sum(input_tokens), sum(output_tokens), sum(cost)
+		FROM usage_daily WHERE org_id = ?`+cond+` GROUP BY model`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	t := &UsageTotals{Models: []ModelUsage{}}
+	for rows.Next() {
+		var m ModelUsage
+		if err := rows.Scan(&m.Model, &m.Runs, &m.Failed, &m.InputTokens, &m.OutputTokens, &m.Cost); err != nil {
+			return nil, err
+		}
+		t.Models = append(t.Models, m)
+		t.Runs += m.Runs
+		t.Failed += m.Failed
+		t.InputTokens += m.InputTokens
+		t.OutputTokens += m.OutputTokens
+		t.Cost += m.Cost
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(t.Models, func(a, b ModelUsage) int {
+		return cmp.Or(cmp.Compare(b.Runs, a.Runs), cmp.Compare(a.Model, b.Model))
+	})
+	return t, nil
+}
+
+// PruneLedger deletes up to limit ledger rows created before before (Unix
+// microseconds) and returns how many it deleted; a caller repeats until that is
+// fewer than limit. Each organization loses its oldest rows first, so its remaining
+// rows always cover whole days after the day of its oldest one (CheckRollups relies
+// on that). Rollups are never pruned: summaries and totals stay whole.
+func (db *DB) PruneLedger(ctx context.Context, before int64, limit int) (n int, err error) {
+	defer wrap(&err, "store.PruneLedger")
+	if limit <= 0 {
+		return 0, nil
+	}
+	// Per organization, so that each delete is a range of the (org_id, created_at,
+	// run_id) index rather than a scan of the whole ledger.
+	rows, err := db.query(ctx, `SELECT id FROM orgs ORDER BY id`)
+	if err != nil {
+		return 0, err
+	}
+	var orgs []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		orgs = append(orgs, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	err = db.Tx(ctx, func(t *Tx) error {
+		n = 0
+		for _, org := range orgs {
+			if n >= limit {
+				break
+			}
+			res, err := t.exec(ctx, `DELETE FROM ledger WHERE run_id IN (SELECT run_id FROM ledger
+				WHERE org_id = ? AND created_at < ? ORDER BY created_at, run_id LIMIT ?)`, org, before, limit-n)
+			if err != nil {
+				return err
+			}
+			c, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			n += int(c)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// rollupKey names one usage_daily row.
+type rollupKey struct{ org, day, agent, model, key string }
+
+type rollupSums struct{ runs, failed, in, out, cost, latency int64 }
+
+func (s rollupSums) String() string {
+	return fmt.Sprintf("runs %d, failed %d, input_tokens %d, output_tokens %d, cost %d, latency_ms %d",
+		s.runs, s.failed, s.in, s.out, s.cost, s.latency)
+}
+
+// CheckRollups compares the rollups with the ledger and describes every
+// difference. Retention prunes each organization's oldest rows, so only the days
+// after the day of an organization's oldest remaining row are known to be whole;
+// those days' rollups must equal the sums of their ledger rows exactly, row for
+// row (day, agent, model, key). Earlier days are not checked. It reads the whole
+// ledger.
+func (db *DB) CheckRollups(ctx context.Context) (problems []string, err error) {
+	defer wrap(&err, "store.CheckRollups")
+	ledger := map[rollupKey]*rollupSums{}
+	oldest := map[string]string{} // org → day of its oldest ledger row
+	rows, err := db.query(ctx, `SELECT org_id, created_at, agent_id, model, key_id, outcome,
+		input_tokens, output_tokens, cost, latency_ms FROM ledger`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k rollupKey
+		var created int64
+		var outcome string
+		var in, out, cost, latency int64
+		if err := rows.Scan(&k.org, &created, &k.agent, &k.model, &k.key, &outcome, &in, &out, &cost, &latency); err != nil {
+			return nil, err
+		}
+		k.day = dayOf(created)
+		if d, ok := oldest[k.org]; !ok || k.day < d {
+			oldest[k.org] = k.day
+		}
+		s := ledger[k]
+		if s == nil {
+			s = &rollupSums{}
+			ledger[k] = s
+		}
+		if outcome == OutcomeOK {
+			s.runs++
+			s.latency += latency
+		} else {
+			s.failed++
+		}
+		s.in += in
+		s.out += out
+		s.cost += cost
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows.Close()
+
+	rows, err = db.query(ctx, `SELECT org_id, day, agent_id, model, key_id, runs, failed,
+		input_tokens, output_tokens, cost, latency_ms FROM usage_daily`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	whole := func(k rollupKey) bool {
+		d, ok := oldest[k.org]
+		return ok && k.day > d
+	}
+	describe := func(k rollupKey) string {
+		return fmt.Sprintf("org %s day %s agent %s model %s key %s", k.org, k.day, k.agent, k.model, k.key)
+	}
+	seen := map[rollupKey]bool{}
+	for rows.Next() {
+		var k rollupKey
+		var r rollupSums
+		if err := rows.Scan(&k.org, &k.day, &k.agent, &k.model, &k.key, &r.runs, &r.failed, &r.in, &r.out, &r.cost, &r.latency); err != nil {
+			return nil, err
+		}
+		if !whole(k) {
+			continue
+		}
+		seen[k] = true
+		switch l := ledger[k]; {
+		case l == nil:
+			problems = append(problems, fmt.Sprintf("%s: rollup has %v but the ledger has no rows", describe(k), r))
+		case *l != r:
+			problems = append(problems, fmt.Sprintf("%s: rollup has %v but the ledger sums to %v", describe(k), r, *l))
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for k, l := range ledger {
+		if whole(k) && !seen[k] {
+			problems = append(problems, fmt.Sprintf("%s: ledger sums to %v but there is no rollup", describe(k), *l))
+		}
+	}
+	slices.Sort(problems)
+	return problems, nil
+}
