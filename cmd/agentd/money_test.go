@@ -448,3 +448,67 @@ func TestCheckCommand(t *testing.T) {
 		t.Errorf("check after damage: %v\n%s", err, out.String())
 	}
 }
+
+// TestKeyBudgetAPI: budgets are set on creation and changed with PATCH; billing
+// shows the calling key's budget; a key over budget gets 402 naming it while the
+// organization still has money.
+func TestKeyBudgetAPI(t *testing.T) {
+	s, op, cost := moneyServer(t)
+	setBalance(t, op, 100*cost)
+	ctx := context.Background()
+	k, err := op.CreateKey(ctx, client.KeySpec{Name: "metered", Scopes: []string{"run", "usage"},
+		Budget: client.Ptr(float64(2*cost) / 1e6), BudgetPeriod: "monthly"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := s.client(k.Secret)
+	for range 2 {
+		if _, err := kc.Run(ctx, "exact", "ping", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = kc.Run(ctx, "exact", "ping", "")
+	var e *client.Error
+	if !errorsAs(err, &e) || e.Status != 402 || e.Body["limit"] != "key_budget" || !strings.Contains(e.Detail, "this month") {
+		t.Fatalf("third run: %v", err)
+	}
+	var b struct {
+		Data struct {
+			Available float64 `json:"available"`
+			Key       struct {
+				Budget, Spent, Available float64
+				BudgetPeriod             string `json:"budget_period"`
+			} `json:"key"`
+		} `json:"data"`
+	}
+	if err := kc.Do(ctx, "GET", "/api/v3/billing", nil, nil, &b); err != nil {
+		t.Fatal(err)
+	}
+	if int64(b.Data.Key.Spent*1e6+0.5) != 2*cost || b.Data.Key.Available != 0 || b.Data.Key.BudgetPeriod != "monthly" || b.Data.Available <= 0 {
+		t.Errorf("billing = %+v", b.Data)
+	}
+	// Raise the budget: one more run fits; remove it: the key spends from the org.
+	var upd struct {
+		Data struct {
+			Budget *float64 `json:"budget"`
+		} `json:"data"`
+	}
+	if err := op.Do(ctx, "PATCH", "/api/v3/keys/"+k.ID, nil, map[string]any{"budget": float64(3*cost) / 1e6}, &upd); err != nil || upd.Data.Budget == nil {
+		t.Fatalf("patch: %v %+v", err, upd)
+	}
+	if _, err := kc.Run(ctx, "exact", "ping", ""); err != nil {
+		t.Errorf("run after raising the budget: %v", err)
+	}
+	if err := op.Do(ctx, "PATCH", "/api/v3/keys/"+k.ID, nil, map[string]any{"budget": nil}, &upd); err != nil || upd.Data.Budget != nil {
+		t.Fatalf("patch to null: %v %+v", err, upd)
+	}
+	if _, err := kc.Run(ctx, "exact", "ping", ""); err != nil {
+		t.Errorf("run without a budget: %v", err)
+	}
+	for _, bad := range []map[string]any{{"budget": -1}, {"budget": "lots"}, {"budget_period": "weekly"}} {
+		if err := op.Do(ctx, "PATCH", "/api/v3/keys/"+k.ID, nil, bad, nil); statusOf(err) != 422 {
+			t.Errorf("PATCH %v: %v, want 422", bad, err)
+		}
+	}
+	consistent(t, s)
+}
