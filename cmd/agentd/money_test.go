@@ -512,3 +512,53 @@ func TestKeyBudgetAPI(t *testing.T) {
 	}
 	consistent(t, s)
 }
+
+// TestSweepers: with short settings the server's sweepers delete idle sessions
+// and prune ledger rows past retention, and the database stays consistent.
+func TestSweepers(t *testing.T) {
+	s := startServer(t, exactConfig+`
+sweep_interval: 20ms
+sessions: {idle_ttl: 150ms}
+ledger: {retention: 150ms}
+idempotency: {ttl: 150ms}
+`, nil)
+	ctx := context.Background()
+	op := s.client(s.Key)
+	if _, err := op.CreateAgent(ctx, client.AgentSpec{Name: client.Ptr("exact"), Description: client.Ptr("d"), Model: client.Ptr("exact"),
+		MaxToken: client.Ptr(40), Demonstrations: []client.Demonstration{{Input: "ping", Output: "pong"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := op.GrantCredits(ctx, "default", 10); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := op.Run(ctx, "exact", "ping", fmt.Sprintf("s%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db, err := store.Open(ctx, "sqlite:"+s.dbPath, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	org := mustOrg(t, db)
+	waitFor(t, func() bool {
+		rows, err := db.Ledger(ctx, org.ID)
+		return err == nil && len(rows) == 0
+	})
+	a, err := db.AgentByName(ctx, org.ID, "exact")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		n, err := db.CountTurns(ctx, store.SessionKey{OrgID: org.ID, AgentID: a.ID, Owner: ownerOf(t, op), SessionID: "s0"})
+		return err == nil && n == 0
+	})
+	if problems, err := db.Check(ctx); err != nil || len(problems) > 0 {
+		t.Errorf("after sweeping: %v %q", err, problems)
+	}
+	b, _ := op.Billing(ctx)
+	if b.Held != 0 || b.Balance >= 10 {
+		t.Errorf("billing after sweeping: %+v (charges must survive ledger pruning)", b)
+	}
+}

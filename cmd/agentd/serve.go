@@ -149,6 +149,20 @@ func sweepLoop(ctx context.Context, cfg *config.Config, srv *api.Server, log *sl
 		if _, err := srv.DB.SweepIdempotency(ctx, now.UnixMicro(), batch); err != nil && ctx.Err() == nil {
 			log.Error("sweep idempotency records", "err", err)
 		}
+		idle := now.Add(-time.Duration(cfg.Sessions.IdleTTL)).UnixMicro()
+		if n, err := srv.DB.SweepIdleSessions(ctx, idle, batch); err != nil && ctx.Err() == nil {
+			log.Error("sweep idle sessions", "err", err)
+		} else if n > 0 {
+			log.Info("deleted idle sessions", "sessions", n)
+		}
+		if cfg.Ledger.Retention > 0 {
+			before := now.Add(-time.Duration(cfg.Ledger.Retention)).UnixMicro()
+			if n, err := srv.DB.PruneLedger(ctx, before, batch); err != nil && ctx.Err() == nil {
+				log.Error("prune ledger", "err", err)
+			} else if n > 0 {
+				log.Info("pruned ledger rows past retention", "rows", n)
+			}
+		}
 	}
 }
 

@@ -176,7 +176,7 @@ func csvServer(t *testing.T, n int) (*Server, *agentd.Principal) {
 
 // TestUsageCSVPages: the export spans several store pages, each row once, in order.
 func TestUsageCSVPages(t *testing.T) {
-	const n = 2*store.MaxLedgerPage + 345
+	const n = 2*store.MaxLedgerPage + 3
 	s, p := csvServer(t, n)
 	w := httptest.NewRecorder()
 	if err := s.usageRecords(w, httptest.NewRequest("GET", "/x?format=csv&limit=5", nil), p); err != nil {
@@ -215,7 +215,7 @@ func (g *goneWriter) Flush() {
 // TestUsageCSVStopsWhenClientGoes: once the client is gone no further page is read
 // or written, and the handler reports no error (there is nobody to tell).
 func TestUsageCSVStopsWhenClientGoes(t *testing.T) {
-	s, p := csvServer(t, 3*store.MaxLedgerPage)
+	s, p := csvServer(t, store.MaxLedgerPage+10)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	w := &goneWriter{ResponseRecorder: httptest.NewRecorder(), cancel: cancel}

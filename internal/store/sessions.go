@@ -195,7 +195,7 @@ func (db *DB) deleteIdleSessions(ctx context.Context, idle []SessionKey, idleBef
 		sessions = 0
 		for _, k := range idle {
 			res, err := tx.exec(ctx, `DELETE FROM session_turns WHERE org_id = ? AND agent_id = ? AND owner = ? AND session_id = ?
-				AND (SELECT max(created_at) FROM session_turns WHERE org_id = ? AND agent_id = ? AND owner = ? AND session_id = ?) <= ?`,
+				AND (SELECT max(created_at) FROM session_turns WHERE org_id = ? AND agent_id = ? AND owner = ? AND session_id = ?) < ?`,
 				k.OrgID, k.AgentID, k.Owner, k.SessionID, k.OrgID, k.AgentID, k.Owner, k.SessionID, idleBefore)
 			if err != nil {
 				return err
@@ -237,7 +237,7 @@ func (db *DB) idleSessions(ctx context.Context, idleBefore int64, limit int) ([]
 			k.OrgID, k.AgentID, k.Owner, k.SessionID).Scan(&newest); err != nil {
 			return nil, err
 		}
-		if newest <= idleBefore {
+		if newest < idleBefore {
 			idle = append(idle, k)
 		}
 	}
