@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -305,6 +306,15 @@ type gatedUpstream struct {
 	block   atomic.Bool
 	started chan struct{}
 	release chan struct{}
+	once    sync.Once
+}
+
+// open stops blocking and lets every waiting request answer.
+func (g *gatedUpstream) open() {
+	g.once.Do(func() {
+		g.block.Store(false)
+		close(g.release)
+	})
 }
 
 func newGatedUpstream(t *testing.T) *gatedUpstream {
@@ -318,9 +328,7 @@ func newGatedUpstream(t *testing.T) *gatedUpstream {
 		fmt.Fprint(w, `{"id":"chatcmpl-1","object":"chat.completion","created":1741569952,"model":"gated","choices":[{"index":0,"message":{"role":"assistant","content":"done"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":2,"total_tokens":12}}`)
 	}))
 	t.Cleanup(func() {
-		if g.block.Swap(false) {
-			close(g.release)
-		}
+		g.open()
 		g.Close()
 	})
 	return g
@@ -336,6 +344,7 @@ providers:
 models:
   - {id: gated, provider: gated, upstream_model: gated, context_window: 8192, max_output_tokens: 256}
 `, g.URL), nil)
+	t.Cleanup(g.open) // before the server stops: it waits for runs in flight
 	ctx := context.Background()
 	op := s.client(s.Key)
 	if _, err := op.CreateAgent(ctx, client.AgentSpec{Name: client.Ptr("gated"), Description: client.Ptr("d"), Model: client.Ptr("gated"), MaxToken: client.Ptr(100)}); err != nil {
@@ -367,8 +376,7 @@ models:
 		t.Fatalf("delete finished while a turn was in flight: %+v", r)
 	case <-time.After(200 * time.Millisecond):
 	}
-	g.block.Store(false)
-	close(g.release)
+	g.open()
 	if err := <-runDone; err != nil {
 		t.Fatalf("turn in flight: %v", err)
 	}

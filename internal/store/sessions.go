@@ -171,11 +171,12 @@ func (db *DB) DeleteSession(ctx context.Context, k SessionKey) (turns int, err e
 // A caller sweeps until it gets fewer than limit.
 //
 // Candidates are found on the read pool, walking turns older than idleBefore
-// through session_turns_created and checking each session's newest turn once; the
-// writer then deletes each candidate only if it is still idle, so a turn recorded
-// in between keeps its session. A walk costs the turns older than idleBefore that
-// it visits: those of the idle sessions it deletes, and the old turns of sessions
-// that are still active.
+// through session_turns_created and checking each session's newest turn once. A
+// walk costs the old turns it visits: those of the idle sessions it finds, and the
+// old turns of sessions that are still active. The writer then deletes each
+// candidate only if it is still idle, so a turn recorded in between keeps its
+// session, in writes of at most sweepChunk sessions. On an error, the sessions
+// deleted by earlier writes are counted in the result.
 func (db *DB) SweepIdleSessions(ctx context.Context, idleBefore int64, limit int) (sessions int, err error) {
 	defer wrap(&err, "store.SweepIdleSessions")
 	if limit <= 0 {
@@ -188,26 +189,37 @@ func (db *DB) SweepIdleSessions(ctx context.Context, idleBefore int64, limit int
 	return db.deleteIdleSessions(ctx, idle, idleBefore)
 }
 
-// deleteIdleSessions deletes, in one write, each of the sessions named whose newest
-// turn is still older than idleBefore, and returns how many it deleted.
+// sweepChunk is how many sessions one write of a sweep deletes: the writer commits
+// other callers' writes between chunks instead of waiting out a whole sweep.
+const sweepChunk = 64
+
+// deleteIdleSessions deletes each of the sessions named whose newest turn is still
+// older than idleBefore, sweepChunk sessions per write, and returns how many it
+// deleted.
 func (db *DB) deleteIdleSessions(ctx context.Context, idle []SessionKey, idleBefore int64) (sessions int, err error) {
-	err = db.Tx(ctx, func(tx *Tx) error {
-		sessions = 0
-		for _, k := range idle {
-			res, err := tx.exec(ctx, `DELETE FROM session_turns WHERE org_id = ? AND agent_id = ? AND owner = ? AND session_id = ?
-				AND (SELECT max(created_at) FROM session_turns WHERE org_id = ? AND agent_id = ? AND owner = ? AND session_id = ?) < ?`,
-				k.OrgID, k.AgentID, k.Owner, k.SessionID, k.OrgID, k.AgentID, k.Owner, k.SessionID, idleBefore)
-			if err != nil {
-				return err
+	for len(idle) > 0 {
+		chunk := idle[:min(len(idle), sweepChunk)]
+		idle = idle[len(chunk):]
+		n := 0
+		err := db.Tx(ctx, func(tx *Tx) error {
+			n = 0
+			for _, k := range chunk {
+				res, err := tx.exec(ctx, `DELETE FROM session_turns WHERE org_id = ? AND agent_id = ? AND owner = ? AND session_id = ?
+					AND (SELECT max(created_at) FROM session_turns WHERE org_id = ? AND agent_id = ? AND owner = ? AND session_id = ?) < ?`,
+					k.OrgID, k.AgentID, k.Owner, k.SessionID, k.OrgID, k.AgentID, k.Owner, k.SessionID, idleBefore)
+				if err != nil {
+					return err
+				}
+				if d, _ := res.RowsAffected(); d > 0 {
+					n++
+				}
 			}
-			if n, _ := res.RowsAffected(); n > 0 {
-				sessions++
-			}
+			return nil
+		})
+		if err != nil {
+			return sessions, err
 		}
-		return nil
-	})
-	if err != nil {
-		return 0, err
+		sessions += n
 	}
 	return sessions, nil
 }

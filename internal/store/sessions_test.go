@@ -382,6 +382,31 @@ func TestSweepIdleSessions(t *testing.T) {
 			t.Errorf("%d idle sessions left, want 4", idle)
 		}
 	})
+	t.Run("more sessions than one write deletes", func(t *testing.T) {
+		db := openDB(t, Options{})
+		o := newOrg(t, db, "acme", 0)
+		a := newAgent(t, db, o.ID, "bot")
+		const n = 2*sweepChunk + 5
+		mustTx(t, db, func(tx *Tx) error {
+			for i := range n {
+				r := okRun(a, "alice", fmt.Sprintf("s%03d", i), 0)
+				r.Created = int64(i)
+				if err := tx.RecordRun(ctx, r); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		turnAt(t, db, a, "alice", "active", cutoff, 1, 1)
+		for i, want := range []int{n - 3, 3, 0} {
+			if got, err := db.SweepIdleSessions(ctx, cutoff, n-3); err != nil || got != want {
+				t.Errorf("sweep #%d = %d, %v; want %d", i+1, got, err, want)
+			}
+		}
+		if left := count(t, db, `SELECT count(*) FROM session_turns`); left != 1 {
+			t.Errorf("%d turns left, want the active session's 1", left)
+		}
+	})
 	t.Run("a turn between finding and deleting keeps the session", func(t *testing.T) {
 		db, agents := setup(t)
 		idle, err := db.idleSessions(ctx, cutoff, 100)
