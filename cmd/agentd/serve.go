@@ -112,7 +112,7 @@ func newServer(cfg *config.Config, db *store.DB, log *slog.Logger, publicURL str
 	ag := agents.New(db, cat, now)
 	accts := billing.New(db, time.Duration(cfg.Limits.RunTimeout)+time.Minute)
 	runner := &agentrun.Runner{
-		Agents: ag, DB: db, Accounts: accts, Leases: session.NewLeases(time.Duration(cfg.Limits.RunTimeout) + time.Minute),
+		Agents: ag, Catalog: cat, DB: db, Accounts: accts, Leases: session.NewLeases(time.Duration(cfg.Limits.RunTimeout) + time.Minute),
 		SessionWait: time.Duration(cfg.Limits.SessionWait), Timeout: time.Duration(cfg.Limits.RunTimeout),
 		Backoff: agentrun.Backoff{Initial: time.Duration(cfg.Retry.InitialBackoff), Max: time.Duration(cfg.Retry.MaxBackoff)},
 		IdemTTL: time.Duration(cfg.Idempotency.TTL),

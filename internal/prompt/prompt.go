@@ -49,6 +49,11 @@ type Input struct {
 	History       []Turn // oldest first
 	Message       string
 	MessageTokens int // count(Message)
+	// Tail, when set, replaces Message: the caller's own messages of a chat
+	// request, sent after the history. TailTokens is their Σ TokensPerMessage +
+	// count(content).
+	Tail          []llm.Message
+	TailTokens    int
 	ContextWindow int // the model's context window, in tokens
 	MaxTokens     int // reserved for the reply
 }
@@ -84,7 +89,7 @@ func Build(in Input) (*Result, error) {
 		fixed, fixedTokens = in.Fixed.Messages, in.Fixed.Tokens
 	}
 	budget := in.ContextWindow - in.MaxTokens
-	used := fixedTokens + llm.TokensPerMessage + in.MessageTokens + llm.TokensPerReply
+	used := fixedTokens + in.TailCost() + llm.TokensPerReply
 	if used > budget {
 		return nil, &agentd.Error{
 			Code: agentd.EInvalid,
@@ -110,13 +115,26 @@ func Build(in Input) (*Result, error) {
 	}
 	kept := in.History[first:]
 
-	msgs := make([]llm.Message, 0, len(fixed)+2*len(kept)+1)
+	msgs := make([]llm.Message, 0, len(fixed)+2*len(kept)+max(1, len(in.Tail)))
 	msgs = append(msgs, fixed...)
 	for _, t := range kept {
 		msgs = append(msgs,
 			llm.Message{Role: llm.RoleUser, Content: t.User},
 			llm.Message{Role: llm.RoleAssistant, Content: t.Assistant})
 	}
-	msgs = append(msgs, llm.Message{Role: llm.RoleUser, Content: in.Message})
+	if in.Tail != nil {
+		msgs = append(msgs, in.Tail...)
+	} else {
+		msgs = append(msgs, llm.Message{Role: llm.RoleUser, Content: in.Message})
+	}
 	return &Result{Messages: msgs, InputTokens: used, TrimmedTurns: first}, nil
+}
+
+// TailCost returns what the messages after the history cost: the Tail's count
+// when set, else the one message's. The history gets what the window has left.
+func (in *Input) TailCost() int {
+	if in.Tail != nil {
+		return in.TailTokens
+	}
+	return llm.TokensPerMessage + in.MessageTokens
 }

@@ -43,37 +43,39 @@ type attempt struct {
 // first piece delivered is the commit point: after it nothing is retried and a
 // failure ends the call. It returns the response, the attempt that answered (or
 // the last one tried), and the error of the last try.
-func (r *Runner) call(ctx context.Context, plan []attempt, messages []llm.Message, temperature float64, emit func(string) error) (*llm.Response, *attempt, error) {
-	committed := false
+func (r *Runner) call(ctx context.Context, plan []attempt, messages []llm.Message, temperature float64, emit func(string) error) *callResult {
+	out := &callResult{}
 	var send func(string) error
 	if emit != nil {
 		send = func(s string) error {
-			committed = true
-			return emit(s)
+			out.committed = true
+			if err := emit(s); err != nil {
+				out.emitFailed = true
+				return err
+			}
+			return nil
 		}
 	}
-	var lastErr error
-	var last *attempt
 	for i := range plan {
 		a := &plan[i]
-		last = a
+		out.used = a
 		m := a.model
 		req := &llm.Request{Model: m.UpstreamModel, Messages: messages, Temperature: temperature, MaxTokens: a.maxTokens}
 		for try := 0; ; try++ {
 			resp, err := r.once(ctx, m, req, send)
+			out.resp, out.err = resp, err
 			if err == nil {
 				if resp.Usage.Source == "" {
 					llm.EstimateUsage(m.Count, req, resp)
 				}
-				return resp, a, nil
+				return out
 			}
-			lastErr = err
-			if committed || ctx.Err() != nil {
-				return resp, a, err
+			if out.committed || ctx.Err() != nil {
+				return out
 			}
 			kind := llm.KindOf(err)
 			if kind != llm.KindRetryable && kind != llm.KindExhausted {
-				return resp, a, err // the same request fails the same way anywhere
+				return out // the same request fails the same way anywhere
 			}
 			if kind == llm.KindExhausted || try >= m.MaxRetries {
 				break
@@ -84,14 +86,24 @@ func (r *Runner) call(ctx context.Context, plan []attempt, messages []llm.Messag
 			}
 			r.Log.Info("retrying model", "model", m.ID, "attempt", try+2, "wait", wait, "err", err)
 			if !sleep(ctx, wait) {
-				return nil, a, lastErr
+				return out
 			}
 		}
 		if i+1 < len(plan) {
-			r.Log.Warn("falling back", "from", m.ID, "to", plan[i+1].model.ID, "err", lastErr)
+			r.Log.Warn("falling back", "from", m.ID, "to", plan[i+1].model.ID, "err", out.err)
 		}
 	}
-	return nil, last, lastErr
+	return out
+}
+
+// callResult is how a call ended.
+type callResult struct {
+	resp *llm.Response // the answer; on failure, what the last try delivered (may be nil)
+	used *attempt      // the attempt that answered, or the last one tried
+	err  error
+	// committed: a piece reached the client, so nothing was retried after it;
+	// emitFailed: delivering a piece failed (the client is gone).
+	committed, emitFailed bool
 }
 
 // once makes one attempt on m within its per-attempt timeout.

@@ -8,6 +8,8 @@ package run
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -24,9 +26,19 @@ import (
 // Request is one run.
 type Request struct {
 	Principal *agentd.Principal
-	AgentName string // normalized
-	Message   string
-	SessionID string // "" for a stateless run
+	AgentName string // normalized; "" for raw access to Model
+	// Model is the catalog model of a raw call (OpenAI-compatible, no agent).
+	Model string
+	// Message is a run's message. Messages, when set, replaces it: a chat's own
+	// messages, sent after the agent's fixed part and the session's history; its
+	// last user message is what a session remembers of the turn.
+	Message  string
+	Messages []llm.Message
+	// Temperature and MaxTokens override the agent's (or the model's defaults),
+	// MaxTokens within the agent's (or model's) limit.
+	Temperature *float64
+	MaxTokens   *int
+	SessionID   string // "" for a stateless run
 	// Emit, when set, makes the run stream: each piece of the reply is passed to it
 	// as it arrives. An error from Emit ends the run.
 	Emit func(text string) error
@@ -39,12 +51,14 @@ type Request struct {
 
 // Result is a finished run. It is stored as JSON for Idempotency-Key replays.
 type Result struct {
-	RunID     string       `json:"run_id"`
-	AgentID   string       `json:"agent_id"`
-	Model     string       `json:"model"`
-	Response  string       `json:"response"`
-	Usage     agentd.Usage `json:"usage"`
-	SessionID string       `json:"session_id,omitempty"`
+	RunID        string       `json:"run_id"`
+	AgentID      string       `json:"agent_id"`
+	Model        string       `json:"model"`
+	Response     string       `json:"response"`
+	FinishReason string       `json:"finish_reason"`
+	Created      int64        `json:"created"` // unix micros
+	Usage        agentd.Usage `json:"usage"`
+	SessionID    string       `json:"session_id,omitempty"`
 	// HistoryTurns is how many earlier turns of the session the prompt carried, and
 	// TrimmedTurns how many older ones did not fit and were left out.
 	HistoryTurns int `json:"history_turns"`
@@ -56,6 +70,7 @@ type Result struct {
 // Runner runs agents.
 type Runner struct {
 	Agents      *agents.Service
+	Catalog     *catalog.Catalog // for raw model calls
 	DB          *store.DB
 	Accounts    *billing.Accounts
 	Leases      *session.Leases
@@ -72,12 +87,92 @@ type Runner struct {
 // errInference is what a client sees when the model failed; the cause is logged.
 var errInference = &agentd.Error{Code: agentd.EInferenceFailed, Message: "inference failed; nothing was charged"}
 
-// prepared is a run up to the hold: the agent, the prompt and the models that may
-// answer it, and what that may cost.
+// ErrClientGone ends a streamed run whose client went away: what was generated
+// has been charged and recorded, and there is nobody to answer.
+var ErrClientGone = errors.New("run: the client went away mid-stream")
+
+// DefaultRawMaxTokens caps the reply of a raw model call that names no limit, so
+// its hold stays proportionate; a call may ask for up to the model's maximum.
+const DefaultRawMaxTokens = 4096
+
+// target is what a request runs on: an agent's compiled version, or a bare model.
+type target struct {
+	agent       *agentd.Agent // nil for a raw model call
+	model       *catalog.Model
+	fixed       *prompt.Fixed
+	maxTokens   int
+	temperature float64
+}
+
+// resolve finds the agent or model of req and applies its overrides.
+func (r *Runner) resolve(ctx context.Context, req *Request) (*target, error) {
+	var t *target
+	limit, what := 0, ""
+	if req.AgentName != "" {
+		c, err := r.Agents.Resolve(ctx, req.Principal.OrgID, req.AgentName)
+		if err != nil {
+			return nil, err
+		}
+		t = &target{agent: c.Agent, model: c.Model, fixed: c.Fixed, maxTokens: c.Agent.Version.MaxTokens, temperature: c.Agent.Version.Temperature}
+		limit, what = c.Agent.Version.MaxTokens, "the agent's max_token"
+	} else {
+		if req.SessionID != "" {
+			return nil, agentd.Errorf(agentd.EBadRequest, "X-Session-ID needs an agent: use model \"agent/<name>\" to have agentd remember the conversation")
+		}
+		m, err := r.Catalog.Model(req.Model)
+		if err != nil {
+			return nil, err
+		}
+		t = &target{model: m, maxTokens: min(m.MaxOutputTokens, DefaultRawMaxTokens), temperature: 1}
+		limit, what = m.MaxOutputTokens, "the model's max_output_tokens"
+	}
+	if req.MaxTokens != nil {
+		if *req.MaxTokens < 1 || *req.MaxTokens > limit {
+			return nil, agentd.Invalid(fmt.Sprintf("max_tokens must be between 1 and %d (%s)", limit, what), "less_than_equal", "body", "max_tokens")
+		}
+		t.maxTokens = *req.MaxTokens
+	}
+	if req.Temperature != nil {
+		if *req.Temperature < 0 || *req.Temperature > 2 {
+			return nil, agentd.Invalid("temperature must be between 0 and 2", "less_than_equal", "body", "temperature")
+		}
+		t.temperature = *req.Temperature
+	}
+	return t, nil
+}
+
+// agentID is the agent's id, or "" for a raw model call.
+func (t *target) agentID() string {
+	if t.agent == nil {
+		return ""
+	}
+	return t.agent.ID
+}
+
+// saves reports whether the run stores a session turn.
+func (t *target) saves(req *Request) bool {
+	return req.SessionID != "" && t.agent != nil && t.agent.ConversationSaving
+}
+
+// turnMessage is what a session remembers of the caller's side of the turn.
+func turnMessage(req *Request) string {
+	if req.Messages == nil {
+		return req.Message
+	}
+	for i := len(req.Messages) - 1; i >= 0; i-- {
+		if req.Messages[i].Role == llm.RoleUser {
+			return req.Messages[i].Content
+		}
+	}
+	return ""
+}
+
+// prepared is a run up to the hold: its target, the prompt and the models that
+// may answer it, and what that may cost.
 type prepared struct {
-	c            *agents.Compiled
+	t            *target
 	saving       bool
-	msgTokens    int
+	msgTokens    int // of the turn's user message, cached with the turn
 	pr           *prompt.Result
 	historyTurns int
 	trimmedTurns int
@@ -85,32 +180,37 @@ type prepared struct {
 	holdAmount   agentd.Micros
 }
 
-// prepare resolves the agent, loads the history that fits (the caller holds the
+// prepare resolves the target, loads the history that fits (the caller holds the
 // session's lease when it will write a turn) and assembles the prompt.
-func (r *Runner) prepare(ctx context.Context, req *Request) (*prepared, error) {
+func (r *Runner) prepare(ctx context.Context, req *Request, t *target) (*prepared, error) {
 	p := req.Principal
-	c, err := r.Agents.Resolve(ctx, p.OrgID, req.AgentName)
-	if err != nil {
-		return nil, err
-	}
-	a, m := c.Agent, c.Model
-	pp := &prepared{c: c, saving: req.SessionID != "" && a.ConversationSaving, msgTokens: m.Count(req.Message)}
-	in := prompt.Input{
-		Fixed: c.Fixed, Message: req.Message, MessageTokens: pp.msgTokens,
-		ContextWindow: m.ContextWindow, MaxTokens: a.Version.MaxTokens,
+	m := t.model
+	pp := &prepared{t: t, saving: t.saves(req)}
+	in := prompt.Input{Fixed: t.fixed, ContextWindow: m.ContextWindow, MaxTokens: t.maxTokens}
+	if req.Messages != nil {
+		in.Tail = req.Messages
+		in.TailTokens = llm.CountMessages(m.Count, req.Messages) - llm.TokensPerReply
+		if pp.saving {
+			pp.msgTokens = m.Count(turnMessage(req))
+		}
+	} else {
+		pp.msgTokens = m.Count(req.Message)
+		in.Message, in.MessageTokens = req.Message, pp.msgTokens
 	}
 	if pp.saving {
-		if in.History, pp.trimmedTurns, err = r.history(ctx, p, a, req.SessionID, in); err != nil {
+		var err error
+		if in.History, pp.trimmedTurns, err = r.history(ctx, p, t.agent, req.SessionID, in); err != nil {
 			return nil, err
 		}
 		pp.historyTurns = len(in.History)
 	}
+	var err error
 	if pp.pr, err = prompt.Build(in); err != nil {
 		return nil, err
 	}
 	pp.trimmedTurns += pp.pr.TrimmedTurns
 	pp.historyTurns -= pp.pr.TrimmedTurns
-	pp.plan = planFor(m, pp.pr, a.Version.MaxTokens)
+	pp.plan = planFor(m, pp.pr, t.maxTokens)
 	// Hold the most this run can cost on any model that may answer it: every input
 	// token and the whole reply budget.
 	for _, at := range pp.plan {
@@ -136,7 +236,11 @@ type Estimate struct {
 // Estimate returns the hold req would take: the prompt counted as a run would
 // send it (history included), without calling any model or holding anything.
 func (r *Runner) Estimate(ctx context.Context, req *Request) (*Estimate, error) {
-	pp, err := r.prepare(ctx, req)
+	t, err := r.resolve(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	pp, err := r.prepare(ctx, req, t)
 	if err != nil {
 		return nil, err
 	}
@@ -150,8 +254,8 @@ func (r *Runner) Estimate(ctx context.Context, req *Request) (*Estimate, error) 
 		avail = min(avail, ks.Available)
 	}
 	e := &Estimate{
-		AgentID: pp.c.Agent.ID, Model: pp.c.Model.ID, InputTokens: pp.pr.InputTokens,
-		MaxOutputTokens: pp.c.Agent.Version.MaxTokens, Hold: pp.holdAmount,
+		AgentID: t.agentID(), Model: t.model.ID, InputTokens: pp.pr.InputTokens,
+		MaxOutputTokens: t.maxTokens, Hold: pp.holdAmount,
 		HistoryTurns: pp.historyTurns, TrimmedTurns: pp.trimmedTurns,
 		Available: max(avail, 0), Affordable: pp.holdAmount <= avail,
 	}
@@ -175,26 +279,24 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 		idem = rec
 	}
 	// Resolving first makes an unknown agent a 404 before any lease is taken.
-	c, err := r.Agents.Resolve(ctx, p.OrgID, req.AgentName)
+	t, err := r.resolve(ctx, req)
 	if err != nil {
 		return nil, err
 	}
 	// The lease covers history load to turn write, so turns of one session see each
 	// other in order.
-	if req.SessionID != "" && c.Agent.ConversationSaving {
-		release, err := r.Leases.Acquire(ctx, session.Key(p.OrgID, c.Agent.ID, p.Owner, req.SessionID), r.SessionWait)
+	if t.saves(req) {
+		release, err := r.Leases.Acquire(ctx, session.Key(p.OrgID, t.agent.ID, p.Owner, req.SessionID), r.SessionWait)
 		if err != nil {
 			return nil, err
 		}
 		defer release()
 	}
-	pp, err := r.prepare(ctx, req)
+	pp, err := r.prepare(ctx, req, t)
 	if err != nil {
 		return nil, err
 	}
-	a, m, pr, plan, holdAmount, saving, msgTokens := pp.c.Agent, pp.c.Model, pp.pr, pp.plan, pp.holdAmount, pp.saving, pp.msgTokens
-
-	hold, err := r.Accounts.HoldKey(ctx, p.OrgID, p.KeyID, holdAmount)
+	hold, err := r.Accounts.HoldKey(ctx, p.OrgID, p.KeyID, pp.holdAmount)
 	if err != nil {
 		return nil, err
 	}
@@ -203,50 +305,60 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 	defer write.Cancel()
 
 	callCtx, cancel := context.WithTimeout(ctx, r.Timeout)
-	resp, used, callErr := r.call(callCtx, plan, pr.Messages, a.Version.Temperature, req.Emit)
+	out := r.call(callCtx, pp.plan, pp.pr.Messages, t.temperature, req.Emit)
 	cancel()
-	latency := r.Now().Sub(start).Milliseconds()
+	m := out.used.model
 
 	rec := &store.Run{
 		ID: agentd.NewID("run"), Created: r.Now().UnixMicro(),
-		OrgID: p.OrgID, KeyID: p.KeyID, Owner: p.Owner,
-		AgentID: a.ID, AgentName: a.Name, AgentVersion: a.Version.Number, SessionID: req.SessionID,
-		ModelRequested: m.ID, Model: used.model.ID, LatencyMS: latency,
+		OrgID: p.OrgID, KeyID: p.KeyID, Owner: p.Owner, SessionID: req.SessionID,
+		ModelRequested: t.model.ID, Model: m.ID, LatencyMS: r.Now().Sub(start).Milliseconds(),
 	}
-	// The record is written even if the client has gone: the work was done.
-	wctx := context.WithoutCancel(ctx)
-	if callErr != nil {
-		rec.Outcome, rec.ErrorCode = store.OutcomeFailed, agentd.EInferenceFailed
-		rec.UsageSource = agentd.UsageEstimated
-		if err := write.Tx(wctx, func(tx *store.Tx) error { return tx.RecordRun(wctx, rec) }); err != nil {
-			r.Log.Error("record failed run", "run_id", rec.ID, "err", err)
-		}
-		r.Log.Warn("inference failed", "run_id", rec.ID, "agent", a.Name, "model", used.model.ID, "err", callErr)
-		return nil, errInference
-	}
-	m = used.model
-
-	u := resp.Usage
-	cost := m.Price.Cost(u.InputTokens, u.OutputTokens)
-	if cost > hold.Amount {
-		// The provider counted more than our tokenizer did (an estimated tokenizer, or
-		// accounting we cannot see). Take the difference from the available balance;
-		// what is not available is not charged, since a balance never goes negative.
-		if held := hold.Grow(cost - hold.Amount); cost > held {
-			r.Log.Warn("usage exceeds hold and available balance; charge capped", "run_id", rec.ID, "cost", cost, "charged", held)
-			cost = held
-		}
-	}
-	rec.Outcome = store.OutcomeOK
-	rec.InputTokens, rec.OutputTokens, rec.UsageSource, rec.Cost = u.InputTokens, u.OutputTokens, u.Source, cost
-	if saving {
-		rec.SaveTurn = true
-		rec.UserMessage, rec.Reply = req.Message, resp.Text
-		rec.UserTokens, rec.AssistantTokens = msgTokens, u.OutputTokens
+	if t.agent != nil {
+		rec.AgentID, rec.AgentName, rec.AgentVersion = t.agent.ID, t.agent.Name, t.agent.Version.Number
 	}
 	rec.KeyBudget, rec.KeyPeriodStart = hold.KeyCharge()
+	// The record is written even if the client has gone: the work was done.
+	wctx := context.WithoutCancel(ctx)
+	record := func() error { return write.Tx(wctx, func(tx *store.Tx) error { return tx.RecordRun(wctx, rec) }) }
+
+	if out.err != nil && out.committed && (out.emitFailed || ctx.Err() != nil) {
+		// The client went away mid-stream: the tokens generated so far were made for
+		// it and are charged; no turn is stored, since half a reply is no memory.
+		u := partialUsage(out, m)
+		rec.Outcome, rec.ErrorCode = store.OutcomeCancelled, "client_closed"
+		rec.InputTokens, rec.OutputTokens, rec.UsageSource = u.InputTokens, u.OutputTokens, u.Source
+		rec.Cost = r.charge(hold, m.Price.Cost(u.InputTokens, u.OutputTokens), rec.ID)
+		if err := record(); err != nil {
+			r.Log.Error("record cancelled run", "run_id", rec.ID, "err", err)
+			return nil, err
+		}
+		hold.Settle(rec.Cost)
+		return nil, ErrClientGone
+	}
+	if out.err != nil {
+		rec.Outcome, rec.ErrorCode = store.OutcomeFailed, agentd.EInferenceFailed
+		rec.UsageSource = agentd.UsageEstimated
+		if err := record(); err != nil {
+			r.Log.Error("record failed run", "run_id", rec.ID, "err", err)
+		}
+		r.Log.Warn("inference failed", "run_id", rec.ID, "agent", rec.AgentName, "model", m.ID, "err", out.err)
+		return nil, errInference
+	}
+
+	resp := out.resp
+	u := resp.Usage
+	rec.Outcome = store.OutcomeOK
+	rec.InputTokens, rec.OutputTokens, rec.UsageSource = u.InputTokens, u.OutputTokens, u.Source
+	rec.Cost = r.charge(hold, m.Price.Cost(u.InputTokens, u.OutputTokens), rec.ID)
+	if pp.saving {
+		rec.SaveTurn = true
+		rec.UserMessage, rec.Reply = turnMessage(req), resp.Text
+		rec.UserTokens, rec.AssistantTokens = pp.msgTokens, u.OutputTokens
+	}
 	res := &Result{
-		RunID: rec.ID, AgentID: a.ID, Model: m.ID, Response: resp.Text,
+		RunID: rec.ID, AgentID: rec.AgentID, Model: m.ID, Response: resp.Text, FinishReason: resp.FinishReason,
+		Created:   rec.Created,
 		Usage:     agentd.Usage{InputTokens: u.InputTokens, OutputTokens: u.OutputTokens, Source: u.Source},
 		SessionID: req.SessionID, HistoryTurns: pp.historyTurns, TrimmedTurns: pp.trimmedTurns,
 	}
@@ -258,11 +370,40 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 		idem.Expires = rec.Created + r.idemTTL().Microseconds()
 		rec.Idem = idem
 	}
-	if err := write.Tx(wctx, func(tx *store.Tx) error { return tx.RecordRun(wctx, rec) }); err != nil {
+	if err := record(); err != nil {
 		return nil, err // the hold is released by the deferred Release; nothing was charged
 	}
-	hold.Settle(cost)
+	hold.Settle(rec.Cost)
 	return res, nil
+}
+
+// charge is what a run costing cost is charged against hold. When the provider
+// counted more than was held (an estimated tokenizer, or accounting we cannot
+// see), the difference is taken from the available balance; what is not available
+// is not charged, since a balance never goes negative.
+func (r *Runner) charge(hold *billing.Hold, cost agentd.Micros, runID string) agentd.Micros {
+	if cost > hold.Amount {
+		if held := hold.Grow(cost - hold.Amount); cost > held {
+			r.Log.Warn("usage exceeds hold and available balance; charge capped", "run_id", runID, "cost", cost, "charged", held)
+			return held
+		}
+	}
+	return cost
+}
+
+// partialUsage is what a stream cut short by its client used: the provider's
+// counts if it sent them, else the prompt as counted for the model and the text
+// delivered, counted with the model's tokenizer.
+func partialUsage(out *callResult, m *catalog.Model) agentd.Usage {
+	if out.resp != nil && out.resp.Usage.Source == llm.SourceProvider && out.resp.Usage.OutputTokens > 0 {
+		u := out.resp.Usage
+		return agentd.Usage{InputTokens: u.InputTokens, OutputTokens: u.OutputTokens, Source: u.Source}
+	}
+	text := ""
+	if out.resp != nil {
+		text = out.resp.Text
+	}
+	return agentd.Usage{InputTokens: out.used.inputTokens, OutputTokens: m.Count(text), Source: agentd.UsageEstimated}
 }
 
 // planFor lists the models that may answer a prompt for m: m itself, then each
@@ -289,7 +430,11 @@ func planFor(m *catalog.Model, pr *prompt.Result, maxTokens int) []attempt {
 // that cannot fit, so its cost does not grow with the length of the session; only
 // then does it count the rest.
 func (r *Runner) history(ctx context.Context, p *agentd.Principal, a *agentd.Agent, sessionID string, in prompt.Input) ([]prompt.Turn, int, error) {
-	budget := in.ContextWindow - in.MaxTokens - in.Fixed.Tokens - llm.TokensPerMessage - in.MessageTokens - llm.TokensPerReply
+	fixed := 0
+	if in.Fixed != nil {
+		fixed = in.Fixed.Tokens
+	}
+	budget := in.ContextWindow - in.MaxTokens - fixed - in.TailCost() - llm.TokensPerReply
 	var turns []prompt.Turn
 	used, full := 0, false
 	key := store.SessionKey{OrgID: p.OrgID, AgentID: a.ID, Owner: p.Owner, SessionID: sessionID}

@@ -79,7 +79,7 @@ func newFixtureModels(t *testing.T, prov *llmtest.Fake, credits agentd.Micros, m
 	}
 	accts := billing.New(db, 0)
 	r := &Runner{
-		Agents: ag, DB: db, Accounts: accts, Leases: session.NewLeases(0), SessionWait: time.Second,
+		Agents: ag, Catalog: cat, DB: db, Accounts: accts, Leases: session.NewLeases(0), SessionWait: time.Second,
 		Timeout: 5 * time.Second, Backoff: Backoff{Initial: time.Millisecond, Max: 4 * time.Millisecond}, Now: time.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	return &fixture{db: db, runner: r, accts: accts, p: p, prov: prov}

@@ -12,7 +12,8 @@ import (
 //   - every organization's balance is its credit grants minus what its runs were
 //     charged (summed over the daily rollups, which outlive ledger retention), and
 //     is not negative;
-//   - failed runs cost nothing, and no run costs less than nothing;
+//   - failed runs cost nothing (cancelled ones pay for what they generated), and
+//     no run costs less than nothing;
 //   - every session turn and every idempotency record belongs to a successful
 //     ledger row (no memory or replay without a charge record);
 //   - no key's budget counts more spending in its period than its ledger rows do;
@@ -46,7 +47,7 @@ func (db *DB) Check(ctx context.Context) (problems []string, err error) {
 			}
 			return nil
 		}},
-		{`SELECT run_id, outcome, cost FROM ledger WHERE cost < 0 OR (outcome <> 'ok' AND cost <> 0) OR outcome NOT IN ('ok', 'failed')`,
+		{`SELECT run_id, outcome, cost FROM ledger WHERE cost < 0 OR (outcome = 'failed' AND cost <> 0) OR outcome NOT IN ('ok', 'failed', 'cancelled')`,
 			func(scan func(...any) error) error {
 				var id, outcome string
 				var cost agentd.Micros

@@ -85,6 +85,9 @@ type Run struct {
 const (
 	OutcomeOK     = "ok"
 	OutcomeFailed = "failed"
+	// OutcomeCancelled: the client went away mid-stream; the tokens generated
+	// until then are charged, and no session turn is stored.
+	OutcomeCancelled = "cancelled"
 )
 
 // RecordRun writes a run's ledger row, charges its cost to the organization, stores
