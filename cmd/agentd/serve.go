@@ -122,6 +122,7 @@ func newServer(cfg *config.Config, db *store.DB, log *slog.Logger, publicURL str
 		Auth: auth.New(db), Agents: ag, Runner: runner, DB: db, Accounts: accts, Catalog: cat,
 		Log: log, Now: now, PublicURL: publicURL,
 		MaxBodyBytes: cfg.Limits.MaxBodyBytes, MaxMessageChars: cfg.Limits.MaxMessageChars,
+		StreamKeepAlive: time.Duration(cfg.Limits.StreamKeepAlive),
 	}
 }
 

@@ -36,6 +36,17 @@ type Server struct {
 
 	MaxBodyBytes    int64
 	MaxMessageChars int
+	// StreamKeepAlive is how often an idle event stream gets a comment line
+	// (15 s when zero).
+	StreamKeepAlive time.Duration
+}
+
+// keepAlive is the stream keep-alive interval.
+func (s *Server) keepAlive() time.Duration {
+	if s.StreamKeepAlive > 0 {
+		return s.StreamKeepAlive
+	}
+	return 15 * time.Second
 }
 
 // Handler returns the root handler: every route, with trailing slashes accepted

@@ -73,6 +73,11 @@ type Limits struct {
 	MaxMessageChars int      `yaml:"max_message_chars"` // longer run messages get 422
 	SessionWait     Duration `yaml:"session_wait"`      // how long a turn waits for a busy session
 	RunTimeout      Duration `yaml:"run_timeout"`       // deadline of one provider call
+	// StreamKeepAlive is how often an idle event stream gets a comment line.
+	StreamKeepAlive Duration `yaml:"stream_keepalive"`
+	// ShutdownTimeout is how long a stopping server lets in-flight requests and
+	// streams finish before it cuts them (their holds are still settled).
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 }
 
 // SQLite tunes the embedded database.
@@ -195,6 +200,8 @@ func Default() *Config {
 			MaxMessageChars: 32768,
 			SessionWait:     Duration(30 * time.Second),
 			RunTimeout:      Duration(120 * time.Second),
+			StreamKeepAlive: Duration(15 * time.Second),
+			ShutdownTimeout: Duration(30 * time.Second),
 		},
 		SQLite: SQLite{Synchronous: "FULL"},
 		Retry:  Retry{InitialBackoff: Duration(200 * time.Millisecond), MaxBackoff: Duration(10 * time.Second)},
@@ -385,6 +392,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.RunTimeout <= 0 {
 		bad("limits.run_timeout must be positive")
+	}
+	if c.Limits.StreamKeepAlive <= 0 {
+		bad("limits.stream_keepalive must be positive")
+	}
+	if c.Limits.ShutdownTimeout < 0 {
+		bad("limits.shutdown_timeout must not be negative")
 	}
 	switch strings.ToUpper(c.SQLite.Synchronous) {
 	case "FULL", "NORMAL", "EXTRA":
