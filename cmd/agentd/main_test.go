@@ -24,6 +24,20 @@ type testServer struct {
 	dbPath string
 	cancel context.CancelFunc
 	done   chan error
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// stop shuts the server down (gracefully, as SIGTERM does) and returns what run
+// returned. It may be called more than once.
+func (s *testServer) stop() error {
+	s.stopOnce.Do(func() {
+		http.DefaultClient.CloseIdleConnections()
+		s.cancel()
+		s.stopErr = <-s.done
+	})
+	return s.stopErr
 }
 
 const testKey = "agd_test_bootstrap_key_0123456789"
@@ -72,10 +86,8 @@ func startServer(t testing.TB, config string, env map[string]string) *testServer
 	go io.Copy(io.Discard, pr)
 	t.Cleanup(func() {
 		// Connections a client dialed but never used look new to the server, and a
-		// graceful shutdown waits 5 s for new connections: close them first.
-		http.DefaultClient.CloseIdleConnections()
-		cancel()
-		if err := <-s.done; err != nil {
+		// graceful shutdown waits 5 s for new connections: stop closes them first.
+		if err := s.stop(); err != nil {
 			t.Errorf("server: %v", err)
 		}
 	})

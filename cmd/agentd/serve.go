@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/agentd/agentd"
@@ -76,8 +77,16 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		sweepLoop(sweepCtx, cfg, srv, log)
 	}()
 	defer func() { stopSweeps(); <-sweepsDone }()
+	// inflight counts handlers still running, so that the database outlives every
+	// request even when a shutdown has to cut streams.
+	var inflight sync.WaitGroup
+	handler := srv.Handler()
 	hs := &http.Server{
-		Handler:           srv.Handler(),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			inflight.Add(1)
+			defer inflight.Done()
+			handler.ServeHTTP(w, r)
+		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
 		IdleTimeout:       120 * time.Second,
@@ -97,11 +106,22 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	case <-ctx.Done():
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	// Drain: stop accepting, let requests and streams in flight finish for up to
+	// limits.shutdown_timeout, then cut the rest. A cut stream's run sees its
+	// context cancelled, charges what was generated and records it, so every
+	// handler is waited for before the database closes.
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Duration(cfg.Limits.ShutdownTimeout))
 	defer cancel()
-	if err := hs.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	err = hs.Shutdown(shutdownCtx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		log.Warn("shutdown timeout: closing connections still open", "timeout", time.Duration(cfg.Limits.ShutdownTimeout))
+		err = hs.Close()
+	}
+	inflight.Wait()
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
+	log.Info("agentd stopped")
 	return nil
 }
 

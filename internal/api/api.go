@@ -125,19 +125,25 @@ func Status(code string) int {
 	return http.StatusInternalServerError
 }
 
+// publicError is err as a client may see it: an *agentd.Error as it is; anything
+// else is internal, logged with a request id that the client gets instead.
+func (s *Server) publicError(r *http.Request, err error) *agentd.Error {
+	var e *agentd.Error
+	if errors.As(err, &e) {
+		return e
+	}
+	id := agentd.NewID("req")
+	s.Log.Error("internal error", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)
+	return &agentd.Error{Code: agentd.EInternal, Message: "internal error (request " + id + ")"}
+}
+
 // writeError writes err in the API's error shape. Errors that are not *agentd.Error
 // are internal: the client gets a request id, the log gets the cause.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	var e *agentd.Error
-	if !errors.As(err, &e) {
-		if errors.Is(err, context.Canceled) {
-			// The client went away; nobody reads this response.
-			return
-		}
-		id := agentd.NewID("req")
-		s.Log.Error("internal error", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)
-		e = &agentd.Error{Code: agentd.EInternal, Message: "internal error (request " + id + ")"}
+	if !errors.As(err, new(*agentd.Error)) && errors.Is(err, context.Canceled) {
+		return // the client went away; nobody reads this response
 	}
+	e := s.publicError(r, err)
 	status := Status(e.Code)
 	if status >= 500 && e.Code != agentd.EInternal {
 		s.Log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "code", e.Code, "err", err)

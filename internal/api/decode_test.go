@@ -39,7 +39,7 @@ func TestDecodeRun(t *testing.T) {
 			if tc.session != "" {
 				r.Header.Set("X-Session-ID", tc.session)
 			}
-			msg, sid, err := s.decodeRun(httptest.NewRecorder(), r)
+			msg, sid, _, err := s.decodeRun(httptest.NewRecorder(), r)
 			if code := agentd.ErrorCode(err); code != tc.wantCode {
 				t.Fatalf("code %q, want %q (err %v)", code, tc.wantCode, err)
 			}
@@ -83,7 +83,7 @@ func FuzzDecodeRun(f *testing.F) {
 		if session != "" {
 			r.Header["X-Session-Id"] = []string{session}
 		}
-		msg, sid, err := s.decodeRun(httptest.NewRecorder(), r)
+		msg, sid, _, err := s.decodeRun(httptest.NewRecorder(), r)
 		if err != nil {
 			code := agentd.ErrorCode(err)
 			if code != agentd.EInvalid && code != agentd.EPayloadTooLarge {

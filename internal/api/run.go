@@ -2,8 +2,10 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/agentd/agentd"
@@ -13,6 +15,7 @@ import (
 // runRequest is the run body. Extra keys ("stream": false) are tolerated.
 type runRequest struct {
 	Message *string `json:"message"`
+	Stream  bool    `json:"stream"`
 }
 
 type runResponse struct {
@@ -38,18 +41,18 @@ type runUsage struct {
 	Source       string `json:"source"`
 }
 
-// decodeRun reads and validates a run request.
-func (s *Server) decodeRun(w http.ResponseWriter, r *http.Request) (string, string, error) {
-	sid, err := sessionID(r)
-	if err != nil {
-		return "", "", err
+// decodeRun reads and validates a run request: its message, session id, and
+// whether it asks for a stream ("stream": true or Accept: text/event-stream).
+func (s *Server) decodeRun(w http.ResponseWriter, r *http.Request) (msg, sid string, stream bool, err error) {
+	if sid, err = sessionID(r); err != nil {
+		return "", "", false, err
 	}
 	var req runRequest
 	if err := s.decode(w, r, &req); err != nil {
-		return "", "", err
+		return "", "", false, err
 	}
-	msg, err := validateMessage(req.Message, s.MaxMessageChars)
-	return msg, sid, err
+	msg, err = validateMessage(req.Message, s.MaxMessageChars)
+	return msg, sid, req.Stream || strings.Contains(r.Header.Get("Accept"), "text/event-stream"), err
 }
 
 func validateMessage(m *string, maxChars int) (string, error) {
@@ -103,17 +106,28 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, p *agentd.Principal
 	if err != nil {
 		return err
 	}
-	msg, sid, err := s.decodeRun(w, r)
+	msg, sid, stream, err := s.decodeRun(w, r)
 	if err != nil {
 		return err
 	}
-	res, err := s.Runner.Run(r.Context(), &run.Request{Principal: p, AgentName: name, Message: msg, SessionID: sid, IdempotencyKey: idem})
+	req := &run.Request{Principal: p, AgentName: name, Message: msg, SessionID: sid, IdempotencyKey: idem}
+	if stream {
+		return s.runStream(w, r, req)
+	}
+	res, err := s.Runner.Run(r.Context(), req)
 	if err != nil {
 		return err
 	}
 	if res.Replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	return json.NewEncoder(w).Encode(toRunResponse(res))
+}
+
+// toRunResponse is the run endpoint's answer, also the data of a stream's done event.
+func toRunResponse(res *run.Result) *runResponse {
 	out := runResponse{
 		AgentID: res.AgentID, Model: res.Model, Response: res.Response, RunID: res.RunID,
 		Usage: runUsage{
@@ -125,14 +139,72 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, p *agentd.Principal
 	if res.SessionID != "" {
 		out.SessionID = &res.SessionID
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusOK)
-	return json.NewEncoder(w).Encode(&out)
+	return &out
+}
+
+// streamDelta is one piece of a streamed reply, in agentd's shape ({"text"}) and
+// NuGen's (choices[0].delta.text), so clients written for either read it.
+type streamDelta struct {
+	Text    string         `json:"text"`
+	Choices [1]deltaChoice `json:"choices"`
+}
+
+type deltaChoice struct {
+	Index int `json:"index"`
+	Delta struct {
+		Text string `json:"text"`
+	} `json:"delta"`
+}
+
+// runStream answers a run as server-sent events: "delta" events as the reply
+// arrives, then "done" with the whole response, then "data: [DONE]". An error
+// before the first event gets its own status; after it, an "error" event.
+func (s *Server) runStream(w http.ResponseWriter, r *http.Request, req *run.Request) error {
+	st := newEventStream(w, s.keepAlive())
+	defer st.close()
+	delta := func(piece string) error {
+		var d streamDelta
+		d.Text, d.Choices[0].Delta.Text = piece, piece
+		b, err := json.Marshal(&d)
+		if err != nil {
+			return err
+		}
+		return st.event("delta", b)
+	}
+	req.Emit = delta
+	res, err := s.Runner.Run(r.Context(), req)
+	if errors.Is(err, run.ErrClientGone) {
+		return nil // charged for what it received; nobody is listening
+	}
+	if err != nil {
+		st.close() // no keep-alive may start the response behind our back
+		if !st.Started() {
+			return err
+		}
+		e := s.publicError(r, err)
+		b, _ := json.Marshal(map[string]any{
+			"detail": e.Message, "code": e.Code,
+			"error": map[string]string{"message": e.Message, "code": e.Code}, // NuGen stream clients look for "error"
+		})
+		st.event("error", b)
+		st.event("", []byte("[DONE]"))
+		return nil
+	}
+	if res.Replayed && res.Response != "" {
+		delta(res.Response) // a replay has no live pieces: the stored reply is one
+	}
+	b, err := json.Marshal(toRunResponse(res))
+	if err != nil {
+		return err
+	}
+	st.event("done", b)
+	st.event("", []byte("[DONE]"))
+	return nil
 }
 
 // estimate answers what a run with this body would hold, without running it.
 func (s *Server) estimate(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
-	msg, sid, err := s.decodeRun(w, r)
+	msg, sid, _, err := s.decodeRun(w, r)
 	if err != nil {
 		return err
 	}

@@ -20,8 +20,9 @@ type eventStream struct {
 	err     error // the first write error: the client is gone
 	buf     bytes.Buffer
 
-	stop chan struct{}
-	done chan struct{}
+	stop     chan struct{}
+	done     chan struct{}
+	stopOnce sync.Once
 }
 
 // newEventStream starts the keep-alive ticker (every keepAlive; none if ≤ 0).
@@ -48,9 +49,9 @@ func newEventStream(w http.ResponseWriter, keepAlive time.Duration) *eventStream
 	return s
 }
 
-// close stops the keep-alive ticker and waits for it.
+// close stops the keep-alive ticker and waits for it. It may be called again.
 func (s *eventStream) close() {
-	close(s.stop)
+	s.stopOnce.Do(func() { close(s.stop) })
 	<-s.done
 }
 
