@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -78,6 +80,69 @@ models:
 				}
 			})
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "runs/s")
+		})
+	}
+}
+
+// BenchmarkStreamTTFB measures time to first byte of a streamed reply, one
+// request at a time: straight from a zero-latency OpenAI-compatible upstream
+// (its first content chunk), and through agentd's streaming run endpoint (its
+// first delta event) on the same upstream. The difference is agentd's overhead
+// before the first token: auth, agent cache, prompt, hold, the upstream request.
+//
+//	go test ./cmd/agentd -run XXX -bench StreamTTFB -benchtime 2000x
+func BenchmarkStreamTTFB(b *testing.B) {
+	u := newSlowStreamB(b, []string{"Hello", " there", "!"})
+	s := startServer(b, streamConfigB(u.URL), nil)
+	op := s.client(s.Key)
+	ctx := context.Background()
+	if _, err := op.CreateAgent(ctx, client.AgentSpec{Name: client.Ptr("slow"), Description: client.Ptr("d"), Model: client.Ptr("slow"), MaxToken: client.Ptr(64)}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := op.GrantCredits(ctx, "default", 1000); err != nil {
+		b.Fatal(err)
+	}
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	cases := []struct {
+		name, url, body, key string
+		first                string // the line prefix that carries the first token
+	}{
+		{"upstream", u.URL + "/v1/chat/completions", `{"model":"slow-model","stream":true,"messages":[{"role":"user","content":"hi"}]}`, "", `data: {"id"`},
+		{"agentd-run", s.URL + "/api/v3/agents/run-agents/slow/run", `{"message":"hi","stream":true}`, s.Key, "event: delta"},
+	}
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
+			ttfb := make([]time.Duration, 0, b.N)
+			for b.Loop() {
+				req, _ := http.NewRequest("POST", tc.url, strings.NewReader(tc.body))
+				if tc.key != "" {
+					req.Header.Set("Authorization", "Bearer "+tc.key)
+				}
+				start := time.Now()
+				resp, err := hc.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				br := bufio.NewReader(resp.Body)
+				seen := false
+				for {
+					line, err := br.ReadString('\n')
+					if !seen && strings.HasPrefix(line, tc.first) {
+						ttfb = append(ttfb, time.Since(start))
+						seen = true
+					}
+					if err != nil {
+						break
+					}
+				}
+				resp.Body.Close()
+				if !seen || resp.StatusCode != 200 {
+					b.Fatalf("status %d, no first token", resp.StatusCode)
+				}
+			}
+			slices.Sort(ttfb)
+			b.ReportMetric(float64(ttfb[len(ttfb)/2].Microseconds()), "ttfb-p50-µs")
+			b.ReportMetric(float64(ttfb[len(ttfb)*99/100].Microseconds()), "ttfb-p99-µs")
 		})
 	}
 }
