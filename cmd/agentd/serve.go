@@ -51,7 +51,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
-	db, err := store.Open(ctx, cfg.DB, store.Options{Synchronous: cfg.SQLite.Synchronous})
+	db, err := store.Open(ctx, cfg.DB, store.Options{Synchronous: cfg.SQLite.Synchronous, MaxBytes: cfg.SQLite.MaxMB << 20})
 	if err != nil {
 		return err
 	}

@@ -85,6 +85,9 @@ type SQLite struct {
 	// Synchronous is SQLite's synchronous pragma: FULL makes every commit durable
 	// against power loss (the default); NORMAL only against process crashes.
 	Synchronous string `yaml:"synchronous"`
+	// MaxMB caps the database file, in MiB (0: no cap). Past it, writes fail
+	// with 503 and nothing half-written, as on a full disk.
+	MaxMB int64 `yaml:"max_mb"`
 }
 
 // Provider kinds.
@@ -398,6 +401,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.ShutdownTimeout < 0 {
 		bad("limits.shutdown_timeout must not be negative")
+	}
+	if c.SQLite.MaxMB < 0 {
+		bad("sqlite.max_mb must not be negative")
 	}
 	switch strings.ToUpper(c.SQLite.Synchronous) {
 	case "FULL", "NORMAL", "EXTRA":

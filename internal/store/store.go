@@ -16,6 +16,8 @@ import (
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/agentd/agentd"
 )
 
 //go:embed migrations
@@ -27,6 +29,8 @@ type dialect struct {
 	name     string
 	rebind   func(string) string
 	isUnique func(error) bool
+	// isStorage reports a failure of the storage itself (full, read-only, I/O).
+	isStorage func(error) bool
 }
 
 var sqliteDialect = dialect{
@@ -35,6 +39,17 @@ var sqliteDialect = dialect{
 	isUnique: func(err error) bool {
 		var e *sqlite.Error
 		return errors.As(err, &e) && (e.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || e.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY)
+	},
+	isStorage: func(err error) bool {
+		var e *sqlite.Error
+		if !errors.As(err, &e) {
+			return false
+		}
+		switch e.Code() & 0xff { // the primary result code
+		case sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN:
+			return true
+		}
+		return false
 	},
 }
 
@@ -48,7 +63,14 @@ type Options struct {
 	MaxBatch int
 	// MaxWait is how long the writer waits for more writes it expects (1ms when zero).
 	MaxWait time.Duration
+	// MaxBytes caps the database file (0: no cap). A write that would grow it past
+	// the cap fails with 503 unavailable and writes nothing, as on a full disk; the
+	// cap keeps a runaway ledger from filling the disk that other things need.
+	MaxBytes int64
 }
+
+// pageSize is SQLite's default page size, which agentd's databases use.
+const pageSize = 4096
 
 // DB is agentd's database.
 type DB struct {
@@ -77,6 +99,9 @@ func Open(ctx context.Context, dsn string, opts Options) (_ *DB, err error) {
 	q.Add("_pragma", "synchronous("+sync+")")
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "foreign_keys(1)")
+	if opts.MaxBytes > 0 {
+		q.Add("_pragma", "max_page_count("+strconv.FormatInt(max(opts.MaxBytes/pageSize, 1), 10)+")")
+	}
 	q.Set("_txlock", "immediate")
 	base := "file:" + file + "?" + q.Encode()
 
@@ -192,9 +217,20 @@ func (db *DB) txDirect(ctx context.Context, fn func(*sql.Tx) error) (err error) 
 // returns after the commit that holds fn's writes, so a nil error means durable.
 // fn must not keep tx after returning.
 func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) error {
-	return db.w.do(ctx, func(stx *sql.Tx) error {
+	return db.unavailable(db.w.do(ctx, func(stx *sql.Tx) error {
 		return fn(&Tx{tx: stx, d: db.d})
-	}, false)
+	}, false))
+}
+
+// unavailable turns a storage failure that is no fault of the request — the disk
+// or database is full, the file became read-only, an I/O error — into 503
+// unavailable. The write rolled back: nothing of it was kept.
+func (db *DB) unavailable(err error) error {
+	if err == nil || !db.d.isStorage(err) {
+		return err
+	}
+	return &agentd.Error{Code: agentd.EUnavailable,
+		Message: "storage unavailable (disk full, read-only or failing); nothing was written: " + err.Error()}
 }
 
 // Expect tells the writer that a write is coming soon (a run took a hold), so that
@@ -217,7 +253,7 @@ func (e *Expectation) Tx(ctx context.Context, fn func(tx *Tx) error) error {
 		return e.db.Tx(ctx, fn)
 	}
 	e.done = true
-	return e.db.w.do(ctx, func(stx *sql.Tx) error { return fn(&Tx{tx: stx, d: e.db.d}) }, true)
+	return e.db.unavailable(e.db.w.do(ctx, func(stx *sql.Tx) error { return fn(&Tx{tx: stx, d: e.db.d}) }, true))
 }
 
 // Cancel withdraws the announcement if it was not used; calling it again, or after

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -179,7 +178,7 @@ func (w *writer) fill(batch []*writeReq, timer *time.Timer) []*writeReq {
 // commit runs every write of the batch in its own savepoint inside one transaction,
 // and tells each caller the truth about its own write.
 func (w *writer) commit(batch []*writeReq) {
-	errs, broken := w.try(batch)
+	errs, broken, _ := w.try(batch)
 	if !broken {
 		for i, r := range batch {
 			r.done <- errs[i]
@@ -190,34 +189,38 @@ func (w *writer) commit(batch []*writeReq) {
 	// so nothing of the batch committed. Redo each write alone, so that one bad
 	// write cannot fail or lose the others.
 	for _, r := range batch {
-		errs, broken := w.try([]*writeReq{r})
+		errs, broken, cause := w.try([]*writeReq{r})
 		if broken {
-			errs = []error{errors.New("write aborted its transaction")}
+			if cause == nil {
+				cause = fmt.Errorf("savepoint could not be released")
+			}
+			errs = []error{fmt.Errorf("write aborted its transaction: %w", cause)}
 		}
 		r.done <- errs[0]
 	}
 }
 
 // try runs batch in one transaction. broken reports that the transaction ended
-// under a write, in which case nothing was committed and errs is nil.
-func (w *writer) try(batch []*writeReq) (errs []error, broken bool) {
+// under a write, in which case nothing was committed, errs is nil and cause is
+// the write's error (SQLite's reason, such as a full database).
+func (w *writer) try(batch []*writeReq) (errs []error, broken bool, cause error) {
 	ctx := context.Background()
 	errs = make([]error, len(batch))
 	tx, err := w.db.BeginTx(ctx, nil)
 	if err != nil {
-		return fill(errs, fmt.Errorf("begin: %w", err)), false
+		return fill(errs, fmt.Errorf("begin: %w", err)), false, nil
 	}
 	for i, r := range batch {
 		if errs[i], broken = runSavepoint(ctx, tx, r.fn); broken {
 			tx.Rollback()
-			return nil, true
+			return nil, true, errs[i]
 		}
 	}
 	if err := tx.Commit(); err != nil {
 		tx.Rollback()
-		return fill(errs, fmt.Errorf("commit: %w", err)), false
+		return fill(errs, fmt.Errorf("commit: %w", err)), false, nil
 	}
-	return errs, false
+	return errs, false, nil
 }
 
 func fill(errs []error, err error) []error {
