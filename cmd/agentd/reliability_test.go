@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -299,4 +301,44 @@ func TestStorageFull(t *testing.T) {
 		t.Errorf("%d successful ledger rows for %d successful runs", okRows, ok)
 	}
 	consistent(t, s)
+}
+
+// TestAdminListener: --admin-addr serves pprof apart from the API, which does not.
+func TestAdminListener(t *testing.T) {
+	dir := t.TempDir()
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--db", "sqlite:" + dir + "/a.db"},
+			func(k string) string { return map[string]string{"AGENTD_BOOTSTRAP_KEY": testKey}[k] }, nil, pw, io.Discard)
+		pw.Close()
+	}()
+	var api, admin string
+	sc := bufio.NewScanner(pr)
+	for (api == "" || admin == "") && sc.Scan() {
+		line := sc.Text()
+		if u, ok := strings.CutPrefix(line, "agentd admin listening on "); ok {
+			admin = u
+		} else if u, ok := strings.CutPrefix(line, "agentd listening on "); ok {
+			api = u
+		}
+	}
+	go io.Copy(io.Discard, pr)
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	resp, err := http.Get(admin + "goroutine?debug=1")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("admin pprof: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	resp, err = http.Get(api + "/debug/pprof/")
+	if err != nil || resp.StatusCode != 404 {
+		t.Errorf("the API serves pprof: %v %v", resp, err)
+	}
+	resp.Body.Close()
 }

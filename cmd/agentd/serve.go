@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -37,6 +38,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	fs.SetOutput(stderr)
 	var o config.Overrides
 	fs.StringVar(&o.Addr, "addr", "", "listen address (default 127.0.0.1:8080; env AGENTD_ADDR)")
+	fs.StringVar(&o.AdminAddr, "admin-addr", "", "serve /debug/pprof on this address (default off; env AGENTD_ADMIN_ADDR)")
 	fs.StringVar(&o.DB, "db", "", "database: sqlite:PATH (default sqlite:agentd.db; env AGENTD_DB)")
 	fs.StringVar(&o.ConfigFile, "config", "", "YAML configuration file (env AGENTD_CONFIG)")
 	if err := fs.Parse(args); err != nil {
@@ -93,8 +95,20 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(ln) }()
+	if cfg.AdminAddr != "" {
+		admin, err := adminServer(cfg.AdminAddr, log, stdout)
+		if err != nil {
+			return err
+		}
+		defer admin.Close()
+		go func() {
+			if err := admin.Serve(admin.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
 	log.Info("agentd serving", "addr", ln.Addr().String(), "db", cfg.DB, "models", len(cfg.Models))
 	fmt.Fprintf(stdout, "agentd listening on http://%s\n", ln.Addr())
 	if ready != nil {
@@ -144,6 +158,31 @@ func newServer(cfg *config.Config, db *store.DB, log *slog.Logger, publicURL str
 		MaxBodyBytes: cfg.Limits.MaxBodyBytes, MaxMessageChars: cfg.Limits.MaxMessageChars,
 		StreamKeepAlive: time.Duration(cfg.Limits.StreamKeepAlive),
 	}
+}
+
+// admin is the private listener for profiling.
+type admin struct {
+	*http.Server
+	ln net.Listener
+}
+
+// adminServer listens on addr for /debug/pprof (CPU, heap, goroutine, mutex and
+// block profiles, execution traces), apart from the API so that it is never
+// exposed with it.
+func adminServer(addr string, log *slog.Logger, stdout io.Writer) (*admin, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	fmt.Fprintf(stdout, "agentd admin listening on http://%s/debug/pprof/\n", ln.Addr())
+	return &admin{Server: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}, ln: ln}, nil
 }
 
 // sweepLoop runs the sweepers every cfg.SweepInterval until ctx is done: holds

@@ -21,6 +21,9 @@ import (
 // Config is everything agentd serve needs to start.
 type Config struct {
 	Addr string `yaml:"addr"`
+	// AdminAddr, when set, serves /debug/pprof on a second listener, for
+	// profiling; keep it on a private address.
+	AdminAddr string `yaml:"admin_addr"`
 	// DB is "sqlite:PATH" (postgres:// is reserved for a later release).
 	DB string `yaml:"db"`
 	// PublicURL is the base URL clients reach agentd at, used in agents' endpoint
@@ -217,7 +220,7 @@ func Default() *Config {
 
 // Overrides are values given on the command line; empty means not given.
 type Overrides struct {
-	Addr, DB, ConfigFile string
+	Addr, AdminAddr, DB, ConfigFile string
 }
 
 // Load builds the configuration: defaults, the file (flag, else AGENTD_CONFIG), the
@@ -238,6 +241,7 @@ func Load(o Overrides, getenv func(string) string) (*Config, error) {
 		c.File = file
 	}
 	c.Addr = firstNonEmpty(o.Addr, getenv("AGENTD_ADDR"), c.Addr)
+	c.AdminAddr = firstNonEmpty(o.AdminAddr, getenv("AGENTD_ADMIN_ADDR"), c.AdminAddr)
 	c.DB = firstNonEmpty(o.DB, getenv("AGENTD_DB"), c.DB)
 	c.PublicURL = firstNonEmpty(getenv("AGENTD_PUBLIC_URL"), c.PublicURL)
 	c.BootstrapKey = getenv("AGENTD_BOOTSTRAP_KEY")
