@@ -45,6 +45,16 @@ func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /api/v3/keys/{id}", s.with(agentd.ScopeAdmin, s.revokeKey))
 	mux.HandleFunc("PATCH /api/v3/keys/{id}", s.with(agentd.ScopeAdmin, s.updateKey))
 	mux.HandleFunc("GET /api/v3/billing", s.with(agentd.ScopeUsage, s.billing))
+
+	// OpenAI-compatible inference (openai.go): model is a catalog model or
+	// "agent/<name>"; every error, authentication's included, in OpenAI's envelope,
+	// also for paths under /v1 that no route serves. NuGen's inference path is the
+	// same chat endpoint.
+	mux.HandleFunc("POST /v1/chat/completions", s.withOpenAI(s.chatCompletions, agentd.ScopeRun))
+	mux.HandleFunc("POST /api/v3/inference/chat/completions", s.withOpenAI(s.chatCompletions, agentd.ScopeRun))
+	mux.HandleFunc("GET /v1/models", s.withOpenAI(s.listModels, agentd.ScopeAgentsRead, agentd.ScopeRun))
+	mux.HandleFunc("/v1/", s.openAINoRoute(mux))
+	mux.HandleFunc("/v1", s.openAINoRoute(mux))
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {

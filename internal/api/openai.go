@@ -1,0 +1,732 @@
+package api
+
+// The OpenAI-compatible inference API: POST /v1/chat/completions (also at NuGen's
+// POST /api/v3/inference/chat/completions) and GET /v1/models, so that every
+// OpenAI SDK can call agentd. A request's model is a catalog model (a raw model
+// call) or "agent/<name>": the agent's instructions and demonstrations come first,
+// and with X-Session-ID it remembers the conversation. Every error on these routes,
+// authentication's included, is in OpenAI's envelope:
+// {"error": {"message", "type", "param", "code"}}, with the status the rest of the
+// API gives its code (except validation: 400, as OpenAI's clients expect).
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/llm"
+	"github.com/agentd/agentd/internal/run"
+)
+
+// agentModelPrefix marks a model that names an agent: "agent/<name>".
+const agentModelPrefix = "agent/"
+
+// withOpenAI is `with` for the OpenAI-compatible routes: it authenticates the
+// request and checks that the key holds one of scopes, and writes every error of
+// h in OpenAI's envelope.
+func (s *Server) withOpenAI(h authed, scopes ...agentd.Scope) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p, err := s.Auth.Authenticate(r.Context(), r.Header.Get("Authorization"))
+		if err == nil {
+			err = requireAny(p, scopes...)
+		}
+		if err == nil {
+			err = h(w, r, p)
+		}
+		if err != nil {
+			s.writeOpenAIError(w, r, err)
+		}
+	}
+}
+
+// requireAny returns nil when p holds one of scopes (directly or through a
+// broader one), else EForbidden.
+func requireAny(p *agentd.Principal, scopes ...agentd.Scope) error {
+	names := make([]string, len(scopes))
+	for i, sc := range scopes {
+		if p.Can(sc) {
+			return nil
+		}
+		names[i] = strconv.Quote(string(sc))
+	}
+	return agentd.Errorf(agentd.EForbidden, "this key lacks the %s scope", strings.Join(names, " or "))
+}
+
+// openAINoRoute answers the paths under /v1 that no route serves, in OpenAI's
+// envelope: 405 when another method is served there, else 404.
+func (s *Server) openAINoRoute(mux *http.ServeMux) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var allowed []string
+		for _, m := range []string{http.MethodGet, http.MethodPost} {
+			r2 := r.Clone(r.Context())
+			r2.Method = m
+			if _, p := mux.Handler(r2); p != "" && p != "/v1/" && p != "/v1" {
+				allowed = append(allowed, m)
+			}
+		}
+		var err error = agentd.Errorf(agentd.ENotFound, "Invalid URL (%s %s)", r.Method, r.URL.Path)
+		if len(allowed) > 0 {
+			w.Header().Set("Allow", strings.Join(allowed, ", "))
+			err = agentd.Errorf(agentd.EMethodNotAllowed, "method %s not allowed on %s; use %s", r.Method, r.URL.Path, strings.Join(allowed, ", "))
+		}
+		s.writeOpenAIError(w, r, err)
+	}
+}
+
+// openAITypes maps agentd's error codes to OpenAI's error types.
+var openAITypes = map[string]string{
+	agentd.EInvalid:           "invalid_request_error",
+	agentd.EBadRequest:        "invalid_request_error",
+	agentd.EModelUnavailable:  "invalid_request_error",
+	agentd.EAlreadyExists:     "invalid_request_error",
+	agentd.EMethodNotAllowed:  "invalid_request_error",
+	agentd.EPayloadTooLarge:   "invalid_request_error",
+	agentd.EUnauthenticated:   "authentication_error",
+	agentd.EForbidden:         "permission_error",
+	agentd.ENotFound:          "not_found_error",
+	agentd.EInsufficientQuota: "insufficient_quota",
+	agentd.ERateLimited:       "rate_limit_error",
+	agentd.EConflict:          "conflict_error",
+	agentd.ESessionBusy:       "conflict_error",
+	agentd.EInferenceFailed:   "server_error",
+	agentd.EUnavailable:       "server_error",
+	agentd.EInternal:          "server_error",
+}
+
+// openAICodes are the OpenAI error codes that clients match, where agentd's code
+// has a well-known OpenAI equivalent.
+var openAICodes = map[string]string{
+	agentd.EUnauthenticated:   "invalid_api_key",
+	agentd.EInsufficientQuota: "insufficient_quota",
+	agentd.ERateLimited:       "rate_limit_exceeded",
+}
+
+// openAICoded is a client error with the OpenAI code it is reported with, where
+// agentd's code does not say it (an unknown model is "model_not_found").
+type openAICoded struct {
+	err  *agentd.Error
+	code string
+}
+
+func (e *openAICoded) Error() string { return e.err.Error() }
+func (e *openAICoded) Unwrap() error { return e.err }
+
+// modelNotFound is the 404 of a model that is neither in the catalog nor an
+// active agent of the caller's organization.
+func modelNotFound(model string) error {
+	return &openAICoded{code: "model_not_found", err: agentd.Errorf(agentd.ENotFound,
+		"The model `%s` does not exist or you do not have access to it; GET /v1/models lists the models and agents you can use.", model)}
+}
+
+// openAIFailure is an error as an OpenAI client sees it: the status, the error
+// object inside the envelope, and Retry-After seconds (0 for none).
+type openAIFailure struct {
+	status     int
+	retryAfter int
+	body       map[string]any
+}
+
+// toOpenAIError translates a client error (an *agentd.Error, possibly wrapped in
+// an *openAICoded) into OpenAI's terms. Anything else is reported as internal,
+// without its text: callers pass errors through publicError first.
+func toOpenAIError(err error) openAIFailure {
+	var e *agentd.Error
+	if !errors.As(err, &e) {
+		e = &agentd.Error{Code: agentd.EInternal, Message: "internal error"}
+	}
+	f := openAIFailure{status: Status(e.Code), body: make(map[string]any, 4+len(e.Fields))}
+	for k, v := range e.Fields {
+		f.body[k] = v // 402's required and available, 409's retry_after, …
+	}
+	typ, ok := openAITypes[e.Code]
+	if !ok {
+		typ = "api_error"
+	}
+	code, ok := openAICodes[e.Code]
+	if !ok {
+		code = e.Code
+	}
+	msg := e.Message
+	var param any // JSON null unless a field is to blame
+	if e.Code == agentd.EInvalid {
+		f.status = http.StatusBadRequest // OpenAI's clients expect 400 for a bad request
+		if len(e.Violations) > 0 {
+			v := e.Violations[0]
+			if p := openAIParam(v); p != "" {
+				param = p
+			}
+			code = v.Type
+			if msg == "" {
+				msg = violationText(e.Violations)
+			}
+		}
+		if _, ok := e.Fields["required_tokens"]; ok { // the prompt does not fit (prompt.Build)
+			code, param = "context_length_exceeded", "messages"
+		}
+	}
+	var coded *openAICoded
+	if errors.As(err, &coded) {
+		code = coded.code
+	}
+	if ra, ok := e.Fields["retry_after"].(int); ok {
+		f.retryAfter = ra
+	}
+	f.body["message"], f.body["type"], f.body["param"], f.body["code"] = msg, typ, param, code
+	return f
+}
+
+// openAIParam names the field a violation is about the way OpenAI does
+// ("messages.[0].content"), without FastAPI's leading "body"; "" when the
+// violation is about the body as a whole (malformed JSON).
+func openAIParam(v agentd.Violation) string {
+	if v.Type == "json_invalid" || len(v.Loc) < 2 {
+		return ""
+	}
+	var b strings.Builder
+	for i, part := range v.Loc[1:] {
+		if i > 0 {
+			b.WriteByte('.')
+		}
+		switch x := part.(type) {
+		case int:
+			b.WriteString("[" + strconv.Itoa(x) + "]")
+		default:
+			fmt.Fprint(&b, x)
+		}
+	}
+	return b.String()
+}
+
+// violationText is the message of a validation error: each violation's text,
+// after the field it is about.
+func violationText(vs []agentd.Violation) string {
+	parts := make([]string, len(vs))
+	for i, v := range vs {
+		parts[i] = v.Msg
+		if p := openAIParam(v); p != "" && !strings.HasPrefix(v.Msg, p) {
+			parts[i] = p + ": " + v.Msg
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+// openAIError is err as an OpenAI client may see it. Internal errors are logged
+// with a request id, which the client gets instead of the cause.
+func (s *Server) openAIError(r *http.Request, err error) openAIFailure {
+	e := s.publicError(r, err)
+	if Status(e.Code) >= 500 && e.Code != agentd.EInternal {
+		s.Log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "code", e.Code, "err", err)
+	}
+	if errors.As(err, new(*agentd.Error)) {
+		return toOpenAIError(err) // as it is, with the OpenAI code it may carry
+	}
+	return toOpenAIError(e)
+}
+
+// writeOpenAIError writes err in OpenAI's envelope, with Retry-After when the
+// error carries one.
+func (s *Server) writeOpenAIError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, run.ErrClientGone) || (!errors.As(err, new(*agentd.Error)) && errors.Is(err, context.Canceled)) {
+		return // the client went away; nobody reads this response
+	}
+	f := s.openAIError(r, err)
+	if f.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(f.retryAfter))
+	}
+	writeJSON(w, f.status, map[string]any{"error": f.body})
+}
+
+// chatRequest is a chat completion request as OpenAI's clients send it. Fields it
+// does not name (top_p, user, stop, seed, …) are ignored.
+type chatRequest struct {
+	Model         *string       `json:"model"`
+	Messages      []chatMessage `json:"messages"`
+	Stream        *bool         `json:"stream"`
+	StreamOptions *struct {
+		IncludeUsage *bool `json:"include_usage"`
+	} `json:"stream_options"`
+	Temperature         *float64 `json:"temperature"`
+	MaxTokens           *int     `json:"max_tokens"`
+	MaxCompletionTokens *int     `json:"max_completion_tokens"`
+	N                   *int     `json:"n"`
+	// Agents are text in, text out: these are refused unless absent, null or the
+	// value that asks for nothing (no tools, tool_choice "none", text format).
+	Tools          json.RawMessage `json:"tools"`
+	ToolChoice     json.RawMessage `json:"tool_choice"`
+	Functions      json.RawMessage `json:"functions"`
+	FunctionCall   json.RawMessage `json:"function_call"`
+	ResponseFormat json.RawMessage `json:"response_format"`
+}
+
+// chatMessage is one message of a chat request.
+type chatMessage struct {
+	Role         *string         `json:"role"`
+	Content      json.RawMessage `json:"content"`
+	ToolCalls    json.RawMessage `json:"tool_calls"`
+	FunctionCall json.RawMessage `json:"function_call"`
+}
+
+// chatCall is a validated chat request.
+type chatCall struct {
+	model          string // as the caller named it; responses echo it
+	agent          string // the agent's normalized name; "" for a catalog model
+	messages       []llm.Message
+	temperature    *float64
+	maxTokens      *int
+	maxTokensField string // the field that set maxTokens, for errors about it
+	stream         bool
+	includeUsage   bool
+}
+
+// unsupported is the 400 of a feature agentd does not offer.
+func unsupported(msg string, loc ...any) *agentd.Error {
+	return agentd.Invalid(msg, "unsupported_value", append([]any{"body"}, loc...)...)
+}
+
+// given reports whether a raw JSON value is present and not null.
+func given(raw json.RawMessage) bool { return len(raw) > 0 && string(raw) != "null" }
+
+// call validates req. maxChars bounds the last (user) message, like a run's
+// message; the body limit bounds the rest.
+func (req *chatRequest) call(maxChars int) (*chatCall, error) {
+	c := &chatCall{}
+	if req.Model == nil || *req.Model == "" {
+		return nil, agentd.Invalid("Field required", "missing", "body", "model")
+	}
+	c.model = *req.Model
+	if name, ok := strings.CutPrefix(c.model, agentModelPrefix); ok {
+		if c.agent = agentd.NormalizeName(name); c.agent == "" {
+			return nil, modelNotFound(c.model)
+		}
+	}
+	if len(req.Messages) == 0 {
+		if req.Messages == nil {
+			return nil, agentd.Invalid("Field required", "missing", "body", "messages")
+		}
+		return nil, agentd.Invalid("List should have at least 1 item", "too_short", "body", "messages")
+	}
+	switch {
+	case given(req.Tools) && string(req.Tools) != "[]":
+		return nil, unsupported("tools are not supported: agents are text in, text out", "tools")
+	case given(req.Functions) && string(req.Functions) != "[]":
+		return nil, unsupported("functions are not supported: agents are text in, text out", "functions")
+	case given(req.ToolChoice) && string(req.ToolChoice) != `"none"`:
+		return nil, unsupported("tool_choice is not supported: agents are text in, text out", "tool_choice")
+	case given(req.FunctionCall) && string(req.FunctionCall) != `"none"`:
+		return nil, unsupported("function_call is not supported: agents are text in, text out", "function_call")
+	case given(req.ResponseFormat) && !textFormat(req.ResponseFormat):
+		return nil, unsupported("response_format is not supported: replies are plain text", "response_format")
+	case req.N != nil && *req.N != 1:
+		return nil, unsupported("n must be 1: agentd returns one choice", "n")
+	}
+	if t := req.Temperature; t != nil && (*t < 0 || *t > 2) {
+		return nil, agentd.Invalid("temperature must be between 0 and 2", "less_than_equal", "body", "temperature")
+	}
+	c.temperature = req.Temperature
+	c.maxTokens, c.maxTokensField = req.MaxTokens, "max_tokens"
+	if req.MaxCompletionTokens != nil {
+		c.maxTokens, c.maxTokensField = req.MaxCompletionTokens, "max_completion_tokens"
+	}
+	if c.maxTokens != nil && *c.maxTokens < 1 {
+		return nil, agentd.Invalid("Input should be greater than or equal to 1", "greater_than_equal", "body", c.maxTokensField)
+	}
+	if req.Stream != nil {
+		c.stream = *req.Stream
+	}
+	if o := req.StreamOptions; o != nil && o.IncludeUsage != nil {
+		c.includeUsage = *o.IncludeUsage
+	}
+	c.messages = make([]llm.Message, len(req.Messages))
+	for i, m := range req.Messages {
+		msg, err := m.message(i)
+		if err != nil {
+			return nil, err
+		}
+		c.messages[i] = msg
+	}
+	last := len(c.messages) - 1
+	if c.messages[last].Role != llm.RoleUser {
+		return nil, agentd.Invalid("the last message must be a user message: it is what the model answers", "value_error", "body", "messages", last, "role")
+	}
+	if text := c.messages[last].Content; len(text) > maxChars && utf8.RuneCountInString(text) > maxChars {
+		return nil, agentd.Invalid("String should have at most "+strconv.Itoa(maxChars)+" characters", "string_too_long", "body", "messages", last, "content")
+	}
+	return c, nil
+}
+
+// textFormat reports whether a response_format asks for plain text.
+func textFormat(raw json.RawMessage) bool {
+	var f struct {
+		Type string `json:"type"`
+	}
+	return json.Unmarshal(raw, &f) == nil && f.Type == "text"
+}
+
+// message converts the i-th message: system and developer messages are system
+// messages; tool and function messages, tool calls and non-text content are
+// refused.
+func (m *chatMessage) message(i int) (llm.Message, error) {
+	if m.Role == nil {
+		return llm.Message{}, agentd.Invalid("Field required", "missing", "body", "messages", i, "role")
+	}
+	var role string
+	switch *m.Role {
+	case "system", "developer":
+		role = llm.RoleSystem
+	case "user":
+		role = llm.RoleUser
+	case "assistant":
+		role = llm.RoleAssistant
+		if given(m.ToolCalls) && string(m.ToolCalls) != "[]" || given(m.FunctionCall) {
+			return llm.Message{}, unsupported("tool calls are not supported: agents are text in, text out", "messages", i, "tool_calls")
+		}
+	case "tool", "function":
+		return llm.Message{}, unsupported(*m.Role+" messages are not supported: agents are text in, text out", "messages", i, "role")
+	default:
+		return llm.Message{}, agentd.Invalid("Input should be 'system', 'developer', 'user' or 'assistant'", "literal_error", "body", "messages", i, "role")
+	}
+	text, err := contentText(m.Content, i)
+	if err != nil {
+		return llm.Message{}, err
+	}
+	return llm.Message{Role: role, Content: text}, nil
+}
+
+// contentText is a message's content: a string, or the text of an array of text
+// parts, joined by newlines.
+func contentText(raw json.RawMessage, i int) (string, error) {
+	if !given(raw) {
+		return "", agentd.Invalid("Field required", "missing", "body", "messages", i, "content")
+	}
+	if raw[0] == '"' {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return "", agentd.Invalid("Input should be a valid string", "string_type", "body", "messages", i, "content")
+		}
+		return s, nil
+	}
+	var parts []struct {
+		Type string  `json:"type"`
+		Text *string `json:"text"`
+	}
+	if raw[0] != '[' || json.Unmarshal(raw, &parts) != nil {
+		return "", agentd.Invalid("Input should be a string or a list of content parts", "string_type", "body", "messages", i, "content")
+	}
+	texts := make([]string, len(parts))
+	for j, p := range parts {
+		switch {
+		case p.Type != "text":
+			return "", unsupported("only text content is supported", "messages", i, "content", j, "type")
+		case p.Text == nil:
+			return "", agentd.Invalid("Field required", "missing", "body", "messages", i, "content", j, "text")
+		}
+		texts[j] = *p.Text
+	}
+	return strings.Join(texts, "\n"), nil
+}
+
+// hash identifies what a call asks, for Idempotency-Key: the model (an agent by
+// its normalized name), the messages, the settings, the stream flag and the
+// session, so that a key reused for anything else is refused.
+func (c *chatCall) hash(sessionID string) string {
+	model := c.model
+	if c.agent != "" {
+		model = agentModelPrefix + c.agent
+	}
+	msgs := make([][2]string, len(c.messages))
+	for i, m := range c.messages {
+		msgs[i] = [2]string{m.Role, m.Content}
+	}
+	h := sha256.New()
+	json.NewEncoder(h).Encode(struct {
+		API         string      `json:"api"`
+		Model       string      `json:"model"`
+		Messages    [][2]string `json:"messages"`
+		Temperature *float64    `json:"temperature"`
+		MaxTokens   *int        `json:"max_tokens"`
+		Stream      bool        `json:"stream"`
+		Session     string      `json:"session"`
+	}{"openai.chat", model, msgs, c.temperature, c.maxTokens, c.stream, sessionID})
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// runError puts an error of the run in the call's terms: an unknown agent is an
+// unknown model, and a limit on max_tokens names the field the caller used.
+func (c *chatCall) runError(err error) error {
+	var e *agentd.Error
+	if !errors.As(err, &e) {
+		return err
+	}
+	switch {
+	case e.Code == agentd.ENotFound && c.agent != "":
+		return modelNotFound(c.model)
+	case e.Code == agentd.EInvalid && c.maxTokensField != "max_tokens" && len(e.Violations) == 1 &&
+		len(e.Violations[0].Loc) == 2 && e.Violations[0].Loc[1] == "max_tokens":
+		v := e.Violations[0]
+		return agentd.Invalid(strings.Replace(v.Msg, "max_tokens", c.maxTokensField, 1), v.Type, "body", c.maxTokensField)
+	}
+	return err
+}
+
+// finishReason is OpenAI's finish_reason for an llm finish reason.
+func finishReason(r string) string {
+	if r == "" || r == llm.FinishOther {
+		return llm.FinishStop
+	}
+	return r
+}
+
+type chatCompletion struct {
+	ID                string        `json:"id"`
+	Object            string        `json:"object"`
+	Created           int64         `json:"created"`
+	Model             string        `json:"model"`
+	Choices           []chatChoice  `json:"choices"`
+	Usage             chatUsage     `json:"usage"`
+	SystemFingerprint *string       `json:"system_fingerprint"`
+	Agentd            chatExtension `json:"agentd"`
+}
+
+type chatChoice struct {
+	Index        int       `json:"index"`
+	Message      chatReply `json:"message"`
+	Logprobs     *struct{} `json:"logprobs"`
+	FinishReason string    `json:"finish_reason"`
+}
+
+type chatReply struct {
+	Role    string  `json:"role"`
+	Content string  `json:"content"`
+	Refusal *string `json:"refusal"`
+}
+
+type chatUsage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
+}
+
+// chatExtension is what agentd adds to OpenAI's response: the run, the catalog
+// model that answered, where the token counts came from, and the session.
+type chatExtension struct {
+	RunID       string  `json:"run_id"`
+	Model       string  `json:"model"`
+	UsageSource string  `json:"usage_source"`
+	SessionID   *string `json:"session_id"`
+}
+
+func usageOf(res *run.Result) chatUsage {
+	return chatUsage{PromptTokens: res.Usage.InputTokens, CompletionTokens: res.Usage.OutputTokens,
+		TotalTokens: res.Usage.InputTokens + res.Usage.OutputTokens}
+}
+
+func extensionOf(res *run.Result) chatExtension {
+	x := chatExtension{RunID: res.RunID, Model: res.Model, UsageSource: res.Usage.Source}
+	if res.SessionID != "" {
+		x.SessionID = &res.SessionID
+	}
+	return x
+}
+
+// chatCompletions is POST /v1/chat/completions.
+func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
+	sid, err := sessionID(r)
+	if err != nil {
+		return err
+	}
+	idem, err := idempotencyKey(r)
+	if err != nil {
+		return err
+	}
+	var body chatRequest
+	if err := s.decode(w, r, &body); err != nil {
+		return err
+	}
+	c, err := body.call(s.MaxMessageChars)
+	if err != nil {
+		return err
+	}
+	req := &run.Request{
+		Principal: p, AgentName: c.agent, Messages: c.messages,
+		Temperature: c.temperature, MaxTokens: c.maxTokens, SessionID: sid,
+		IdempotencyKey: idem, RequestHash: c.hash(sid),
+	}
+	if c.agent == "" {
+		if _, err := s.Catalog.Model(c.model); err != nil {
+			return modelNotFound(c.model)
+		}
+		req.Model = c.model
+	}
+	if c.stream {
+		return s.streamChat(w, r, c, req)
+	}
+	res, err := s.Runner.Run(r.Context(), req)
+	if err != nil {
+		return c.runError(err)
+	}
+	if res.Replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	return writeJSON(w, http.StatusOK, &chatCompletion{
+		ID: "chatcmpl-" + res.RunID, Object: "chat.completion", Created: res.Created / 1_000_000, Model: c.model,
+		Choices: []chatChoice{{Message: chatReply{Role: llm.RoleAssistant, Content: res.Response}, FinishReason: finishReason(res.FinishReason)}},
+		Usage:   usageOf(res), Agentd: extensionOf(res),
+	})
+}
+
+type chatChunk struct {
+	ID                string        `json:"id"`
+	Object            string        `json:"object"`
+	Created           int64         `json:"created"`
+	Model             string        `json:"model"`
+	SystemFingerprint *string       `json:"system_fingerprint"`
+	Choices           []chunkChoice `json:"choices"`
+	// Usage is omitted, or with stream_options.include_usage null on every chunk
+	// but the last, whose choices are empty.
+	Usage  any            `json:"usage,omitempty"`
+	Agentd *chatExtension `json:"agentd,omitempty"`
+}
+
+type chunkChoice struct {
+	Index        int       `json:"index"`
+	Delta        chatDelta `json:"delta"`
+	Logprobs     *struct{} `json:"logprobs"`
+	FinishReason *string   `json:"finish_reason"`
+}
+
+type chatDelta struct {
+	Role    string  `json:"role,omitempty"`
+	Content *string `json:"content,omitempty"`
+}
+
+// streamChat answers a call as chat.completion.chunk events: the assistant role
+// with the first piece, one chunk per piece, a chunk with the finish reason, with
+// stream_options.include_usage a chunk with the usage, then [DONE]. An error before
+// the first byte keeps its status; after it, an error event ends the stream.
+func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, c *chatCall, req *run.Request) error {
+	// The run id is known only when the run ends; the chunks share an id of their
+	// own, and the last ones carry the run id in their agentd extension.
+	base := chatChunk{ID: agentd.NewID("chatcmpl"), Object: "chat.completion.chunk", Created: s.Now().Unix(), Model: c.model}
+	if c.includeUsage {
+		base.Usage = json.RawMessage("null")
+	}
+	st := newEventStream(w, s.keepAlive())
+	defer st.close()
+	send := func(ch chatChunk) error {
+		b, err := json.Marshal(&ch)
+		if err != nil {
+			return err
+		}
+		return st.event("", b)
+	}
+	piece := func(delta chatDelta) error {
+		ch := base
+		ch.Choices = []chunkChoice{{Delta: delta}}
+		return send(ch)
+	}
+	started := false
+	emit := func(text string) error {
+		if !started {
+			started = true
+			empty := ""
+			if err := piece(chatDelta{Role: llm.RoleAssistant, Content: &empty}); err != nil {
+				return err
+			}
+		}
+		if text == "" {
+			return nil
+		}
+		return piece(chatDelta{Content: &text})
+	}
+	req.Emit = emit
+	res, err := s.Runner.Run(r.Context(), req)
+	// What is left is written at once: no keep-alive may start the response (or
+	// touch its headers) behind our back.
+	st.close()
+	if errors.Is(err, run.ErrClientGone) {
+		return nil // charged for what it received; nobody is listening
+	}
+	if err != nil {
+		err = c.runError(err)
+		if !st.Started() {
+			return err
+		}
+		f := s.openAIError(r, err)
+		b, _ := json.Marshal(map[string]any{"error": map[string]any{"message": f.body["message"], "type": f.body["type"], "code": f.body["code"]}})
+		st.event("", b)
+		st.event("", []byte("[DONE]"))
+		return nil
+	}
+	if res.Replayed && !st.Started() {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	// A replay has no live pieces: the stored reply is one. An empty reply still
+	// gets the role chunk.
+	text := ""
+	if !started || res.Replayed {
+		text = res.Response
+	}
+	if err := emit(text); err != nil {
+		return nil
+	}
+	x := extensionOf(res)
+	fin := base
+	fin.Choices = []chunkChoice{{Delta: chatDelta{}, FinishReason: new(finishReason(res.FinishReason))}}
+	fin.Agentd = &x
+	if err := send(fin); err != nil {
+		return nil
+	}
+	if c.includeUsage {
+		u := base
+		u.Choices, u.Usage, u.Agentd = []chunkChoice{}, usageOf(res), &x
+		if err := send(u); err != nil {
+			return nil
+		}
+	}
+	st.event("", []byte("[DONE]"))
+	return nil
+}
+
+// openAIModel is one entry of GET /v1/models, with agentd's extensions: the
+// provider of a catalog model; the id and catalog model of an agent.
+type openAIModel struct {
+	ID        string `json:"id"`
+	Object    string `json:"object"`
+	Created   int64  `json:"created"`
+	OwnedBy   string `json:"owned_by"`
+	Provider  string `json:"provider,omitempty"`
+	AgentID   string `json:"agent_id,omitempty"`
+	BaseModel string `json:"base_model,omitempty"`
+}
+
+// listModels is GET /v1/models: the catalog's models, then the caller's
+// organization's active agents as "agent/<name>". Catalog models have no creation
+// time of their own: theirs is the time of the request.
+func (s *Server) listModels(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
+	agents, err := s.Agents.List(r.Context(), p, false)
+	if err != nil {
+		return err
+	}
+	now := s.Now().Unix()
+	data := make([]openAIModel, 0, len(s.Catalog.Models())+len(agents))
+	for _, m := range s.Catalog.Models() {
+		data = append(data, openAIModel{ID: m.ID, Object: "model", Created: now, OwnedBy: "agentd", Provider: m.ProviderName})
+	}
+	owner := p.OrgName
+	if owner == "" {
+		owner = "agentd"
+	}
+	for _, a := range agents {
+		data = append(data, openAIModel{ID: agentModelPrefix + a.Name, Object: "model", Created: a.CreatedAt.Unix(), OwnedBy: owner,
+			AgentID: a.ID, BaseModel: a.Version.Model})
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
+}
