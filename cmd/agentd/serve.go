@@ -213,6 +213,7 @@ func sweepLoop(ctx context.Context, cfg *config.Config, srv *api.Server, log *sl
 		if n, err := srv.DB.SweepIdleSessions(ctx, idle, batch); err != nil && ctx.Err() == nil {
 			log.Error("sweep idle sessions", "err", err)
 		} else if n > 0 {
+			srv.Runner.ForgetSessions() // no cached turns may outlive their rows
 			log.Info("deleted idle sessions", "sessions", n)
 		}
 		if cfg.Ledger.Retention > 0 {

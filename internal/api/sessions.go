@@ -156,6 +156,7 @@ func (s *Server) deleteSession(w http.ResponseWriter, r *http.Request, p *agentd
 	}
 	defer release()
 	n, err := s.DB.DeleteSession(r.Context(), k)
+	s.Runner.ForgetSession(k.OrgID, k.AgentID, k.Owner, k.SessionID) // also on error: the cache must not outlive rows
 	if err != nil {
 		return err
 	}

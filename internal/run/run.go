@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/agentd/agentd"
@@ -81,7 +82,12 @@ type Runner struct {
 	Now         func() time.Time
 	Log         *slog.Logger
 
-	inflight inflight
+	// RecentBytes bounds the session turns kept in memory (DefaultRecentBytes when 0).
+	RecentBytes int
+
+	inflight   inflight
+	recentOnce sync.Once
+	recent     *recentTurns
 }
 
 // errInference is what a client sees when the model failed; the cause is logged.
@@ -374,6 +380,10 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 		return nil, err // the hold is released by the deferred Release; nothing was charged
 	}
 	hold.Settle(rec.Cost)
+	if rec.SaveTurn { // still under the session's lease
+		r.recentTurns().add(session.Key(p.OrgID, t.agent.ID, p.Owner, req.SessionID),
+			prompt.Turn{User: rec.UserMessage, Assistant: rec.Reply, UserTokens: rec.UserTokens, AssistantTokens: rec.AssistantTokens})
+	}
 	return res, nil
 }
 
@@ -425,41 +435,81 @@ func planFor(m *catalog.Model, pr *prompt.Result, maxTokens int) []attempt {
 	return plan
 }
 
-// history loads the newest turns of the session that can fit in the prompt, oldest
-// first, and how many older turns it left out. It stops reading at the first turn
-// that cannot fit, so its cost does not grow with the length of the session; only
-// then does it count the rest.
+// history returns the newest turns of the session that fit in the prompt, oldest
+// first, and how many older turns it left out. Recently used sessions are served
+// from memory (recent.go); otherwise it reads newest first and stops at the first
+// turn that cannot fit, so its cost does not grow with the length of the session,
+// and only then counts the rest.
 func (r *Runner) history(ctx context.Context, p *agentd.Principal, a *agentd.Agent, sessionID string, in prompt.Input) ([]prompt.Turn, int, error) {
 	fixed := 0
 	if in.Fixed != nil {
 		fixed = in.Fixed.Tokens
 	}
 	budget := in.ContextWindow - in.MaxTokens - fixed - in.TailCost() - llm.TokensPerReply
+	cost := func(t prompt.Turn) int { return 2*llm.TokensPerMessage + t.UserTokens + t.AssistantTokens }
+	ck := session.Key(p.OrgID, a.ID, p.Owner, sessionID)
+	if cached, total, ok := r.recentTurns().get(ck); ok {
+		used, n := 0, 0
+		for i := len(cached) - 1; i >= 0; i-- {
+			if used += cost(cached[i]); used > budget {
+				break
+			}
+			n++
+		}
+		// Enough: the budget ran out inside the cache, or the cache is the session.
+		if n < len(cached) || len(cached) == total {
+			return cached[len(cached)-n:], total - n, nil
+		}
+	}
 	var turns []prompt.Turn
 	used, full := 0, false
 	key := store.SessionKey{OrgID: p.OrgID, AgentID: a.ID, Owner: p.Owner, SessionID: sessionID}
 	err := r.DB.History(ctx, key, func(t store.Turn) bool {
-		used += 2*llm.TokensPerMessage + t.UserTokens + t.AssistantTokens
-		if used > budget {
+		pt := prompt.Turn{User: t.User, Assistant: t.Assistant, UserTokens: t.UserTokens, AssistantTokens: t.AssistantTokens}
+		if used += cost(pt); used > budget {
 			full = true
 			return false
 		}
-		turns = append(turns, prompt.Turn{User: t.User, Assistant: t.Assistant, UserTokens: t.UserTokens, AssistantTokens: t.AssistantTokens})
+		turns = append(turns, pt)
 		return true
 	})
 	if err != nil {
 		return nil, 0, err
 	}
-	trimmed := 0
+	total := len(turns)
 	if full {
-		total, err := r.DB.CountTurns(ctx, key)
-		if err != nil {
+		if total, err = r.DB.CountTurns(ctx, key); err != nil {
 			return nil, 0, err
 		}
-		trimmed = total - len(turns)
 	}
 	for i, j := 0, len(turns)-1; i < j; i, j = i+1, j-1 {
 		turns[i], turns[j] = turns[j], turns[i]
 	}
-	return turns, trimmed, nil
+	r.recentTurns().put(ck, turns, total)
+	return turns, total - len(turns), nil
 }
+
+// DefaultRecentBytes bounds the text of recent session turns kept in memory when
+// Runner.RecentBytes is 0.
+const DefaultRecentBytes = 16 << 20
+
+func (r *Runner) recentTurns() *recentTurns {
+	r.recentOnce.Do(func() {
+		n := r.RecentBytes
+		if n <= 0 {
+			n = DefaultRecentBytes
+		}
+		r.recent = newRecentTurns(n)
+	})
+	return r.recent
+}
+
+// ForgetSession drops a session's turns kept in memory; call it after deleting
+// the session's turns.
+func (r *Runner) ForgetSession(orgID, agentID, owner, sessionID string) {
+	r.recentTurns().forget(session.Key(orgID, agentID, owner, sessionID))
+}
+
+// ForgetSessions drops every session's turns kept in memory; call it after
+// deleting turns of sessions not named (the idle sweeper).
+func (r *Runner) ForgetSessions() { r.recentTurns().clear() }

@@ -1,0 +1,134 @@
+package run
+
+import (
+	"container/list"
+	"sync"
+
+	"github.com/agentd/agentd/internal/prompt"
+)
+
+// recentTurns keeps the newest turns of recently used sessions in memory, so that
+// a turn's history is read from SQLite only when its session was not used lately.
+// Without it the history read is the largest cost of a session turn, and it grows
+// with the length of the history that fits the model's window.
+//
+// It is correct on a single node because a session's turns are serialized by its
+// lease: the turn holding the lease reads the cache, and appends its own turn after
+// the turn is committed, before releasing the lease. Anything that deletes turns
+// (the sessions API, the idle sweeper) must forget the session.
+type recentTurns struct {
+	maxBytes        int // total text kept, over all sessions
+	maxSessionBytes int // text kept for one session; older turns are dropped
+
+	mu      sync.Mutex
+	bytes   int
+	entries map[string]*list.Element // of *recentEntry
+	lru     list.List                // front: most recently used
+}
+
+type recentEntry struct {
+	key   string
+	turns []prompt.Turn // a suffix of the session, oldest first
+	total int           // the session's number of turns
+	bytes int
+}
+
+// complete reports whether the cached turns are the whole session.
+func (e *recentEntry) complete() bool { return len(e.turns) == e.total }
+
+func newRecentTurns(maxBytes int) *recentTurns {
+	return &recentTurns{maxBytes: maxBytes, maxSessionBytes: max(maxBytes/16, 1), entries: map[string]*list.Element{}}
+}
+
+func turnBytes(t prompt.Turn) int { return len(t.User) + len(t.Assistant) + 64 }
+
+// get returns key's cached turns (oldest first, not to be modified) and the
+// session's turn count.
+func (c *recentTurns) get(key string) (turns []prompt.Turn, total int, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el := c.entries[key]
+	if el == nil {
+		return nil, 0, false
+	}
+	c.lru.MoveToFront(el)
+	e := el.Value.(*recentEntry)
+	return e.turns, e.total, true
+}
+
+// put caches turns (oldest first, the newest of a session of total turns).
+func (c *recentTurns) put(key string, turns []prompt.Turn, total int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.removeLocked(key)
+	e := &recentEntry{key: key, turns: turns, total: total}
+	for _, t := range turns {
+		e.bytes += turnBytes(t)
+	}
+	c.trim(e)
+	c.entries[key] = c.lru.PushFront(e)
+	c.bytes += e.bytes
+	c.evict()
+}
+
+// add appends a committed turn to key's entry, if key is cached.
+func (c *recentTurns) add(key string, t prompt.Turn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el := c.entries[key]
+	if el == nil {
+		return
+	}
+	e := el.Value.(*recentEntry)
+	c.bytes -= e.bytes
+	e.turns = append(e.turns, t)
+	e.total++
+	e.bytes += turnBytes(t)
+	c.trim(e)
+	c.bytes += e.bytes
+	c.lru.MoveToFront(el)
+	c.evict()
+}
+
+// trim drops e's oldest turns beyond the per-session bound.
+func (c *recentTurns) trim(e *recentEntry) {
+	drop := 0
+	for e.bytes > c.maxSessionBytes && drop < len(e.turns)-1 {
+		e.bytes -= turnBytes(e.turns[drop])
+		drop++
+	}
+	if drop > 0 {
+		e.turns = append([]prompt.Turn(nil), e.turns[drop:]...)
+	}
+}
+
+// evict drops least recently used sessions while over the total bound.
+func (c *recentTurns) evict() {
+	for c.bytes > c.maxBytes && c.lru.Len() > 1 {
+		c.removeLocked(c.lru.Back().Value.(*recentEntry).key)
+	}
+}
+
+func (c *recentTurns) removeLocked(key string) {
+	if el := c.entries[key]; el != nil {
+		c.bytes -= el.Value.(*recentEntry).bytes
+		c.lru.Remove(el)
+		delete(c.entries, key)
+	}
+}
+
+// forget drops key.
+func (c *recentTurns) forget(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.removeLocked(key)
+}
+
+// clear drops every session.
+func (c *recentTurns) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.entries)
+	c.lru.Init()
+	c.bytes = 0
+}
