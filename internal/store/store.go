@@ -217,8 +217,8 @@ func (db *DB) txDirect(ctx context.Context, fn func(*sql.Tx) error) (err error) 
 // returns after the commit that holds fn's writes, so a nil error means durable.
 // fn must not keep tx after returning.
 func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) error {
-	return db.unavailable(db.w.do(ctx, func(stx *sql.Tx) error {
-		return fn(&Tx{tx: stx, d: db.d})
+	return db.unavailable(db.w.do(ctx, func(stx *sql.Tx, c *stmtCache) error {
+		return fn(&Tx{tx: stx, d: db.d, c: c})
 	}, false))
 }
 
@@ -253,7 +253,7 @@ func (e *Expectation) Tx(ctx context.Context, fn func(tx *Tx) error) error {
 		return e.db.Tx(ctx, fn)
 	}
 	e.done = true
-	return e.db.unavailable(e.db.w.do(ctx, func(stx *sql.Tx) error { return fn(&Tx{tx: stx, d: e.db.d}) }, true))
+	return e.db.unavailable(e.db.w.do(ctx, func(stx *sql.Tx, c *stmtCache) error { return fn(&Tx{tx: stx, d: e.db.d, c: c}) }, true))
 }
 
 // Cancel withdraws the announcement if it was not used; calling it again, or after
@@ -269,13 +269,14 @@ func (e *Expectation) Cancel() {
 type Tx struct {
 	tx *sql.Tx
 	d  dialect
+	c  *stmtCache
 }
 
 // Statements of a queued write ignore the caller's cancellation: interrupting one
 // mid-statement can abort the whole group's transaction, and a write once queued
 // is meant to happen (its caller waits for the outcome either way).
 func (t *Tx) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	return t.tx.ExecContext(context.WithoutCancel(ctx), t.d.rebind(q), args...)
+	return t.c.exec(context.WithoutCancel(ctx), t.tx, t.d.rebind(q), args...)
 }
 
 func (t *Tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
