@@ -74,20 +74,7 @@ func (c *Client) Do(ctx context.Context, method, path string, header http.Header
 		return err
 	}
 	if resp.StatusCode/100 != 2 {
-		e := &Error{Status: resp.StatusCode}
-		if json.Unmarshal(data, &e.Body) == nil {
-			e.Code, _ = e.Body["code"].(string)
-			switch d := e.Body["detail"].(type) {
-			case string:
-				e.Detail = d
-			default:
-				b, _ := json.Marshal(d)
-				e.Detail = string(b)
-			}
-		} else {
-			e.Detail = strings.TrimSpace(string(data))
-		}
-		return e
+		return responseError(resp.StatusCode, data)
 	}
 	if out == nil {
 		return nil
@@ -294,4 +281,23 @@ func (c *Client) Keys(ctx context.Context) ([]*Key, error) {
 // RevokeKey revokes a key by id.
 func (c *Client) RevokeKey(ctx context.Context, id string) error {
 	return c.Do(ctx, http.MethodDelete, "/api/v3/keys/"+url.PathEscape(id), nil, nil, nil)
+}
+
+// responseError decodes a non-2xx response: the API's JSON error shape, or the
+// body as text when it is not JSON.
+func responseError(status int, data []byte) *Error {
+	e := &Error{Status: status}
+	if json.Unmarshal(data, &e.Body) != nil {
+		e.Detail = strings.TrimSpace(string(data))
+		return e
+	}
+	e.Code, _ = e.Body["code"].(string)
+	switch d := e.Body["detail"].(type) {
+	case string:
+		e.Detail = d
+	default:
+		b, _ := json.Marshal(d)
+		e.Detail = string(b)
+	}
+	return e
 }

@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -186,22 +185,4 @@ func withQuery(path string, q url.Values) string {
 		return path
 	}
 	return path + "?" + q.Encode()
-}
-
-// responseError decodes an error response the way Do does.
-func responseError(status int, data []byte) *Error {
-	e := &Error{Status: status}
-	if json.Unmarshal(data, &e.Body) != nil {
-		e.Detail = strings.TrimSpace(string(data))
-		return e
-	}
-	e.Code, _ = e.Body["code"].(string)
-	switch d := e.Body["detail"].(type) {
-	case string:
-		e.Detail = d
-	default:
-		b, _ := json.Marshal(d)
-		e.Detail = string(b)
-	}
-	return e
 }
