@@ -45,3 +45,30 @@ func TestFullDatabase(t *testing.T) {
 		t.Errorf("a small write after the full one: %v", err)
 	}
 }
+
+// TestReadOnlyDatabase: a database that became read-only under the server (here
+// through query_only on the write connection) refuses writes with 503 and keeps
+// none of them; once writable again, writes go through.
+func TestReadOnlyDatabase(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t, Options{})
+	o := newOrg(t, db, "acme", 1_000_000)
+	a := newAgent(t, db, o.ID, "bot")
+	if _, err := db.write.ExecContext(ctx, "PRAGMA query_only = 1"); err != nil {
+		t.Fatal(err)
+	}
+	r := okRun(a, "alice", "s1", 5)
+	err := db.Tx(ctx, func(tx *Tx) error { return tx.RecordRun(ctx, r) })
+	if agentd.ErrorCode(err) != agentd.EUnavailable {
+		t.Fatalf("write to a read-only database: %v, want unavailable", err)
+	}
+	if n := count(t, db, `SELECT count(*) FROM ledger`); n != 0 || balance(t, db, o.ID) != 1_000_000 {
+		t.Errorf("a refused write left %d ledger rows and balance %d", n, balance(t, db, o.ID))
+	}
+	if _, err := db.write.ExecContext(ctx, "PRAGMA query_only = 0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Tx(ctx, func(tx *Tx) error { return tx.RecordRun(ctx, okRun(a, "alice", "s1", 5)) }); err != nil {
+		t.Errorf("after the database became writable again: %v", err)
+	}
+}
