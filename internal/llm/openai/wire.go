@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -131,29 +134,116 @@ func putBuf(b *bytes.Buffer) {
 	bufPool.Put(b)
 }
 
-// encode writes req as a chat completions request into a pooled buffer.
+// encode writes req as a chat completions request into a pooled buffer. It writes
+// the JSON by hand: a session's prompt is hundreds of messages, and reflection-based
+// encoding of them was the largest cost of a session turn. The output is what
+// encoding/json would produce for chatRequest, without HTML escaping (prompts are
+// full of <, > and &; no browser reads this); TestEncodeMatchesEncodingJSON and
+// FuzzEncode hold it to that.
 func encode(req *llm.Request, stream, completionTokens bool) (*bytes.Buffer, error) {
-	msgs := make([]message, len(req.Messages))
-	for i, m := range req.Messages {
-		msgs[i] = message{Role: m.Role, Content: m.Content}
-	}
-	cr := chatRequest{Model: req.Model, Messages: msgs, Temperature: req.Temperature}
-	if completionTokens {
-		cr.MaxCompletionTokens = req.MaxTokens
-	} else {
-		cr.MaxTokens = req.MaxTokens
-	}
-	if stream {
-		cr.Stream, cr.StreamOptions = true, askUsage
+	if math.IsNaN(req.Temperature) || math.IsInf(req.Temperature, 0) {
+		return nil, fmt.Errorf("temperature %v is not a number JSON can carry", req.Temperature)
 	}
 	buf := getBuf()
-	enc := json.NewEncoder(buf)
-	enc.SetEscapeHTML(false) // prompts are full of <, > and &; no browser reads this
-	if err := enc.Encode(&cr); err != nil {
-		putBuf(buf)
-		return nil, err
+	b := buf.AvailableBuffer()
+	b = append(b, `{"model":`...)
+	b = appendString(b, req.Model)
+	b = append(b, `,"messages":[`...)
+	for i, m := range req.Messages {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"role":`...)
+		b = appendString(b, m.Role)
+		b = append(b, `,"content":`...)
+		b = appendString(b, m.Content)
+		b = append(b, '}')
 	}
+	b = append(b, `],"temperature":`...)
+	b = appendFloat(b, req.Temperature)
+	if req.MaxTokens != 0 {
+		if completionTokens {
+			b = append(b, `,"max_completion_tokens":`...)
+		} else {
+			b = append(b, `,"max_tokens":`...)
+		}
+		b = strconv.AppendInt(b, int64(req.MaxTokens), 10)
+	}
+	if stream {
+		b = append(b, `,"stream":true,"stream_options":{"include_usage":true}`...)
+	}
+	b = append(b, "}\n"...)
+	buf.Write(b)
 	return buf, nil
+}
+
+// appendFloat formats f as encoding/json does.
+func appendFloat(b []byte, f float64) []byte {
+	abs, format := math.Abs(f), byte('f')
+	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, f, format, -1, 64)
+	if format == 'e' { // clean up e-09 to e-9, as encoding/json does
+		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string, escaping as encoding/json does with
+// HTML escaping off: quotes, backslashes, control characters, U+2028 and U+2029
+// (JavaScript line terminators); invalid UTF-8 becomes U+FFFD.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // reqBody lends a pooled buffer to the transport as a request body. The transport
