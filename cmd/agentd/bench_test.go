@@ -43,9 +43,9 @@ models:
 	}
 	tr := &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}
 	hc := &http.Client{Transport: tr}
-	for _, mode := range []string{"stateless", "session", "openai"} {
+	for _, mode := range []string{"stateless", "session", "openai", "openai-session"} {
 		url := s.URL + "/api/v3/agents/run-agents/bench/run"
-		if mode == "openai" {
+		if strings.HasPrefix(mode, "openai") {
 			url = s.URL + "/api/v3/agents/run-agents/bench_openai/run"
 		}
 		b.Run(mode, func(b *testing.B) {
@@ -58,7 +58,7 @@ models:
 				for pb.Next() {
 					req, _ := http.NewRequest("POST", url, strings.NewReader(`{"message":"ping"}`))
 					req.Header.Set("Authorization", "Bearer "+s.Key)
-					if mode == "session" {
+					if strings.HasSuffix(mode, "session") {
 						req.Header.Set("X-Session-ID", sid)
 					}
 					resp, err := hc.Do(req)
