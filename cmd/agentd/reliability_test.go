@@ -342,3 +342,16 @@ func TestAdminListener(t *testing.T) {
 	}
 	resp.Body.Close()
 }
+
+// TestReadyz: /readyz answers 200 while the server takes traffic, and needs no key.
+func TestReadyz(t *testing.T) {
+	s := startServer(t, "", nil)
+	resp, err := http.Get(s.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("/readyz: %d", resp.StatusCode)
+	}
+}

@@ -124,6 +124,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	// limits.shutdown_timeout, then cut the rest. A cut stream's run sees its
 	// context cancelled, charges what was generated and records it, so every
 	// handler is waited for before the database closes.
+	srv.Draining.Store(true)
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Duration(cfg.Limits.ShutdownTimeout))
 	defer cancel()
 	err = hs.Shutdown(shutdownCtx)

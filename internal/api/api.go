@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentd/agentd"
@@ -39,6 +40,8 @@ type Server struct {
 	// StreamKeepAlive is how often an idle event stream gets a comment line
 	// (15 s when zero).
 	StreamKeepAlive time.Duration
+	// Draining is set when the server begins a graceful shutdown: /readyz turns 503.
+	Draining atomic.Bool
 }
 
 // keepAlive is the stream keep-alive interval.

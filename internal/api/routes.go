@@ -10,6 +10,7 @@ import (
 // run-agents) are more specific than {agent_id}, so ServeMux matches them first.
 func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /healthz", s.public(s.healthz))
+	mux.HandleFunc("GET /readyz", s.public(s.readyz))
 
 	// NuGen agents API.
 	mux.HandleFunc("POST /api/v3/agents/create", s.with(agentd.ScopeAgentsWrite, s.createAgent))
@@ -55,6 +56,19 @@ func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/models", s.withOpenAI(s.listModels, agentd.ScopeAgentsRead, agentd.ScopeRun))
 	mux.HandleFunc("/v1/", s.openAINoRoute(mux))
 	mux.HandleFunc("/v1", s.openAINoRoute(mux))
+}
+
+// readyz answers 200 while this server should get traffic: its database answers
+// and takes writes, and it is not draining for shutdown; 503 otherwise, so a load
+// balancer stops sending before requests would fail.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	if s.Draining.Load() {
+		return &agentd.Error{Code: agentd.EUnavailable, Message: "shutting down"}
+	}
+	if err := s.DB.Ready(r.Context()); err != nil {
+		return &agentd.Error{Code: agentd.EUnavailable, Message: "database not ready: " + err.Error()}
+	}
+	return writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {

@@ -72,3 +72,15 @@ func TestReadOnlyDatabase(t *testing.T) {
 		t.Errorf("after the database became writable again: %v", err)
 	}
 }
+
+// TestReady: an open database is ready; a closed one is not.
+func TestReady(t *testing.T) {
+	db := openDB(t, Options{})
+	if err := db.Ready(context.Background()); err != nil {
+		t.Fatalf("open database: %v", err)
+	}
+	db.Close()
+	if err := db.Ready(context.Background()); err == nil {
+		t.Error("a closed database is ready")
+	}
+}

@@ -139,6 +139,19 @@ func Open(ctx context.Context, dsn string, opts Options) (_ *DB, err error) {
 }
 
 // Close stops the writer after the writes already queued and closes the database.
+// Ready reports whether the database answers reads and accepts writes (the writer
+// is running and its queue is not full).
+func (db *DB) Ready(ctx context.Context) error {
+	var one int
+	if err := db.read.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return fmt.Errorf("store: read: %w", err)
+	}
+	if !db.w.accepting() {
+		return ErrQueueFull
+	}
+	return nil
+}
+
 func (db *DB) Close() error {
 	db.w.close()
 	return errors.Join(db.read.Close(), db.write.Close())

@@ -77,6 +77,14 @@ func (w *writer) do(ctx context.Context, fn func(*sql.Tx, *stmtCache) error, ann
 	return err
 }
 
+// accepting reports whether a write queued now would be taken: the writer is
+// open and its queue has room.
+func (w *writer) accepting() bool {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	return !w.closed && len(w.queue) < cap(w.queue)
+}
+
 // take accounts for a request leaving the queue: an announced write stops being
 // expected the moment the writer holds it, so the writer never waits for itself.
 func (w *writer) take(r *writeReq) *writeReq {
