@@ -54,10 +54,13 @@ func TestClosedLoopCounts(t *testing.T) {
 		t.Errorf("errors %v, the server failed %d", res.Errors, failed)
 	}
 	// Answered in the window: what arrived between the window's edges, give or
-	// take the requests in flight at each edge (at most 4).
+	// take the requests in flight at each edge (at most 4 each) and the rounding of
+	// one failure in ten; a loaded machine (CI runs this under -race beside other
+	// packages) stretches the edges, hence the slack of 5 %.
 	inWindow := ended.Load() - started.Load()
 	okInWindow := inWindow - inWindow/10
-	if res.Requests < okInWindow-8 || res.Requests > okInWindow+8 || res.Requests == 0 {
+	slack := 16 + inWindow/20
+	if res.Requests < okInWindow-slack || res.Requests > okInWindow+slack || res.Requests == 0 {
 		t.Errorf("%d requests measured; the server answered ~%d in the window (%d in all)", res.Requests, okInWindow, total)
 	}
 	if res.Latency.Count() != res.Requests || res.Elapsed != 400*time.Millisecond {
@@ -88,7 +91,7 @@ func TestOpenLoopKeepsItsRate(t *testing.T) {
 	// The server saw the timetable: every 100 ms of the run got about 40.
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	if n := len(cs.arrivals); n < 475 || n > 485 {
+	if n := len(cs.arrivals); n < 460 || n > 500 {
 		t.Errorf("the server got %d requests in 1.2 s at %d/s", n, rate)
 	}
 	first := cs.arrivals[0]
@@ -99,7 +102,7 @@ func TestOpenLoopKeepsItsRate(t *testing.T) {
 		}
 	}
 	for i, n := range buckets[:11] {
-		if n < 30 || n > 50 {
+		if n < 25 || n > 55 {
 			t.Errorf("100 ms slot %d got %d requests, want about 40: %v", i, n, buckets)
 			break
 		}
