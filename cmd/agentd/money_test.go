@@ -293,9 +293,10 @@ models:
 				t.Error(err)
 			}
 		})
-		// Each turn takes 20 ms upstream; sending every 10 ms queues them in order.
+		// Each turn takes 40 ms upstream; sending every 20 ms queues them in order,
+		// with 20 ms for each request to reach the session's queue.
 		waitFor(t, func() bool { return u.count("echo-slow") >= 1 })
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 	wg.Wait()
 	db, err := store.Open(ctx, "sqlite:"+s.dbPath, store.Options{})

@@ -62,8 +62,8 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	anthropic := r.URL.Path == "/v1/messages"
 	if model == "echo-slow" {
-		// Answers the last user message back after 20 ms, so that turns overlap.
-		time.Sleep(20 * time.Millisecond)
+		// Answers the last user message back after 40 ms, so that turns overlap.
+		time.Sleep(40 * time.Millisecond)
 		msgs, _ := body["messages"].([]any)
 		last, _ := msgs[len(msgs)-1].(map[string]any)
 		reply, _ := json.Marshal("echo: " + fmt.Sprint(last["content"]))
