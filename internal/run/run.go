@@ -155,9 +155,13 @@ func (t *target) agentID() string {
 	return t.agent.ID
 }
 
-// saves reports whether the run stores a session turn.
-func (t *target) saves(req *Request) bool {
-	return req.SessionID != "" && t.agent != nil && t.agent.ConversationSaving
+// sessionKey is the lease and memory key of req's session when the run stores a
+// session turn, else "".
+func (t *target) sessionKey(req *Request) string {
+	if req.SessionID == "" || t.agent == nil || !t.agent.ConversationSaving {
+		return ""
+	}
+	return session.Key(req.Principal.OrgID, t.agent.ID, req.Principal.Owner, req.SessionID)
 }
 
 // turnMessage is what a session remembers of the caller's side of the turn.
@@ -177,8 +181,8 @@ func turnMessage(req *Request) string {
 // may answer it, and what that may cost.
 type prepared struct {
 	t            *target
-	saving       bool
-	msgTokens    int // of the turn's user message, cached with the turn
+	sessionKey   string // the session's lease and memory key; "" when no turn is stored
+	msgTokens    int    // of the turn's user message, cached with the turn
 	pr           *prompt.Result
 	historyTurns int
 	trimmedTurns int
@@ -188,24 +192,24 @@ type prepared struct {
 
 // prepare resolves the target, loads the history that fits (the caller holds the
 // session's lease when it will write a turn) and assembles the prompt.
-func (r *Runner) prepare(ctx context.Context, req *Request, t *target) (*prepared, error) {
+func (r *Runner) prepare(ctx context.Context, req *Request, t *target, key string) (*prepared, error) {
 	p := req.Principal
 	m := t.model
-	pp := &prepared{t: t, saving: t.saves(req)}
+	pp := &prepared{t: t, sessionKey: key}
 	in := prompt.Input{Fixed: t.fixed, ContextWindow: m.ContextWindow, MaxTokens: t.maxTokens}
 	if req.Messages != nil {
 		in.Tail = req.Messages
 		in.TailTokens = llm.CountMessages(m.Count, req.Messages) - llm.TokensPerReply
-		if pp.saving {
+		if pp.sessionKey != "" {
 			pp.msgTokens = m.Count(turnMessage(req))
 		}
 	} else {
 		pp.msgTokens = m.Count(req.Message)
 		in.Message, in.MessageTokens = req.Message, pp.msgTokens
 	}
-	if pp.saving {
+	if pp.sessionKey != "" {
 		var err error
-		if in.History, pp.trimmedTurns, err = r.history(ctx, p, t.agent, req.SessionID, in); err != nil {
+		if in.History, pp.trimmedTurns, err = r.history(ctx, p, t.agent, req.SessionID, pp.sessionKey, in); err != nil {
 			return nil, err
 		}
 		pp.historyTurns = len(in.History)
@@ -246,7 +250,7 @@ func (r *Runner) Estimate(ctx context.Context, req *Request) (*Estimate, error) 
 	if err != nil {
 		return nil, err
 	}
-	pp, err := r.prepare(ctx, req, t)
+	pp, err := r.prepare(ctx, req, t, t.sessionKey(req))
 	if err != nil {
 		return nil, err
 	}
@@ -291,14 +295,15 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 	}
 	// The lease covers history load to turn write, so turns of one session see each
 	// other in order.
-	if t.saves(req) {
-		release, err := r.Leases.Acquire(ctx, session.Key(p.OrgID, t.agent.ID, p.Owner, req.SessionID), r.SessionWait)
+	key := t.sessionKey(req)
+	if key != "" {
+		release, err := r.Leases.Acquire(ctx, key, r.SessionWait)
 		if err != nil {
 			return nil, err
 		}
 		defer release()
 	}
-	pp, err := r.prepare(ctx, req, t)
+	pp, err := r.prepare(ctx, req, t, key)
 	if err != nil {
 		return nil, err
 	}
@@ -357,7 +362,7 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 	rec.Outcome = store.OutcomeOK
 	rec.InputTokens, rec.OutputTokens, rec.UsageSource = u.InputTokens, u.OutputTokens, u.Source
 	rec.Cost = r.charge(hold, m.Price.Cost(u.InputTokens, u.OutputTokens), rec.ID)
-	if pp.saving {
+	if pp.sessionKey != "" {
 		rec.SaveTurn = true
 		rec.UserMessage, rec.Reply = turnMessage(req), resp.Text
 		rec.UserTokens, rec.AssistantTokens = pp.msgTokens, u.OutputTokens
@@ -381,7 +386,7 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 	}
 	hold.Settle(rec.Cost)
 	if rec.SaveTurn { // still under the session's lease
-		r.recentTurns().add(session.Key(p.OrgID, t.agent.ID, p.Owner, req.SessionID),
+		r.recentTurns().add(pp.sessionKey,
 			prompt.Turn{User: rec.UserMessage, Assistant: rec.Reply, UserTokens: rec.UserTokens, AssistantTokens: rec.AssistantTokens})
 	}
 	return res, nil
@@ -440,14 +445,13 @@ func planFor(m *catalog.Model, pr *prompt.Result, maxTokens int) []attempt {
 // from memory (recent.go); otherwise it reads newest first and stops at the first
 // turn that cannot fit, so its cost does not grow with the length of the session,
 // and only then counts the rest.
-func (r *Runner) history(ctx context.Context, p *agentd.Principal, a *agentd.Agent, sessionID string, in prompt.Input) ([]prompt.Turn, int, error) {
+func (r *Runner) history(ctx context.Context, p *agentd.Principal, a *agentd.Agent, sessionID, ck string, in prompt.Input) ([]prompt.Turn, int, error) {
 	fixed := 0
 	if in.Fixed != nil {
 		fixed = in.Fixed.Tokens
 	}
 	budget := in.ContextWindow - in.MaxTokens - fixed - in.TailCost() - llm.TokensPerReply
 	cost := func(t prompt.Turn) int { return 2*llm.TokensPerMessage + t.UserTokens + t.AssistantTokens }
-	ck := session.Key(p.OrgID, a.ID, p.Owner, sessionID)
 	if cached, total, ok := r.recentTurns().get(ck); ok {
 		used, n := 0, 0
 		for i := len(cached) - 1; i >= 0; i-- {
