@@ -143,8 +143,14 @@ var providerEnv = map[string]string{"UPSTREAM_KEY": "sk-upstream-secret", "ANTHR
 // ledger returns the default organization's ledger rows and balance.
 func ledger(t *testing.T, s *testServer) ([]store.Run, int64) {
 	t.Helper()
+	return ledgerAt(t, s.dbPath)
+}
+
+// ledgerAt is ledger for the database file at path.
+func ledgerAt(t *testing.T, path string) ([]store.Run, int64) {
+	t.Helper()
 	ctx := context.Background()
-	db, err := store.Open(ctx, "sqlite:"+s.dbPath, store.Options{})
+	db, err := store.Open(ctx, "sqlite:"+path, store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
