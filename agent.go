@@ -77,3 +77,23 @@ func NormalizeName(s string) string {
 	}
 	return b.String()
 }
+
+// AgentRef names an agent without its configuration, for listings that need only
+// names (GET /v1/models).
+type AgentRef struct {
+	ID        string
+	Name      string
+	Model     string // of the active version
+	Active    bool
+	CreatedAt time.Time
+}
+
+// Size is what the agent's configuration takes: the bytes of its description,
+// instructions and demonstrations.
+func (a *Agent) Size() int {
+	n := len(a.Description) + len(a.Version.Instructions)
+	for _, d := range a.Version.Demonstrations {
+		n += len(d.Input) + len(d.Output)
+	}
+	return n
+}

@@ -127,9 +127,10 @@ func TestCreditsToMicros(t *testing.T) {
 		{"smallest unit", 0.000001, 1, false},
 		{"negative rounds away", -0.0000006, -1, false},
 		{"negative", -2.5, -2_500_000, false},
-		{"limit", 9e12, 9e18, false},
-		{"negative limit", -9e12, -9e18, false},
-		{"above limit", 9.000001e12, 0, true},
+		{"limit", 1e12, agentd.MaxMicros, false},
+		{"negative limit", -1e12, -agentd.MaxMicros, false},
+		{"above limit", 1.000001e12, 0, true},
+		{"the grant that once overflowed", 9e12, 0, true},
 		{"way above limit", 1e300, 0, true},
 		{"NaN", math.NaN(), 0, true},
 		{"+Inf", math.Inf(1), 0, true},
@@ -243,7 +244,7 @@ func TestErrorCode(t *testing.T) {
 	tests := []struct {
 		name     string
 		err      error
-		wantCode string
+		wantCode agentd.Code
 		wantMsg  string
 	}{
 		{"nil", nil, "", "internal error"},
@@ -290,5 +291,49 @@ func TestNewID(t *testing.T) {
 			t.Fatalf("NewID repeated %q", id)
 		}
 		seen[id] = true
+	}
+}
+
+func TestPriceCostSaturates(t *testing.T) {
+	max := agentd.Price{InputPerM: agentd.MaxMicros, OutputPerM: agentd.MaxMicros}
+	tests := []struct {
+		name          string
+		price         agentd.Price
+		input, output int
+		want          agentd.Micros
+	}{
+		{"2^62 tokens at a small price", agentd.Price{InputPerM: 1_000_000}, 1 << 62, 0, agentd.MaxMicros},
+		{"2^62 output tokens", agentd.Price{OutputPerM: 3}, 0, 1 << 62, 13_835_058_055_283}, // ⌈2^62·3/10^6⌉
+		{"both huge", max, 1 << 62, 1 << 62, agentd.MaxMicros},
+		{"negative counts are zero", agentd.Price{InputPerM: 1_000_000}, -5, -1 << 62, 0},
+		{"negative prices are zero", agentd.Price{InputPerM: -1_000_000}, 10, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.price.Cost(tt.input, tt.output); got != tt.want {
+				t.Errorf("Cost(%d, %d) = %d, want %d", tt.input, tt.output, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestAddMicros(t *testing.T) {
+	tests := []struct {
+		a, b   agentd.Micros
+		want   agentd.Micros
+		wantOK bool
+	}{
+		{1, 2, 3, true},
+		{agentd.MaxMicros, 0, agentd.MaxMicros, true},
+		{agentd.MaxMicros, 1, 0, false},
+		{-agentd.MaxMicros, -1, 0, false},
+		{agentd.MaxMicros, -agentd.MaxMicros, 0, true},
+		{9e18, 9e18, 0, false}, // each beyond the cap
+	}
+	for _, tt := range tests {
+		got, ok := agentd.AddMicros(tt.a, tt.b)
+		if ok != tt.wantOK || (ok && got != tt.want) {
+			t.Errorf("AddMicros(%d, %d) = %d, %v; want %d, %v", tt.a, tt.b, got, ok, tt.want, tt.wantOK)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -19,58 +20,169 @@ const module = "github.com/agentd/agentd"
 type listedPackage struct {
 	ImportPath string
 	Name       string
-	Imports    []string // non-test imports
+	Imports    []string // direct, non-test imports
+	Deps       []string // transitive, non-test dependencies
 }
 
-// TestImportRules enforces the import rules of DESIGN.md ("Layout"): the domain
-// package is standard library only, the LLM layer stands alone, and only
-// cmd/agentd wires concrete providers, drivers and configuration.
+// layers is DESIGN.md's import graph ("Layout"): for every package of the module,
+// the module's packages it may import directly. Anything not listed is refused, so
+// a new arrow is a decision made here, with its reason. The graph has no cycles, and
+// each owner of state (auth, billing, session, agents) sits above store and below
+// run and api: api reaches the store only through the owners.
+var layers = map[string][]string{
+	// The domain vocabulary: standard library only.
+	"": {},
+	// Leaves: time, the LLM contract and its adapters, tokenizers, configuration.
+	"internal/clock":           {},
+	"internal/clock/clocktest": {"internal/clock"},
+	"internal/llm":             {},
+	"internal/llm/sse":         {},
+	"internal/llm/openai":      {"internal/llm", "internal/llm/sse"},
+	"internal/llm/anthropic":   {"internal/llm", "internal/llm/sse"},
+	"internal/llm/offline":     {"internal/llm"},
+	"internal/llm/llmtest":     {"internal/llm"},
+	"internal/tokens":          {},
+	"internal/config":          {},
+	// The only SQL.
+	"internal/store": {""},
+	// Pure helpers of a run.
+	"internal/catalog": {"", "internal/llm"},
+	"internal/prompt":  {"", "internal/llm"},
+	// The owners of state, each over the store.
+	"internal/auth":                {"", "internal/clock", "internal/store"},
+	"internal/billing":             {"", "internal/clock", "internal/store"},
+	"internal/billing/billingtest": {"", "internal/billing", "internal/clock/clocktest", "internal/store"},
+	"internal/session":             {"", "internal/clock", "internal/store"},
+	"internal/session/sessiontest": {"", "internal/clock/clocktest", "internal/session"},
+	"internal/agents":              {"", "internal/catalog", "internal/clock", "internal/prompt", "internal/store"},
+	// One run end to end, over the owners.
+	"internal/run":              {"", "internal/agents", "internal/billing", "internal/catalog", "internal/clock", "internal/llm", "internal/prompt", "internal/session", "internal/store"},
+	"internal/run/inflighttest": {"", "internal/run"},
+	// HTTP only: the owners' services, never the store.
+	"internal/api": {"", "internal/agents", "internal/auth", "internal/billing", "internal/catalog", "internal/clock", "internal/llm", "internal/run", "internal/session"},
+	// The public client and the load tool speak HTTP.
+	"client":           {""},
+	"internal/bench":   {"client"},
+	"cmd/agentd-bench": {"internal/bench"},
+	"cmd/agentd":       {"*"}, // wiring: everything but test support
+}
+
+// TestImportRules enforces the import rules of DESIGN.md ("Layout") over direct
+// and transitive dependencies.
 func TestImportRules(t *testing.T) {
 	pkgs := listPackages(t)
 	byPath := map[string]*listedPackage{}
 	for _, p := range pkgs {
 		byPath[p.ImportPath] = p
 	}
-	for _, want := range []string{module, module + "/internal/store", module + "/internal/llm", module + "/cmd/agentd"} {
+	for _, want := range []string{module, module + "/internal/store", module + "/internal/llm", module + "/internal/api", module + "/cmd/agentd"} {
 		if byPath[want] == nil {
 			t.Fatalf("go list did not report %s; the rules below would check nothing", want)
 		}
 	}
+	rel := func(p string) string { return strings.TrimPrefix(strings.TrimPrefix(p, module), "/") }
+	internal := func(deps []string) []string {
+		var out []string
+		for _, d := range deps {
+			if within(d, module) {
+				out = append(out, rel(d))
+			}
+		}
+		return out
+	}
+	testSupport := func(p string) bool { return strings.HasSuffix(p, "test") && strings.Contains(p, "/") }
 
-	rules := []struct {
+	t.Run("every package has a place in the graph", func(t *testing.T) {
+		for _, p := range pkgs {
+			if _, ok := layers[rel(p.ImportPath)]; !ok {
+				t.Errorf("%s is not in deps_test.go's layers: decide what it may import, and why", p.ImportPath)
+			}
+		}
+	})
+	t.Run("direct imports follow the graph", func(t *testing.T) {
+		for _, p := range pkgs {
+			allowed := layers[rel(p.ImportPath)]
+			for _, imp := range internal(p.Imports) {
+				ok := slices.Contains(allowed, imp) || (slices.Contains(allowed, "*") && !testSupport(imp))
+				if !ok {
+					t.Errorf("%s imports %s, which DESIGN.md's graph does not allow", p.ImportPath, imp)
+				}
+			}
+		}
+	})
+
+	// Transitive rules: what a package may never reach, by any path.
+	never := []struct {
 		name string
-		// bad reports whether importer may not import imp.
-		bad func(importer *listedPackage, imp string) bool
+		// bad reports whether pkg may not depend on dep. Both are relative to the
+		// module when mine is true; otherwise dep is a standard or third-party path.
+		bad func(pkg, dep string, mine bool) bool
 	}{
-		{"the root package imports only the standard library", func(p *listedPackage, imp string) bool {
-			return p.ImportPath == module && !isStd(imp)
+		{"the root package reaches only the standard library", func(pkg, dep string, mine bool) bool {
+			return pkg == "" && (mine || !isStd(dep))
 		}},
-		{"internal/llm and its adapters import no other internal package", func(p *listedPackage, imp string) bool {
-			return within(p.ImportPath, module+"/internal/llm") &&
-				within(imp, module+"/internal") && !within(imp, module+"/internal/llm")
+		{"internal/llm and its adapters reach no other package of the module", func(pkg, dep string, mine bool) bool {
+			return within(pkg, "internal/llm") && mine && !within(dep, "internal/llm")
 		}},
-		{"only cmd/agentd imports concrete providers", func(p *listedPackage, imp string) bool {
-			concrete := imp == module+"/internal/llm/openai" || imp == module+"/internal/llm/anthropic"
-			return concrete && p.ImportPath != module+"/cmd/agentd" && !strings.HasSuffix(p.ImportPath, "_test")
+		{"the store reaches nothing of the module but the domain vocabulary", func(pkg, dep string, mine bool) bool {
+			return pkg == "internal/store" && mine && dep != ""
 		}},
-		{"only internal/store imports modernc.org/sqlite", func(p *listedPackage, imp string) bool {
-			return within(imp, "modernc.org/sqlite") && p.ImportPath != module+"/internal/store"
+		{"owners of state never reach run, api or one another", func(pkg, dep string, mine bool) bool {
+			owners := []string{"internal/auth", "internal/billing", "internal/session", "internal/agents"}
+			if !slices.Contains(owners, pkg) {
+				return false
+			}
+			return mine && (dep == "internal/run" || dep == "internal/api" || (slices.Contains(owners, dep) && dep != pkg))
 		}},
-		{"only cmd/agentd imports internal/config", func(p *listedPackage, imp string) bool {
-			return within(imp, module+"/internal/config") && p.ImportPath != module+"/cmd/agentd"
+		{"run never reaches api", func(pkg, dep string, mine bool) bool {
+			return within(pkg, "internal/run") && mine && dep == "internal/api"
 		}},
-		{"only cmd/agentd imports internal/llm/offline", func(p *listedPackage, imp string) bool {
-			return within(imp, module+"/internal/llm/offline") && p.ImportPath != module+"/cmd/agentd"
-		}},
-		{"internal/api does not import the database driver", func(p *listedPackage, imp string) bool {
-			return within(p.ImportPath, module+"/internal/api") && (within(imp, "modernc.org/sqlite") || imp == "database/sql/driver")
+		{"nothing reaches a command", func(pkg, dep string, mine bool) bool { return mine && within(dep, "cmd") }},
+		{"no production package reaches test support", func(pkg, dep string, mine bool) bool {
+			return mine && !testSupport(pkg) && testSupport(dep)
 		}},
 	}
-	for _, r := range rules {
+	for _, r := range never {
+		t.Run(r.name, func(t *testing.T) {
+			for _, p := range pkgs {
+				pkg := rel(p.ImportPath)
+				for _, d := range p.Deps {
+					dep, mine := d, within(d, module)
+					if mine {
+						dep = rel(d)
+					}
+					if r.bad(pkg, dep, mine) {
+						t.Errorf("%s depends on %s", p.ImportPath, d)
+					}
+				}
+			}
+		})
+	}
+
+	direct := []struct {
+		name string
+		bad  func(pkg, imp string) bool
+	}{
+		{"only internal/store imports database drivers", func(pkg, imp string) bool {
+			return (within(imp, "modernc.org/sqlite") || imp == "database/sql/driver") && pkg != "internal/store"
+		}},
+		{"only internal/store imports database/sql", func(pkg, imp string) bool {
+			return imp == "database/sql" && pkg != "internal/store"
+		}},
+		{"only cmd/agentd imports concrete providers, the offline model and the configuration", func(pkg, imp string) bool {
+			concrete := slices.Contains([]string{"internal/llm/openai", "internal/llm/anthropic", "internal/llm/offline", "internal/config"}, imp)
+			return concrete && pkg != "cmd/agentd"
+		}},
+	}
+	for _, r := range direct {
 		t.Run(r.name, func(t *testing.T) {
 			for _, p := range pkgs {
 				for _, imp := range p.Imports {
-					if r.bad(p, imp) {
+					i := imp
+					if within(imp, module) {
+						i = rel(imp)
+					}
+					if r.bad(rel(p.ImportPath), i) {
 						t.Errorf("%s imports %s", p.ImportPath, imp)
 					}
 				}
@@ -83,7 +195,7 @@ func TestImportRules(t *testing.T) {
 		// what a package does.
 		banned := map[string]bool{"util": true, "utils": true, "common": true, "helpers": true, "helper": true, "models": true, "types": true, "pkg": true}
 		for _, p := range pkgs {
-			elems := strings.Split(strings.TrimPrefix(p.ImportPath, module), "/")
+			elems := strings.Split(rel(p.ImportPath), "/")
 			if banned[p.Name] {
 				t.Errorf("package %s is named %q", p.ImportPath, p.Name)
 				continue

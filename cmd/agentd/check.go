@@ -5,12 +5,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"time"
 
+	"github.com/agentd/agentd/internal/billing"
 	"github.com/agentd/agentd/internal/store"
 )
 
-// check verifies the database's money and memory invariants (store.DB.Check) and
-// fails, listing the offending rows, when any does not hold.
+// check verifies the database's money and memory invariants (store.DB.Check and
+// billing.Check) and fails, listing the offending rows, when any does not hold. It
+// opens the database read-only: it never creates, migrates or locks a file, so it
+// runs beside a live server.
 func check(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -18,21 +22,29 @@ func check(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("check: unexpected argument %q", fs.Arg(0))
+	}
 	if *dsn == "" {
 		*dsn = getenv("AGENTD_DB")
 	}
 	if *dsn == "" {
 		return fmt.Errorf("check: --db sqlite:PATH is required")
 	}
-	db, err := store.Open(ctx, *dsn, store.Options{})
+	db, err := store.Open(ctx, *dsn, store.Options{ReadOnly: true})
 	if err != nil {
-		return err
+		return fmt.Errorf("check: %w", err)
 	}
 	defer db.Close()
 	problems, err := db.Check(ctx)
 	if err != nil {
 		return err
 	}
+	more, err := billing.Check(ctx, db, time.Now())
+	if err != nil {
+		return err
+	}
+	problems = append(problems, more...)
 	for _, p := range problems {
 		fmt.Fprintln(stdout, p)
 	}

@@ -52,7 +52,7 @@ func demo(ctx context.Context, args []string, getenv func(string) string, stdout
 	errc := make(chan error, 1)
 	go func() {
 		errc <- serve(ctx, []string{"--addr", "127.0.0.1:0", "--db", "sqlite:" + filepath.Join(dir, "agentd.db"), "--config", cfgFile},
-			env, io.Discard, io.Discard, ready)
+			env, io.Discard, io.Discard, &serveHooks{ready: ready})
 	}()
 	var addr string
 	select {

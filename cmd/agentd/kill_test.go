@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/client"
 	"github.com/agentd/agentd/internal/store"
 )
@@ -132,15 +133,15 @@ func TestKillUnderLoad(t *testing.T) {
 			// A turn that committed without its answer reaching us is in its session:
 			// continue each session's numbering after its stored turns.
 			owner := ownerOf(t, op)
-			s, err := store.Open(ctx, "sqlite:"+db, store.Options{})
+			s, err := store.Open(ctx, "sqlite:"+db, store.Options{ReadOnly: true})
 			if err != nil {
 				t.Fatal(err)
 			}
-			org, _ := s.Org(ctx, store.DefaultOrgName)
+			org, _ := s.Org(ctx, agentd.DefaultOrgName)
 			agent, _ := s.AgentByName(ctx, org.ID, "bot")
 			for w := range 8 {
 				sid := fmt.Sprintf("w%d", w)
-				n, err := s.CountTurns(ctx, store.SessionKey{OrgID: org.ID, AgentID: agent.ID, Owner: owner, SessionID: sid})
+				n, err := s.CountTurns(ctx, agentd.SessionKey{OrgID: org.ID, AgentID: agent.ID, Owner: owner, SessionID: sid})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -194,22 +195,22 @@ func TestKillUnderLoad(t *testing.T) {
 		t.Errorf("agentd check: %v\n%s", err, out.String())
 	}
 
-	s, err := store.Open(ctx, "sqlite:"+db, store.Options{})
+	s, err := store.Open(ctx, "sqlite:"+db, store.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	org, err := s.Org(ctx, store.DefaultOrgName)
+	org, err := s.Org(ctx, agentd.DefaultOrgName)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rows, _ := ledgerAt(t, db)
-	byRun := map[string]store.Run{}
+	byRun := map[string]agentd.LedgerRow{}
 	for _, r := range rows {
-		byRun[r.ID] = r
+		byRun[r.RunID] = r
 	}
 	for _, g := range got {
-		if r, ok := byRun[g.runID]; !ok || r.Outcome != store.OutcomeOK || r.Cost <= 0 {
+		if r, ok := byRun[g.runID]; !ok || r.Outcome != agentd.OutcomeOK || r.Cost <= 0 {
 			t.Errorf("run %s answered 200 but its ledger row is %+v (found %v)", g.runID, r, ok)
 		}
 	}
@@ -224,7 +225,7 @@ func TestKillUnderLoad(t *testing.T) {
 	for w := range 8 {
 		sid := fmt.Sprintf("w%d", w)
 		var turns []string
-		s.History(ctx, store.SessionKey{OrgID: org.ID, AgentID: agent.ID, Owner: ownerOf(t, op), SessionID: sid}, func(tu store.Turn) bool {
+		s.History(ctx, agentd.SessionKey{OrgID: org.ID, AgentID: agent.ID, Owner: ownerOf(t, op), SessionID: sid}, func(tu agentd.Turn) bool {
 			turns = append([]string{tu.User}, turns...)
 			return true
 		})

@@ -46,6 +46,13 @@ const testKey = "agd_test_bootstrap_key_0123456789"
 // env adds environment variables.
 func startServer(t testing.TB, config string, env map[string]string) *testServer {
 	t.Helper()
+	return startServerWith(t, config, env, nil)
+}
+
+// startServerWith is startServer with hooks into the program (a clock, a sweep
+// callback); nil hooks run it exactly as main does.
+func startServerWith(t testing.TB, config string, env map[string]string, hooks *serveHooks) *testServer {
+	t.Helper()
 	dir := t.TempDir()
 	args := []string{"serve", "--addr", "127.0.0.1:0", "--db", "sqlite:" + filepath.Join(dir, "agentd.db")}
 	if config != "" {
@@ -68,7 +75,12 @@ func startServer(t testing.TB, config string, env map[string]string) *testServer
 	pr, pw := io.Pipe()
 	s := &testServer{Key: testKey, dbPath: filepath.Join(dir, "agentd.db"), cancel: cancel, done: make(chan error, 1)}
 	go func() {
-		err := run(ctx, args, getenv, strings.NewReader(""), pw, io.Discard)
+		var err error
+		if hooks == nil {
+			err = run(ctx, args, getenv, strings.NewReader(""), pw, io.Discard)
+		} else {
+			err = serve(ctx, args[1:], getenv, pw, io.Discard, hooks)
+		}
 		pw.CloseWithError(fmt.Errorf("server exited: %v", err))
 		s.done <- err
 	}()
@@ -621,7 +633,7 @@ func TestBootstrapKeyPrintedOnce(t *testing.T) {
 func checkLedger(t *testing.T, s *testServer, org string, wantRuns, wantCost int64) {
 	t.Helper()
 	ctx := context.Background()
-	db, err := store.Open(ctx, "sqlite:"+s.dbPath, store.Options{})
+	db, err := store.Open(ctx, "sqlite:"+s.dbPath, store.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/client"
+	"github.com/agentd/agentd/internal/clock/clocktest"
 	"github.com/agentd/agentd/internal/store"
 )
 
@@ -139,7 +140,7 @@ func sum(xs []int) int {
 // consistent opens the database beside the running server and runs the checker.
 func consistent(t *testing.T, s *testServer) {
 	t.Helper()
-	db, err := store.Open(context.Background(), "sqlite:"+s.dbPath, store.Options{})
+	db, err := store.Open(context.Background(), "sqlite:"+s.dbPath, store.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +245,7 @@ func TestIdempotencyStorm(t *testing.T) {
 			case 200:
 				runIDs[jsonField(body, "run_id")] = true
 			case 409:
-				if h.Get("Retry-After") == "" || jsonField(body, "code") != agentd.EConflict {
+				if h.Get("Retry-After") == "" || jsonField(body, "code") != string(agentd.EConflict) {
 					t.Errorf("409 without Retry-After or conflict code: %s", body)
 				}
 			}
@@ -299,7 +300,7 @@ models:
 		time.Sleep(20 * time.Millisecond)
 	}
 	wg.Wait()
-	db, err := store.Open(ctx, "sqlite:"+s.dbPath, store.Options{})
+	db, err := store.Open(ctx, "sqlite:"+s.dbPath, store.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,9 +309,9 @@ models:
 	if err != nil {
 		t.Fatal(err)
 	}
-	var turns []store.Turn
-	key := store.SessionKey{OrgID: a.OrgID, AgentID: a.ID, Owner: ownerOf(t, op), SessionID: "fifo"}
-	if err := db.History(ctx, key, func(tu store.Turn) bool { turns = append([]store.Turn{tu}, turns...); return true }); err != nil {
+	var turns []agentd.Turn
+	key := agentd.SessionKey{OrgID: a.OrgID, AgentID: a.ID, Owner: ownerOf(t, op), SessionID: "fifo"}
+	if err := db.History(ctx, key, func(tu agentd.Turn) bool { turns = append([]agentd.Turn{tu}, turns...); return true }); err != nil {
 		t.Fatal(err)
 	}
 	if len(turns) != 20 {
@@ -357,9 +358,9 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-func mustOrg(t *testing.T, db *store.DB) *store.Org {
+func mustOrg(t *testing.T, db *store.DB) *agentd.Org {
 	t.Helper()
-	o, err := db.Org(context.Background(), store.DefaultOrgName)
+	o, err := db.Org(context.Background(), agentd.DefaultOrgName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -514,15 +515,44 @@ func TestKeyBudgetAPI(t *testing.T) {
 	consistent(t, s)
 }
 
-// TestSweepers: with short settings the server's sweepers delete idle sessions
-// and prune ledger rows past retention, and the database stays consistent.
+// sweepClock is a fake clock for a whole server, with the rounds of its
+// sweepers counted: after moving the clock, a test waits for the round it caused.
+type sweepClock struct {
+	*clocktest.Fake
+	rounds chan struct{}
+}
+
+func newSweepClock() *sweepClock {
+	return &sweepClock{Fake: clocktest.New(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)), rounds: make(chan struct{}, 16)}
+}
+
+func (c *sweepClock) hooks() *serveHooks {
+	return &serveHooks{clock: c, swept: func() { c.rounds <- struct{}{} }}
+}
+
+// sweep moves the clock by d, past the sweep interval, and waits until the
+// sweepers have run a round at the new time.
+func (c *sweepClock) sweep(t *testing.T, d time.Duration) {
+	t.Helper()
+	c.WaitTimers(1) // the sweep loop waits for its next round
+	c.Advance(d)
+	select {
+	case <-c.rounds:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no sweep round after moving the clock")
+	}
+}
+
+// TestSweepers: the server's sweepers delete idle sessions and prune ledger rows
+// past retention, and the database stays consistent.
 func TestSweepers(t *testing.T) {
-	s := startServer(t, exactConfig+`
-sweep_interval: 20ms
-sessions: {idle_ttl: 150ms}
-ledger: {retention: 150ms}
-idempotency: {ttl: 150ms}
-`, nil)
+	clk := newSweepClock()
+	s := startServerWith(t, exactConfig+`
+sweep_interval: 1m
+sessions: {idle_ttl: 1h}
+ledger: {retention: 2h}
+idempotency: {ttl: 1h}
+`, nil, clk.hooks())
 	ctx := context.Background()
 	op := s.client(s.Key)
 	if _, err := op.CreateAgent(ctx, client.AgentSpec{Name: client.Ptr("exact"), Description: client.Ptr("d"), Model: client.Ptr("exact"),
@@ -537,24 +567,42 @@ idempotency: {ttl: 150ms}
 			t.Fatal(err)
 		}
 	}
-	db, err := store.Open(ctx, "sqlite:"+s.dbPath, store.Options{})
+	db, err := store.Open(ctx, "sqlite:"+s.dbPath, store.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
 	org := mustOrg(t, db)
-	waitFor(t, func() bool {
-		rows, err := db.Ledger(ctx, org.ID)
-		return err == nil && len(rows) == 0
-	})
 	a, err := db.AgentByName(ctx, org.ID, "exact")
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool {
-		n, err := db.CountTurns(ctx, store.SessionKey{OrgID: org.ID, AgentID: a.ID, Owner: ownerOf(t, op), SessionID: "s0"})
-		return err == nil && n == 0
-	})
+	turns := func() int {
+		n, err := db.CountTurns(ctx, agentd.SessionKey{OrgID: org.ID, AgentID: a.ID, Owner: ownerOf(t, op), SessionID: "s0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	ledgerRows := func() int {
+		rows, err := db.Ledger(ctx, org.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(rows)
+	}
+	clk.sweep(t, 30*time.Minute) // nothing is old enough yet
+	if turns() != 1 || ledgerRows() != 3 {
+		t.Fatalf("after 30 minutes: %d turns, %d ledger rows; the sweep deleted too early", turns(), ledgerRows())
+	}
+	clk.sweep(t, time.Hour) // sessions idle past 1h
+	if turns() != 0 || ledgerRows() != 3 {
+		t.Fatalf("after 90 minutes: %d turns, %d ledger rows; want the session gone, the ledger kept", turns(), ledgerRows())
+	}
+	clk.sweep(t, time.Hour) // ledger rows older than 2h
+	if n := ledgerRows(); n != 0 {
+		t.Fatalf("after 150 minutes: %d ledger rows past retention remain", n)
+	}
 	if problems, err := db.Check(ctx); err != nil || len(problems) > 0 {
 		t.Errorf("after sweeping: %v %q", err, problems)
 	}

@@ -15,8 +15,8 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
+	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/client"
-	"github.com/agentd/agentd/internal/store"
 )
 
 // chatUpstream is an OpenAI-compatible server that answers every chat completion
@@ -104,7 +104,7 @@ models:
 `, u.URL), map[string]string{"UPSTREAM_KEY": "sk-upstream"})
 	op := s.client(s.Key)
 	ctx := context.Background()
-	if _, err := op.GrantCredits(ctx, store.DefaultOrgName, 100); err != nil {
+	if _, err := op.GrantCredits(ctx, agentd.DefaultOrgName, 100); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := op.CreateAgent(ctx, supportBot()); err != nil {
@@ -172,23 +172,23 @@ func extensionOf(t *testing.T, c *openai.ChatCompletion) agentdExtension {
 	return x
 }
 
-func ledgerRow(t *testing.T, s *testServer, runID string) store.Run {
+func ledgerRow(t *testing.T, s *testServer, runID string) agentd.LedgerRow {
 	t.Helper()
 	rows, _ := ledger(t, s)
 	for _, r := range rows {
-		if r.ID == runID {
+		if r.RunID == runID {
 			return r
 		}
 	}
 	t.Fatalf("no ledger row for run %q", runID)
-	return store.Run{}
+	return agentd.LedgerRow{}
 }
 
 func ledgerRows(t *testing.T, s *testServer, runID string) int {
 	rows, _ := ledger(t, s)
 	n := 0
 	for _, r := range rows {
-		if r.ID == runID {
+		if r.RunID == runID {
 			n++
 		}
 	}
@@ -365,7 +365,7 @@ func TestOpenAICompatible(t *testing.T) {
 				t.Errorf("model %s", m.RawJSON())
 			}
 		}
-		for id, owner := range map[string]string{"gpt-test": "agentd", "offline": "agentd", "agent/support_bot": store.DefaultOrgName} {
+		for id, owner := range map[string]string{"gpt-test": "agentd", "offline": "agentd", "agent/support_bot": agentd.DefaultOrgName} {
 			if got[id] != owner {
 				t.Errorf("%s owned by %q, want %q (list %v)", id, got[id], owner, got)
 			}
@@ -442,7 +442,7 @@ func TestOpenAICompatible(t *testing.T) {
 			t.Errorf("mid-stream failure: %v", err)
 		}
 		rows, after := ledger(t, s)
-		if last := rows[len(rows)-1]; len(rows) != len(rowsBefore)+1 || last.Outcome != store.OutcomeFailed || last.Cost != 0 || after != balance {
+		if last := rows[len(rows)-1]; len(rows) != len(rowsBefore)+1 || last.Outcome != agentd.OutcomeFailed || last.Cost != 0 || after != balance {
 			t.Errorf("after a failed stream: %d rows (was %d), last %+v, balance %d → %d", len(rows), len(rowsBefore), last, balance, after)
 		}
 	})

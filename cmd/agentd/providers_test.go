@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/client"
 	"github.com/agentd/agentd/internal/store"
 )
@@ -141,21 +142,21 @@ models:
 var providerEnv = map[string]string{"UPSTREAM_KEY": "sk-upstream-secret", "ANTHROPIC_KEY": "sk-ant-secret"}
 
 // ledger returns the default organization's ledger rows and balance.
-func ledger(t *testing.T, s *testServer) ([]store.Run, int64) {
+func ledger(t *testing.T, s *testServer) ([]agentd.LedgerRow, int64) {
 	t.Helper()
 	return ledgerAt(t, s.dbPath)
 }
 
 // ledgerAt is ledger for the database file at path.
-func ledgerAt(t *testing.T, path string) ([]store.Run, int64) {
+func ledgerAt(t *testing.T, path string) ([]agentd.LedgerRow, int64) {
 	t.Helper()
 	ctx := context.Background()
-	db, err := store.Open(ctx, "sqlite:"+path, store.Options{})
+	db, err := store.Open(ctx, "sqlite:"+path, store.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	o, err := db.Org(ctx, store.DefaultOrgName)
+	o, err := db.Org(ctx, agentd.DefaultOrgName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +179,7 @@ func TestRealProviders(t *testing.T) {
 	s := startServer(t, providerConfig(u, deadURL(t)), providerEnv)
 	c := s.client(s.Key)
 	ctx := context.Background()
-	if _, err := c.GrantCredits(ctx, store.DefaultOrgName, 100); err != nil {
+	if _, err := c.GrantCredits(ctx, agentd.DefaultOrgName, 100); err != nil {
 		t.Fatal(err)
 	}
 	newAgent := func(name, model string) {
@@ -307,7 +308,7 @@ func TestRealProviders(t *testing.T) {
 		}
 		rows, after := ledger(t, s)
 		last := rows[len(rows)-1]
-		if after != before || last.Outcome != store.OutcomeFailed || last.Cost != 0 || last.ModelRequested != "doomed" {
+		if after != before || last.Outcome != agentd.OutcomeFailed || last.Cost != 0 || last.ModelRequested != "doomed" {
 			t.Errorf("balance %d → %d, last row %+v", before, after, last)
 		}
 		b, _ := c.Billing(ctx)
@@ -319,10 +320,10 @@ func TestRealProviders(t *testing.T) {
 	t.Run("ledger records who answered and what it cost", func(t *testing.T) {
 		rows, balance := ledger(t, s)
 		var sum int64
-		byModel := map[string]store.Run{}
+		byModel := map[string]agentd.LedgerRow{}
 		for _, r := range rows {
 			sum += int64(r.Cost)
-			if r.Outcome == store.OutcomeOK {
+			if r.Outcome == agentd.OutcomeOK {
 				byModel[r.Model] = r
 			}
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/agentd/agentd/internal/auth"
 	"github.com/agentd/agentd/internal/billing"
 	"github.com/agentd/agentd/internal/catalog"
+	"github.com/agentd/agentd/internal/clock"
 	"github.com/agentd/agentd/internal/config"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/llm/anthropic"
@@ -31,9 +32,25 @@ import (
 	"github.com/agentd/agentd/internal/tokens"
 )
 
-// serve runs the server until ctx is done. ready, when not nil, receives the
-// listening address once /healthz would answer 200.
-func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, ready chan<- string) error {
+// serveHooks let tests (and demo) watch and steer a server; nil in production.
+type serveHooks struct {
+	// ready receives the listening address once /healthz would answer 200.
+	ready chan<- string
+	// swept is called after each round of the sweepers.
+	swept func()
+	// clock replaces the system clock for everything that decides by time.
+	clock clock.Clock
+}
+
+// serve runs the server until ctx is done.
+//
+// The order matters: the configuration is validated and the listeners are bound
+// before the database is opened (and locked), and only then is the bootstrap key
+// minted, so a start that fails prints no key that would then be lost.
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, hooks *serveHooks) error {
+	if hooks == nil {
+		hooks = &serveHooks{}
+	}
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o config.Overrides
@@ -53,30 +70,51 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
-	db, err := store.Open(ctx, cfg.DB, store.Options{Synchronous: cfg.SQLite.Synchronous, MaxBytes: cfg.SQLite.MaxMB << 20})
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	defer ln.Close()
+	var admin *adminListener
+	if cfg.AdminAddr != "" {
+		if admin, err = adminServer(cfg.AdminAddr, log); err != nil {
+			return err
+		}
+		defer admin.Close()
+	}
+
+	clk := hooks.clock
+	if clk == nil {
+		clk = clock.Real
+	}
+	db, err := store.Open(ctx, cfg.DB, store.Options{Synchronous: cfg.SQLite.Synchronous, MaxBytes: cfg.SQLite.MaxMB << 20, Now: clk.Now})
 	if err != nil {
 		return err
 	}
 	defer db.Close()
 
-	if err := bootstrap(ctx, db, cfg.BootstrapKey, stdout); err != nil {
-		return err
-	}
-
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return err
-	}
 	publicURL := strings.TrimRight(cfg.PublicURL, "/")
 	if publicURL == "" {
 		publicURL = "http://" + ln.Addr().String()
 	}
-	srv := newServer(cfg, db, log, publicURL)
+	srv, sweeps := newServer(cfg, db, log, clk, publicURL)
+	sweeps.swept = hooks.swept
+	minted, note, err := bootstrap(ctx, srv, cfg.BootstrapKey)
+	if err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	if note != "" {
+		log.Warn(note)
+	}
+	if minted != "" {
+		fmt.Fprintf(stdout, "\nagentd: created the operator key of organization %q; it is shown only this once:\n\n    %s\n\n", agentd.DefaultOrgName, minted)
+	}
+
 	sweepCtx, stopSweeps := context.WithCancel(ctx)
 	sweepsDone := make(chan struct{})
 	go func() {
 		defer close(sweepsDone)
-		sweepLoop(sweepCtx, cfg, srv, log)
+		sweeps.loop(sweepCtx)
 	}()
 	defer func() { stopSweeps(); <-sweepsDone }()
 	// inflight counts handlers still running, so that the database outlives every
@@ -97,12 +135,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(ln) }()
-	if cfg.AdminAddr != "" {
-		admin, err := adminServer(cfg.AdminAddr, log, stdout)
-		if err != nil {
-			return err
-		}
-		defer admin.Close()
+	if admin != nil {
+		fmt.Fprintf(stdout, "agentd admin listening on http://%s/debug/pprof/\n", admin.ln.Addr())
 		go func() {
 			if err := admin.Serve(admin.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- err
@@ -111,8 +145,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	log.Info("agentd serving", "addr", ln.Addr().String(), "db", cfg.DB, "models", len(cfg.Models))
 	fmt.Fprintf(stdout, "agentd listening on http://%s\n", ln.Addr())
-	if ready != nil {
-		ready <- ln.Addr().String()
+	if hooks.ready != nil {
+		hooks.ready <- ln.Addr().String()
 	}
 
 	select {
@@ -140,29 +174,44 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	return nil
 }
 
-// newServer wires the services.
-func newServer(cfg *config.Config, db *store.DB, log *slog.Logger, publicURL string) *api.Server {
-	now := time.Now
+// newServer wires the owners' services: one per piece of state (DESIGN.md "State:
+// one owner each"), each taking the clock.
+func newServer(cfg *config.Config, db *store.DB, log *slog.Logger, clk clock.Clock, publicURL string) (*api.Server, *sweeper) {
 	cat := buildCatalog(cfg)
-	ag := agents.New(db, cat, now)
-	accts := billing.New(db, time.Duration(cfg.Limits.RunTimeout)+time.Minute)
+	ag := agents.New(db, cat, clk, agents.Options{
+		MaxPerOrg: cfg.Agents.MaxPerOrg, MaxBytes: cfg.Agents.MaxBytes, Reserved: api.ReservedAgentNames(),
+	})
+	// A hold or lease outlives any run that could still settle it: the run's
+	// deadline plus a margin for recording it.
+	ttl := time.Duration(cfg.Limits.RunTimeout) + time.Minute
+	accts := billing.New(db, clk, ttl)
+	leases := session.NewMemoryLeases(ttl, clk)
+	sessions := session.New(db, leases, clk, session.Options{Wait: time.Duration(cfg.Limits.SessionWait)})
 	runner := &agentrun.Runner{
-		Agents: ag, Catalog: cat, DB: db, Accounts: accts, Leases: session.NewLeases(time.Duration(cfg.Limits.RunTimeout) + time.Minute),
-		SessionWait: time.Duration(cfg.Limits.SessionWait), Timeout: time.Duration(cfg.Limits.RunTimeout),
+		Agents: ag, Catalog: cat, DB: db, Accounts: accts, Sessions: sessions, InFlight: agentrun.NewMemoryInFlight(),
+		Timeout: time.Duration(cfg.Limits.RunTimeout),
 		Backoff: agentrun.Backoff{Initial: time.Duration(cfg.Retry.InitialBackoff), Max: time.Duration(cfg.Retry.MaxBackoff)},
 		IdemTTL: time.Duration(cfg.Idempotency.TTL),
-		Now:     now, Log: log,
+		Clock:   clk, Log: log,
 	}
-	return &api.Server{
-		Auth: auth.New(db), Agents: ag, Runner: runner, DB: db, Accounts: accts, Catalog: cat,
-		Log: log, Now: now, PublicURL: publicURL,
+	authn := auth.New(db)
+	srv := &api.Server{
+		Auth: authn, Keys: auth.NewService(db, authn, clk), Agents: ag, Runner: runner, Sessions: sessions,
+		Accounts: accts, Ledger: billing.NewLedger(db, clk), Catalog: cat, Ready: db.Ready,
+		Log: log, Clock: clk, PublicURL: publicURL,
 		MaxBodyBytes: cfg.Limits.MaxBodyBytes, MaxMessageChars: cfg.Limits.MaxMessageChars,
 		StreamKeepAlive: time.Duration(cfg.Limits.StreamKeepAlive),
 	}
+	sw := &sweeper{
+		every: time.Duration(cfg.SweepInterval), clock: clk, log: log, db: db,
+		accounts: accts, leases: leases, sessions: sessions,
+		idleTTL: time.Duration(cfg.Sessions.IdleTTL), retention: time.Duration(cfg.Ledger.Retention),
+	}
+	return srv, sw
 }
 
-// admin is the private listener for profiling.
-type admin struct {
+// adminListener is the private listener for profiling.
+type adminListener struct {
 	*http.Server
 	ln net.Listener
 }
@@ -170,10 +219,10 @@ type admin struct {
 // adminServer listens on addr for /debug/pprof (CPU, heap, goroutine, mutex and
 // block profiles, execution traces), apart from the API so that it is never
 // exposed with it.
-func adminServer(addr string, log *slog.Logger, stdout io.Writer) (*admin, error) {
+func adminServer(addr string, log *slog.Logger) (*adminListener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("admin listener: %w", err)
+		return nil, fmt.Errorf("admin listener on %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -181,52 +230,12 @@ func adminServer(addr string, log *slog.Logger, stdout io.Writer) (*admin, error
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	fmt.Fprintf(stdout, "agentd admin listening on http://%s/debug/pprof/\n", ln.Addr())
-	return &admin{Server: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+	return &adminListener{Server: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}, ln: ln}, nil
 }
 
-// sweepLoop runs the sweepers every cfg.SweepInterval until ctx is done: holds
-// and session leases whose run died, expired idempotency records, idle sessions,
-// ledger rows past retention. Each sweep deletes in bounded batches so that it
-// never holds the writer for long.
-func sweepLoop(ctx context.Context, cfg *config.Config, srv *api.Server, log *slog.Logger) {
-	const batch = 1000
-	t := time.NewTicker(time.Duration(cfg.SweepInterval))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		now := time.Now()
-		if n := srv.Accounts.Sweep(); n > 0 {
-			log.Warn("released holds of runs that never finished", "holds", n)
-		}
-		if n := srv.Runner.Leases.Sweep(); n > 0 {
-			log.Warn("took back session leases of runs that never finished", "leases", n)
-		}
-		if _, err := srv.DB.SweepIdempotency(ctx, now.UnixMicro(), batch); err != nil && ctx.Err() == nil {
-			log.Error("sweep idempotency records", "err", err)
-		}
-		idle := now.Add(-time.Duration(cfg.Sessions.IdleTTL)).UnixMicro()
-		if n, err := srv.DB.SweepIdleSessions(ctx, idle, batch); err != nil && ctx.Err() == nil {
-			log.Error("sweep idle sessions", "err", err)
-		} else if n > 0 {
-			srv.Runner.ForgetSessions() // no cached turns may outlive their rows
-			log.Info("deleted idle sessions", "sessions", n)
-		}
-		if cfg.Ledger.Retention > 0 {
-			before := now.Add(-time.Duration(cfg.Ledger.Retention)).UnixMicro()
-			if n, err := srv.DB.PruneLedger(ctx, before, batch); err != nil && ctx.Err() == nil {
-				log.Error("prune ledger", "err", err)
-			} else if n > 0 {
-				log.Info("pruned ledger rows past retention", "rows", n)
-			}
-		}
-	}
-}
+// Close closes the admin server, or its listener when it never served.
+func (a *adminListener) Close() error { return errors.Join(a.Server.Close(), a.ln.Close()) }
 
 // buildCatalog turns the configured providers and models into catalog entries.
 // Config.Validate has checked every reference, so lookups cannot miss.
@@ -293,43 +302,12 @@ func counter(name string) func(string) int {
 	return tokens.Estimate
 }
 
-// bootstrap makes sure the default organization exists and that someone can log in:
-// the key in AGENTD_BOOTSTRAP_KEY, or on first start a new operator key printed once.
-func bootstrap(ctx context.Context, db *store.DB, key string, stdout io.Writer) error {
-	now := time.Now().UnixMicro()
-	org, err := db.Org(ctx, store.DefaultOrgName)
-	if agentd.ErrorCode(err) == agentd.ENotFound {
-		org = &store.Org{ID: agentd.NewID("org"), Name: store.DefaultOrgName, Created: now}
-		err = db.Tx(ctx, func(tx *store.Tx) error { return tx.CreateOrg(ctx, org) })
-	}
+// bootstrap makes sure the default organization exists and that someone can sign
+// in as its operator (auth.Service.Bootstrap). minted is a new key to show once.
+func bootstrap(ctx context.Context, srv *api.Server, secret string) (minted, note string, err error) {
+	org, err := srv.Ledger.EnsureOrg(ctx, agentd.DefaultOrgName)
 	if err != nil {
-		return fmt.Errorf("bootstrap: %w", err)
+		return "", "", err
 	}
-	if key != "" {
-		if len(key) < 16 {
-			return fmt.Errorf("bootstrap: AGENTD_BOOTSTRAP_KEY must be at least 16 characters")
-		}
-		if _, err := db.KeyByHash(ctx, auth.Hash(key)); err == nil {
-			return nil // already there (and if revoked, it stays revoked)
-		}
-	} else {
-		n, err := db.CountKeys(ctx)
-		if err != nil {
-			return fmt.Errorf("bootstrap: %w", err)
-		}
-		if n > 0 {
-			return nil
-		}
-		key = auth.Mint()
-		defer fmt.Fprintf(stdout, "\nagentd: created the operator key of organization %q; it is shown only this once:\n\n    %s\n\n", store.DefaultOrgName, key)
-	}
-	k := &store.Key{
-		ID: agentd.NewID("key"), OrgID: org.ID, Name: "bootstrap", Prefix: auth.Prefix(key), Hash: auth.Hash(key),
-		Scopes: []agentd.Scope{agentd.ScopeOperator}, Created: now,
-	}
-	k.Owner = k.ID
-	if err := db.Tx(ctx, func(tx *store.Tx) error { return tx.CreateKey(ctx, k) }); err != nil {
-		return fmt.Errorf("bootstrap: %w", err)
-	}
-	return nil
+	return srv.Keys.Bootstrap(ctx, org, secret)
 }

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/client"
-	"github.com/agentd/agentd/internal/store"
 )
 
 // slowStream is an OpenAI-compatible upstream that streams chat.completion.chunk
@@ -325,11 +325,11 @@ func TestStreamClientDisconnect(t *testing.T) {
 	resp.Body.Close() // the client leaves
 	waitFor(t, func() bool { return u.abandoned.Load() == 1 })
 
-	var row store.Run
+	var row agentd.LedgerRow
 	waitFor(t, func() bool {
 		rows, _ := ledger(t, s)
 		for _, r := range rows {
-			if r.Outcome == store.OutcomeCancelled {
+			if r.Outcome == agentd.OutcomeCancelled {
 				row = r
 				return true
 			}
@@ -408,7 +408,7 @@ func TestGracefulShutdown(t *testing.T) {
 			t.Errorf("shutdown took %v", d)
 		}
 		rows, _ := ledger(t, s)
-		if len(rows) != 1 || rows[0].Outcome != store.OutcomeCancelled || rows[0].Cost == 0 {
+		if len(rows) != 1 || rows[0].Outcome != agentd.OutcomeCancelled || rows[0].Cost == 0 {
 			t.Errorf("ledger after a cut stream: %+v", rows)
 		}
 		consistent(t, s)

@@ -69,10 +69,10 @@ func TestUsageRecord(t *testing.T) {
 	reader := mintKey(op, "reader", "agents:read", "run")
 	uc := s.client(usageKey.Secret)
 
-	// Three agents on two models; one is called "usage", which must not capture
-	// GET /api/v3/agents/usage.
+	// Three agents on two models. No agent may be called "usage": GET
+	// /api/v3/agents/usage would shadow it.
 	agentIDs := map[string]string{}
-	for _, a := range []struct{ name, model string }{{"support_bot", "offline"}, {"premium", "offline-priced"}, {"usage", "offline-priced"}} {
+	for _, a := range []struct{ name, model string }{{"support_bot", "offline"}, {"premium", "offline-priced"}, {"usage_bot", "offline-priced"}} {
 		spec := supportBot()
 		spec.Name, spec.Model = client.Ptr(a.name), client.Ptr(a.model)
 		got, err := op.CreateAgent(ctx, spec)
@@ -81,7 +81,12 @@ func TestUsageRecord(t *testing.T) {
 		}
 		agentIDs[a.name] = got.ID
 	}
-	names := []string{"support_bot", "premium", "usage"}
+	names := []string{"support_bot", "premium", "usage_bot"}
+	spec := supportBot()
+	spec.Name = client.Ptr("Usage")
+	if _, err := op.CreateAgent(ctx, spec); statusOf(err) != 422 || !strings.Contains(err.Error(), "reserved") {
+		t.Fatalf("an agent named usage: %v, want 422 reserved", err)
+	}
 
 	before, err := op.Billing(ctx)
 	if err != nil {
@@ -192,13 +197,13 @@ func TestUsageRecord(t *testing.T) {
 				t.Errorf("%s with the usage key: %v, %v", path, out.Data, err)
 			}
 			// A key that may read agents, but not usage, is refused rather than shown
-			// the agent named "usage".
+			// an agent.
 			if err := s.client(reader.Secret).Do(ctx, "GET", path, nil, nil, nil); statusOf(err) != 403 {
 				t.Errorf("%s with an agents:read key: %v, want 403", path, err)
 			}
 		}
-		if a, err := s.client(reader.Secret).Agent(ctx, agentIDs["usage"]); err != nil || a.Name != "usage" {
-			t.Errorf("the agent named usage by id: %v, %v", a, err)
+		if a, err := s.client(reader.Secret).Agent(ctx, agentIDs["usage_bot"]); err != nil || a.Name != "usage_bot" {
+			t.Errorf("the agent usage_bot by id: %v, %v", a, err)
 		}
 	})
 
@@ -288,7 +293,7 @@ func TestUsageRecord(t *testing.T) {
 			match func(r client.UsageRecord) bool
 		}{
 			{"agent by name", client.UsageFilter{Agent: "premium"}, func(r client.UsageRecord) bool { return r.AgentName == "premium" }},
-			{"agent by id", client.UsageFilter{Agent: agentIDs["usage"]}, func(r client.UsageRecord) bool { return r.AgentName == "usage" }},
+			{"agent by id", client.UsageFilter{Agent: agentIDs["usage_bot"]}, func(r client.UsageRecord) bool { return r.AgentName == "usage_bot" }},
 			{"model", client.UsageFilter{Model: "offline"}, func(r client.UsageRecord) bool { return r.Model == "offline" }},
 			{"key", client.UsageFilter{Key: runners[1].ID}, func(r client.UsageRecord) bool { return r.KeyID == runners[1].ID }},
 			{"key and model", client.UsageFilter{Key: runners[0].ID, Model: "offline-priced"},
@@ -409,7 +414,7 @@ func TestUsageRecord(t *testing.T) {
 			if want != 0 && len(groups) != want {
 				t.Errorf("group by %s: groups %v", g, groups)
 			}
-			if g == "agent" && !(groups["support_bot"] && groups["premium"] && groups["usage"]) {
+			if g == "agent" && !(groups["support_bot"] && groups["premium"] && groups["usage_bot"]) {
 				t.Errorf("agent groups %v", groups)
 			}
 			if g == "key" && !(groups[runners[0].ID] && groups[runners[1].ID]) {
@@ -533,7 +538,7 @@ func TestUsageRecord(t *testing.T) {
 					t.Errorf("misaligned line %q (RUNS at %d)", l, col)
 				}
 			}
-			if g == "agent" && !(strings.Contains(out, "\npremium ") && strings.Contains(out, "\nsupport_bot ") && strings.Contains(out, "\nusage ")) {
+			if g == "agent" && !(strings.Contains(out, "\npremium ") && strings.Contains(out, "\nsupport_bot ") && strings.Contains(out, "\nusage_bot ")) {
 				t.Errorf("agent table lacks an agent:\n%s", out)
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/internal/catalog"
+	"github.com/agentd/agentd/internal/clock"
 	"github.com/agentd/agentd/internal/prompt"
 	"github.com/agentd/agentd/internal/store"
 )
@@ -47,11 +49,30 @@ type Compiled struct {
 	Fixed *prompt.Fixed
 }
 
+// Options bound what an organization may store.
+type Options struct {
+	// MaxPerOrg is how many agents an organization may have (DefaultMaxPerOrg when 0).
+	MaxPerOrg int
+	// MaxBytes bounds one agent's configuration: the bytes of its description,
+	// instructions and demonstrations (DefaultMaxBytes when 0).
+	MaxBytes int
+	// Reserved are names no agent may take, because a route claims them in the
+	// place of an agent's name or id (api.ReservedAgentNames).
+	Reserved []string
+}
+
+// Defaults of Options.
+const (
+	DefaultMaxPerOrg = 1000
+	DefaultMaxBytes  = 1 << 20
+)
+
 // Service manages agents.
 type Service struct {
-	db  *store.DB
-	cat *catalog.Catalog
-	now func() time.Time
+	db    *store.DB
+	cat   *catalog.Catalog
+	clock clock.Clock
+	opts  Options
 
 	mu    sync.RWMutex
 	gen   uint64               // bumped on every change, so a load racing a change is not cached
@@ -59,13 +80,21 @@ type Service struct {
 }
 
 // New returns a Service.
-func New(db *store.DB, cat *catalog.Catalog, now func() time.Time) *Service {
-	return &Service{db: db, cat: cat, now: now, cache: map[string]*Compiled{}}
+func New(db *store.DB, cat *catalog.Catalog, clk clock.Clock, o Options) *Service {
+	if o.MaxPerOrg <= 0 {
+		o.MaxPerOrg = DefaultMaxPerOrg
+	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = DefaultMaxBytes
+	}
+	return &Service{db: db, cat: cat, clock: clk, opts: o, cache: map[string]*Compiled{}}
 }
+
+func (s *Service) now() time.Time { return s.clock.Now().UTC().Truncate(time.Microsecond) }
 
 // Create validates spec and stores a new agent of p's organization.
 func (s *Service) Create(ctx context.Context, p *agentd.Principal, spec Spec) (*agentd.Agent, error) {
-	now := s.now().UTC().Truncate(time.Microsecond)
+	now := s.now()
 	a := &agentd.Agent{
 		ID: agentd.NewID("agent"), OrgID: p.OrgID, Active: true, Creator: p.Owner,
 		CreatedAt: now, UpdatedAt: now, ConversationSaving: true,
@@ -87,7 +116,19 @@ func (s *Service) Create(ctx context.Context, p *agentd.Principal, spec Spec) (*
 	if err := s.apply(a, spec, &errs); err != nil {
 		return nil, err
 	}
-	if err := s.db.Tx(ctx, func(tx *store.Tx) error { return tx.CreateAgent(ctx, a) }); err != nil {
+	// Counted in the transaction that inserts, so concurrent creates cannot pass
+	// the limit together.
+	err := s.db.Tx(ctx, func(tx *store.Tx) error {
+		n, err := tx.CountAgents(ctx, a.OrgID)
+		if err != nil {
+			return err
+		}
+		if n >= s.opts.MaxPerOrg {
+			return agentd.Errorf(agentd.EBadRequest, "this organization has %d agents, the most it may have (agents.max_per_org); delete one first", n)
+		}
+		return tx.CreateAgent(ctx, a)
+	})
+	if err != nil {
 		return nil, err
 	}
 	s.invalidate()
@@ -104,6 +145,8 @@ func (s *Service) apply(a *agentd.Agent, spec Spec, errs *violations) error {
 			errs.add("agent_name must contain at least one letter or digit", "value_error", "agent_name")
 		case len(name) > agentd.MaxNameLen:
 			errs.add(fmt.Sprintf("agent_name normalizes to %d characters; at most %d are allowed", len(name), agentd.MaxNameLen), "value_error", "agent_name")
+		case slices.Contains(s.opts.Reserved, name):
+			errs.add(fmt.Sprintf("agent_name %q is reserved: the API's route /api/v3/agents/%s means something else", name, name), "value_error", "agent_name")
 		}
 		a.Name = name
 	}
@@ -161,11 +204,18 @@ func (s *Service) apply(a *agentd.Agent, spec Spec, errs *violations) error {
 		a.Version.MaxTokens = *spec.MaxTokens
 	}
 	var m *catalog.Model
-	if a.Version.Model != "" {
+	if strings.TrimSpace(a.Version.Model) == "" {
+		if spec.Model != nil {
+			errs.add("model must name a model of the catalog (GET /api/v3/models/base lists them)", "value_error", "model")
+		}
+	} else {
 		var err error
 		if m, err = s.cat.Model(a.Version.Model); err != nil && len(errs.list) == 0 {
 			return err
 		}
+	}
+	if size := a.Size(); size > s.opts.MaxBytes {
+		errs.add(fmt.Sprintf("the agent's description, instructions and demonstrations take %d bytes; at most %d are allowed (agents.max_bytes)", size, s.opts.MaxBytes), "value_error")
 	}
 	mt := a.Version.MaxTokens
 	switch {
@@ -190,7 +240,7 @@ func (s *Service) Update(ctx context.Context, p *agentd.Principal, idOrName stri
 		return nil, err
 	}
 	newVersion := spec.Model != nil || spec.MaxTokens != nil || spec.Temperature != nil || spec.Instructions != nil || spec.Demonstrations != nil
-	now := s.now().UTC().Truncate(time.Microsecond)
+	now := s.now()
 	a.UpdatedAt = now
 	if newVersion {
 		a.Version.CreatedAt = now
@@ -223,9 +273,21 @@ func (s *Service) Get(ctx context.Context, p *agentd.Principal, idOrName string)
 	return s.load(ctx, p.OrgID, idOrName, false)
 }
 
-// List returns the agents of p's organization.
-func (s *Service) List(ctx context.Context, p *agentd.Principal, includeInactive bool) ([]*agentd.Agent, error) {
-	return s.db.Agents(ctx, p.OrgID, includeInactive)
+// Page returns up to limit agents of p's organization in creation order after
+// cursor ("" for the first page), and the next page's cursor ("" after the last).
+func (s *Service) Page(ctx context.Context, p *agentd.Principal, includeInactive bool, cursor string, limit int) ([]*agentd.Agent, string, error) {
+	return s.db.AgentsPage(ctx, p.OrgID, includeInactive, cursor, limit)
+}
+
+// Refs is Page without the agents' configuration: ids, names and models.
+func (s *Service) Refs(ctx context.Context, p *agentd.Principal, includeInactive bool, cursor string, limit int) ([]agentd.AgentRef, string, error) {
+	return s.db.AgentRefs(ctx, p.OrgID, includeInactive, cursor, limit)
+}
+
+// Lookup returns an agent of p's organization by id or normalized name, active or
+// not.
+func (s *Service) Lookup(ctx context.Context, p *agentd.Principal, idOrName string) (*agentd.Agent, error) {
+	return s.load(ctx, p.OrgID, idOrName, true)
 }
 
 func (s *Service) load(ctx context.Context, orgID, idOrName string, includeInactive bool) (*agentd.Agent, error) {

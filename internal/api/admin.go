@@ -2,13 +2,13 @@ package api
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"regexp"
 	"strings"
 
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/internal/auth"
-	"github.com/agentd/agentd/internal/store"
 )
 
 var orgNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -26,11 +26,11 @@ func (s *Server) createOrg(w http.ResponseWriter, r *http.Request, p *agentd.Pri
 	case !orgNamePattern.MatchString(*req.Name) || strings.HasPrefix(*req.Name, "org-"):
 		return agentd.Invalid("name must be 1 to 64 characters of A-Z a-z 0-9 . _ -, start with a letter or digit, and not start with org-", "string_pattern_mismatch", "body", "name")
 	}
-	o := &store.Org{ID: agentd.NewID("org"), Name: *req.Name, Created: s.Now().UnixMicro()}
-	if err := s.DB.Tx(r.Context(), func(tx *store.Tx) error { return tx.CreateOrg(r.Context(), o) }); err != nil {
+	o, err := s.Ledger.CreateOrg(r.Context(), *req.Name)
+	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"data": o})
+	return writeJSON(w, http.StatusOK, map[string]any{"data": map[string]any{"id": o.ID, "name": o.Name, "balance": o.Balance}})
 }
 
 func (s *Server) grantCredits(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
@@ -45,30 +45,18 @@ func (s *Server) grantCredits(w http.ResponseWriter, r *http.Request, p *agentd.
 	}
 	amount, err := agentd.CreditsToMicros(*req.Amount)
 	if err != nil || amount == 0 {
-		return agentd.Invalid("amount must be a non-zero number of credits (at least 0.000001 in size)", "value_error", "body", "amount")
+		return agentd.Invalid(fmt.Sprintf("amount must be a non-zero number of credits, at least 0.000001 and at most %d in size", agentd.MaxMicros/agentd.MicrosPerCredit), "value_error", "body", "amount")
 	}
-	org, err := s.DB.Org(r.Context(), r.PathValue("org"))
+	org, err := s.Ledger.Org(r.Context(), r.PathValue("org"))
 	if err != nil {
 		return err
 	}
-	ctx := r.Context()
-	g := &store.Grant{ID: agentd.NewID("grant"), OrgID: org.ID, Amount: amount, KeyID: p.KeyID, Created: s.Now().UnixMicro()}
-	_, err = s.Accounts.Adjust(ctx, org.ID, amount, func() (bal agentd.Micros, err error) {
-		err = s.DB.Tx(ctx, func(tx *store.Tx) error {
-			bal, err = tx.GrantCredits(ctx, g)
-			return err
-		})
-		return bal, err
-	})
-	if err != nil {
-		return err
-	}
-	st, err := s.Accounts.State(ctx, org.ID)
+	st, err := s.Accounts.Grant(r.Context(), org.ID, amount, p.KeyID)
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"data": map[string]any{
-		"org_id": org.ID, "org_name": org.Name, "grant_id": g.ID, "amount": amount,
+		"org_id": org.ID, "org_name": org.Name, "amount": amount,
 		"balance": st.Balance, "held": st.Held, "available": st.Balance - st.Held,
 	}})
 }
@@ -88,10 +76,15 @@ func (s *Server) billing(w http.ResponseWriter, r *http.Request, p *agentd.Princ
 		return err
 	}
 	if ks.Budget.Set {
+		var start *string
+		if !ks.PeriodStart.IsZero() {
+			v := isoTime(ks.PeriodStart)
+			start = &v
+		}
 		data["key"] = map[string]any{
 			"id": p.KeyID, "budget": ks.Budget.Limit, "budget_period": ks.Budget.Period,
-			"spent": ks.Budget.Spent, "held": ks.Held, "available": ks.Available,
-			"period_start": isoTime(ks.PeriodStart),
+			"spent": ks.Spent, "held": ks.Held, "available": ks.Available,
+			"period_start": start,
 		}
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"data": data})
@@ -99,7 +92,7 @@ func (s *Server) billing(w http.ResponseWriter, r *http.Request, p *agentd.Princ
 
 // keyBudget decodes a key's budget fields: budget in credits (null: none) and its
 // period. Absent fields leave the current value (cur) as it is.
-func keyBudget(raw json.RawMessage, period *string, cur store.Budget) (store.Budget, error) {
+func keyBudget(raw json.RawMessage, period *string, cur agentd.Budget) (agentd.Budget, error) {
 	b := cur
 	if raw != nil {
 		if string(raw) == "null" {
@@ -111,26 +104,24 @@ func keyBudget(raw json.RawMessage, period *string, cur store.Budget) (store.Bud
 			}
 			m, err := agentd.CreditsToMicros(credits)
 			if err != nil || m < 0 {
-				return b, agentd.Invalid("budget must be a non-negative number of credits", "greater_than_equal", "body", "budget")
+				return b, agentd.Invalid(fmt.Sprintf("budget must be a number of credits between 0 and %d", agentd.MaxMicros/agentd.MicrosPerCredit), "greater_than_equal", "body", "budget")
 			}
 			b.Set, b.Limit = true, m
 		}
 	}
 	if period != nil {
-		switch *period {
-		case store.PeriodNone, store.PeriodDaily, store.PeriodMonthly:
-			b.Period = *period
-		default:
+		if b.Period = agentd.Period(*period); !b.Period.Valid() {
 			return b, agentd.Invalid("budget_period must be none, daily or monthly", "enum", "body", "budget_period")
 		}
 	}
 	if b.Period == "" {
-		b.Period = store.PeriodNone
+		b.Period = agentd.PeriodNone
 	}
 	return b, nil
 }
 
-// updateKey changes a key's budget.
+// updateKey changes a key's budget: auth decides whether the caller may touch the
+// key, billing stores the budget.
 func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
 	var req struct {
 		Budget       json.RawMessage `json:"budget"`
@@ -139,26 +130,18 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, p *agentd.Pri
 	if err := s.decode(w, r, &req); err != nil {
 		return err
 	}
-	k, err := s.DB.KeyByID(r.Context(), r.PathValue("id"))
+	k, err := s.Keys.Manage(r.Context(), p, r.PathValue("id"))
 	if err != nil {
 		return err
-	}
-	if k.OrgID != p.OrgID && !p.Can(agentd.ScopeOperator) {
-		return agentd.Errorf(agentd.ENotFound, "key %q not found", k.ID)
 	}
 	b, err := keyBudget(req.Budget, req.BudgetPeriod, k.Budget)
 	if err != nil {
 		return err
 	}
-	if err := s.DB.Tx(r.Context(), func(tx *store.Tx) error {
-		return tx.SetKeyBudget(r.Context(), k.OrgID, k.ID, b.Set, b.Limit, b.Period)
-	}); err != nil {
+	if _, err := s.Accounts.SetBudget(r.Context(), k.OrgID, k.ID, b); err != nil {
 		return err
 	}
-	if err := s.Accounts.SetBudget(r.Context(), k.OrgID, k.ID, b.Set, b.Limit, b.Period); err != nil {
-		return err
-	}
-	k.Budget.Set, k.Budget.Limit, k.Budget.Period = b.Set, b.Limit, b.Period
+	k.Budget = b
 	return writeJSON(w, http.StatusOK, map[string]any{"data": toKeyInfo(k)})
 }
 
@@ -175,18 +158,18 @@ type keyInfo struct {
 	// Budget is in credits per BudgetPeriod; null: the key spends from its
 	// organization without a limit of its own.
 	Budget       *agentd.Micros `json:"budget"`
-	BudgetPeriod string         `json:"budget_period"`
+	BudgetPeriod agentd.Period  `json:"budget_period"`
 	Key          string         `json:"key,omitempty"` // only in the response that creates it
 }
 
-func toKeyInfo(k *store.Key) keyInfo {
+func toKeyInfo(k *agentd.Key) keyInfo {
 	ki := keyInfo{ID: k.ID, Name: k.Name, Owner: k.Owner, OrgID: k.OrgID, Prefix: k.Prefix, Scopes: k.Scopes,
-		CreatedAt: isoTime(fromMicros(k.Created)), BudgetPeriod: k.Budget.Period}
+		CreatedAt: isoTime(k.CreatedAt), BudgetPeriod: k.Budget.Period}
 	if k.Budget.Set {
 		ki.Budget = &k.Budget.Limit
 	}
-	if k.Revoked.Valid {
-		t := isoTime(fromMicros(k.Revoked.Int64))
+	if k.RevokedAt != nil {
+		t := isoTime(*k.RevokedAt)
 		ki.RevokedAt = &t
 	}
 	return ki
@@ -206,54 +189,28 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p *agentd.Pri
 	if err := s.decode(w, r, &req); err != nil {
 		return err
 	}
-	budget, err := keyBudget(req.Budget, req.BudgetPeriod, store.Budget{})
+	budget, err := keyBudget(req.Budget, req.BudgetPeriod, agentd.Budget{})
 	if err != nil {
 		return err
 	}
-	if req.Name == nil || strings.TrimSpace(*req.Name) == "" || len(*req.Name) > 128 {
-		return agentd.Invalid("name is required: 1 to 128 characters", "missing", "body", "name")
+	spec := auth.KeySpec{Budget: budget}
+	if req.Name != nil {
+		spec.Name = *req.Name
 	}
-	orgID := p.OrgID
-	if req.OrgID != nil && *req.OrgID != p.OrgID {
-		if !p.Can(agentd.ScopeOperator) {
-			return agentd.Errorf(agentd.EForbidden, "only an operator key can create keys for another organization")
-		}
-		org, err := s.DB.Org(r.Context(), *req.OrgID)
-		if err != nil {
-			return err
-		}
-		orgID = org.ID
+	if req.OrgID != nil {
+		spec.Org = *req.OrgID
 	}
-	scopes := []agentd.Scope{agentd.ScopeRun}
+	if req.Owner != nil {
+		spec.Owner = *req.Owner
+	}
 	if req.Scopes != nil {
-		if len(*req.Scopes) == 0 {
-			return agentd.Invalid("scopes must name at least one scope", "too_short", "body", "scopes")
-		}
-		scopes = scopes[:0]
+		spec.Scopes = make([]agentd.Scope, len(*req.Scopes))
 		for i, sc := range *req.Scopes {
-			if !agentd.ValidScope(agentd.Scope(sc)) {
-				return agentd.Invalid("unknown scope "+sc+"; scopes are operator, admin, agents:write, agents:read, run, usage", "enum", "body", "scopes", i)
-			}
-			if !p.Can(agentd.Scope(sc)) {
-				return agentd.Errorf(agentd.EForbidden, "a key cannot grant the %q scope it does not hold", sc)
-			}
-			scopes = append(scopes, agentd.Scope(sc))
+			spec.Scopes[i] = agentd.Scope(sc)
 		}
 	}
-	secret := auth.Mint()
-	k := &store.Key{
-		ID: agentd.NewID("key"), OrgID: orgID, Name: strings.TrimSpace(*req.Name),
-		Prefix: auth.Prefix(secret), Hash: auth.Hash(secret), Scopes: scopes, Created: s.Now().UnixMicro(),
-		Budget: budget,
-	}
-	k.Owner = k.ID
-	if req.Owner != nil && *req.Owner != "" {
-		if len(*req.Owner) > 128 {
-			return agentd.Invalid("owner must be at most 128 characters", "string_too_long", "body", "owner")
-		}
-		k.Owner = *req.Owner
-	}
-	if err := s.DB.Tx(r.Context(), func(tx *store.Tx) error { return tx.CreateKey(r.Context(), k) }); err != nil {
+	k, secret, err := s.Keys.Mint(r.Context(), p, spec)
+	if err != nil {
 		return err
 	}
 	ki := toKeyInfo(k)
@@ -262,18 +219,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p *agentd.Pri
 }
 
 func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
-	orgID := p.OrgID
-	if q := r.URL.Query().Get("org_id"); q != "" && q != p.OrgID {
-		if !p.Can(agentd.ScopeOperator) {
-			return agentd.Errorf(agentd.EForbidden, "only an operator key can list another organization's keys")
-		}
-		org, err := s.DB.Org(r.Context(), q)
-		if err != nil {
-			return err
-		}
-		orgID = org.ID
-	}
-	keys, err := s.DB.Keys(r.Context(), orgID)
+	keys, err := s.Keys.List(r.Context(), p, r.URL.Query().Get("org_id"))
 	if err != nil {
 		return err
 	}
@@ -286,14 +232,8 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, p *agentd.Prin
 
 func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
 	id := r.PathValue("id")
-	orgID := p.OrgID
-	if p.Can(agentd.ScopeOperator) {
-		orgID = "" // an operator may revoke any key
-	}
-	now := s.Now().UnixMicro()
-	if err := s.DB.Tx(r.Context(), func(tx *store.Tx) error { return tx.RevokeKey(r.Context(), orgID, id, now) }); err != nil {
+	if err := s.Keys.Revoke(r.Context(), p, id); err != nil {
 		return err
 	}
-	s.Auth.Evict(id)
 	return writeJSON(w, http.StatusOK, map[string]any{"data": map[string]any{"id": id, "revoked": true}})
 }

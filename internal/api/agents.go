@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"time"
 
@@ -157,20 +158,74 @@ func (s *Server) createAgent(w http.ResponseWriter, r *http.Request, p *agentd.P
 	return writeJSON(w, http.StatusOK, map[string]any{"data": s.agentInfo(a)})
 }
 
+// Pages of the agents listing.
+const (
+	// agentPage is how many agents a streamed listing reads at a time: with agents
+	// of up to agents.max_bytes each, a listing holds at most this many in memory.
+	agentPage        = 8
+	defaultAgentPage = 50
+	maxAgentPage     = 200
+)
+
+// listAgents is NuGen's GET /api/v3/agents. With limit or cursor it answers one
+// page, {"agents": [...], "next_cursor"}; without them, as NuGen does, every agent,
+// streamed a few at a time so that memory stays bounded however many there are.
 func (s *Server) listAgents(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
 	incl, err := queryBool(r, "include_inactive")
 	if err != nil {
 		return err
 	}
-	list, err := s.Agents.List(r.Context(), p, incl)
+	q := r.URL.Query()
+	if q.Has("limit") || q.Has("cursor") {
+		limit, err := pageLimit(r, defaultAgentPage, maxAgentPage)
+		if err != nil {
+			return err
+		}
+		list, next, err := s.Agents.Page(r.Context(), p, incl, q.Get("cursor"), limit)
+		if err != nil {
+			return err
+		}
+		out := make([]*agentInfo, len(list))
+		for i, a := range list {
+			out[i] = s.agentInfo(a)
+		}
+		return writeJSON(w, http.StatusOK, map[string]any{"agents": out, "next_cursor": nextCursor(next)})
+	}
+	// The first page is read before anything is written, so that its failure is
+	// still an ordinary error response.
+	list, next, err := s.Agents.Page(r.Context(), p, incl, "", agentPage)
 	if err != nil {
 		return err
 	}
-	out := make([]*agentInfo, len(list))
-	for i, a := range list {
-		out[i] = s.agentInfo(a)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	io.WriteString(w, `{"agents":[`)
+	for first := true; ; {
+		for _, a := range list {
+			if !first {
+				io.WriteString(w, ",")
+			}
+			first = false
+			if err := enc.Encode(s.agentInfo(a)); err != nil {
+				return nil // the client is gone
+			}
+		}
+		if next == "" {
+			break
+		}
+		if list, next, err = s.Agents.Page(r.Context(), p, incl, next, agentPage); err != nil {
+			if r.Context().Err() != nil {
+				return nil
+			}
+			// The status is sent: abort, so that the client sees a broken transfer
+			// rather than a complete-looking list that lacks agents.
+			s.Log.Error("agent listing failed mid-stream", "org_id", p.OrgID, "err", err)
+			panic(http.ErrAbortHandler)
+		}
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"agents": out})
+	io.WriteString(w, "]}\n")
+	return nil
 }
 
 func (s *Server) getAgent(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {

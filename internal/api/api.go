@@ -19,20 +19,26 @@ import (
 	"github.com/agentd/agentd/internal/auth"
 	"github.com/agentd/agentd/internal/billing"
 	"github.com/agentd/agentd/internal/catalog"
+	"github.com/agentd/agentd/internal/clock"
 	"github.com/agentd/agentd/internal/run"
-	"github.com/agentd/agentd/internal/store"
+	"github.com/agentd/agentd/internal/session"
 )
 
-// Server holds what the handlers need.
+// Server holds what the handlers need: the owners' services. It holds no state of
+// its own and decides no rule; every change goes through the package that owns it.
 type Server struct {
-	Auth      *auth.Authenticator
-	Agents    *agents.Service
-	Runner    *run.Runner
-	DB        *store.DB
-	Accounts  *billing.Accounts
-	Catalog   *catalog.Catalog
+	Auth     *auth.Authenticator
+	Keys     *auth.Service
+	Agents   *agents.Service
+	Runner   *run.Runner
+	Sessions *session.Service
+	Accounts *billing.Accounts
+	Ledger   *billing.Ledger
+	Catalog  *catalog.Catalog
+	// Ready reports whether the database answers and takes writes (/readyz).
+	Ready     func(context.Context) error
 	Log       *slog.Logger
-	Now       func() time.Time
+	Clock     clock.Clock
 	PublicURL string // base of agents' endpoint URLs, no trailing slash
 
 	MaxBodyBytes    int64
@@ -101,7 +107,7 @@ func (s *Server) with(scope agentd.Scope, h authed) http.HandlerFunc {
 }
 
 // statuses is the one map from error code to HTTP status.
-var statuses = map[string]int{
+var statuses = map[agentd.Code]int{
 	agentd.EInvalid:           http.StatusUnprocessableEntity,
 	agentd.EBadRequest:        http.StatusBadRequest,
 	agentd.EModelUnavailable:  http.StatusBadRequest,
@@ -113,15 +119,19 @@ var statuses = map[string]int{
 	agentd.ESessionBusy:       http.StatusConflict,
 	agentd.EMethodNotAllowed:  http.StatusMethodNotAllowed,
 	agentd.EPayloadTooLarge:   http.StatusRequestEntityTooLarge,
+	agentd.EHeaderTooLarge:    http.StatusRequestHeaderFieldsTooLarge,
 	agentd.EInsufficientQuota: http.StatusPaymentRequired,
 	agentd.ERateLimited:       http.StatusTooManyRequests,
 	agentd.EInferenceFailed:   http.StatusInternalServerError,
 	agentd.EUnavailable:       http.StatusServiceUnavailable,
 	agentd.EInternal:          http.StatusInternalServerError,
+
+	agentd.ENotImplemented:      http.StatusNotImplemented,
+	agentd.EVersionNotSupported: http.StatusHTTPVersionNotSupported,
 }
 
 // Status returns the HTTP status of an error code.
-func Status(code string) int {
+func Status(code agentd.Code) int {
 	if s, ok := statuses[code]; ok {
 		return s
 	}
@@ -149,7 +159,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	e := s.publicError(r, err)
 	status := Status(e.Code)
 	if status >= 500 && e.Code != agentd.EInternal {
-		s.Log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "code", e.Code, "err", err)
+		s.Log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "code", string(e.Code), "err", err)
 	}
 	body := make(map[string]any, 2+len(e.Fields))
 	for k, v := range e.Fields {

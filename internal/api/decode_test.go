@@ -17,7 +17,7 @@ func TestDecodeRun(t *testing.T) {
 	cases := []struct {
 		name, body, session string
 		wantMsg             string
-		wantCode            string
+		wantCode            agentd.Code
 		wantLoc             string
 	}{
 		{name: "ok", body: `{"message":"hi"}`, wantMsg: "hi"},
@@ -103,20 +103,27 @@ func FuzzDecodeRun(f *testing.F) {
 	})
 }
 
-// TestStatusTable: every error code has exactly the status DESIGN.md gives it.
+// TestStatusTable: every error code of the closed set has its own entry in the
+// one status table, with exactly the status DESIGN.md gives it.
 func TestStatusTable(t *testing.T) {
-	want := map[string]int{
+	want := map[agentd.Code]int{
 		agentd.EInvalid: 422, agentd.EBadRequest: 400, agentd.EModelUnavailable: 400, agentd.EAlreadyExists: 400,
 		agentd.EUnauthenticated: 401, agentd.EForbidden: 403, agentd.ENotFound: 404, agentd.EMethodNotAllowed: 405,
-		agentd.EConflict: 409, agentd.ESessionBusy: 409, agentd.EPayloadTooLarge: 413, agentd.EInsufficientQuota: 402,
-		agentd.ERateLimited: 429, agentd.EInferenceFailed: 500, agentd.EUnavailable: 503, agentd.EInternal: 500,
+		agentd.EConflict: 409, agentd.ESessionBusy: 409, agentd.EPayloadTooLarge: 413, agentd.EHeaderTooLarge: 431,
+		agentd.EInsufficientQuota: 402, agentd.ERateLimited: 429, agentd.EInferenceFailed: 500,
+		agentd.ENotImplemented: 501, agentd.EVersionNotSupported: 505, agentd.EUnavailable: 503, agentd.EInternal: 500,
 	}
-	for code, status := range want {
-		if got := Status(code); got != status {
-			t.Errorf("Status(%q) = %d, want %d", code, got, status)
+	for _, code := range agentd.Codes {
+		status, ok := statuses[code]
+		if !ok {
+			t.Errorf("code %q has no status", code)
+			continue
+		}
+		if status != want[code] {
+			t.Errorf("Status(%q) = %d, want %d", code, status, want[code])
 		}
 	}
-	if len(statuses) != len(want) {
-		t.Errorf("statuses has %d codes, test knows %d", len(statuses), len(want))
+	if len(statuses) != len(agentd.Codes) || len(want) != len(agentd.Codes) {
+		t.Errorf("statuses has %d codes, agentd.Codes %d, this test %d", len(statuses), len(agentd.Codes), len(want))
 	}
 }

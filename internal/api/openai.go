@@ -62,7 +62,8 @@ func requireAny(p *agentd.Principal, scopes ...agentd.Scope) error {
 
 // openAINoRoute answers the paths under /v1 that no route serves, in OpenAI's
 // envelope: 405 when another method is served there, else 404.
-func (s *Server) openAINoRoute(mux *http.ServeMux) http.HandlerFunc {
+func (s *Server) openAINoRoute(routes handleFuncer) http.HandlerFunc {
+	mux, _ := routes.(*http.ServeMux) // nil only while ReservedAgentNames records patterns
 	return func(w http.ResponseWriter, r *http.Request) {
 		var allowed []string
 		for _, m := range []string{http.MethodGet, http.MethodPost} {
@@ -82,7 +83,7 @@ func (s *Server) openAINoRoute(mux *http.ServeMux) http.HandlerFunc {
 }
 
 // openAITypes maps agentd's error codes to OpenAI's error types.
-var openAITypes = map[string]string{
+var openAITypes = map[agentd.Code]string{
 	agentd.EInvalid:           "invalid_request_error",
 	agentd.EBadRequest:        "invalid_request_error",
 	agentd.EModelUnavailable:  "invalid_request_error",
@@ -99,11 +100,17 @@ var openAITypes = map[string]string{
 	agentd.EInferenceFailed:   "server_error",
 	agentd.EUnavailable:       "server_error",
 	agentd.EInternal:          "server_error",
+
+	// api.Listener answers these in agentd's shape whatever the path; listed so
+	// that the table stays complete.
+	agentd.EHeaderTooLarge:      "invalid_request_error",
+	agentd.ENotImplemented:      "invalid_request_error",
+	agentd.EVersionNotSupported: "invalid_request_error",
 }
 
 // openAICodes are the OpenAI error codes that clients match, where agentd's code
 // has a well-known OpenAI equivalent.
-var openAICodes = map[string]string{
+var openAICodes = map[agentd.Code]string{
 	agentd.EUnauthenticated:   "invalid_api_key",
 	agentd.EInsufficientQuota: "insufficient_quota",
 	agentd.ERateLimited:       "rate_limit_exceeded",
@@ -152,7 +159,7 @@ func toOpenAIError(err error) openAIFailure {
 	}
 	code, ok := openAICodes[e.Code]
 	if !ok {
-		code = e.Code
+		code = string(e.Code)
 	}
 	msg := e.Message
 	var param any // JSON null unless a field is to blame
@@ -223,7 +230,7 @@ func violationText(vs []agentd.Violation) string {
 func (s *Server) openAIError(r *http.Request, err error) openAIFailure {
 	e := s.publicError(r, err)
 	if Status(e.Code) >= 500 && e.Code != agentd.EInternal {
-		s.Log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "code", e.Code, "err", err)
+		s.Log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "code", string(e.Code), "err", err)
 	}
 	if errors.As(err, new(*agentd.Error)) {
 		return toOpenAIError(err) // as it is, with the OpenAI code it may carry
@@ -614,7 +621,7 @@ type chatDelta struct {
 func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, c *chatCall, req *run.Request) error {
 	// The run id is known only when the run ends; the chunks share an id of their
 	// own, and the last ones carry the run id in their agentd extension.
-	base := chatChunk{ID: agentd.NewID("chatcmpl"), Object: "chat.completion.chunk", Created: s.Now().Unix(), Model: c.model}
+	base := chatChunk{ID: agentd.NewID("chatcmpl"), Object: "chat.completion.chunk", Created: s.Clock.Now().Unix(), Model: c.model}
 	if c.includeUsage {
 		base.Usage = json.RawMessage("null")
 	}
@@ -709,14 +716,12 @@ type openAIModel struct {
 
 // listModels is GET /v1/models: the catalog's models, then the caller's
 // organization's active agents as "agent/<name>". Catalog models have no creation
-// time of their own: theirs is the time of the request.
+// time of their own: theirs is the time of the request. Agents are read a page at
+// a time by name only (never their configuration), so the answer's memory is a
+// few hundred bytes per agent.
 func (s *Server) listModels(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
-	agents, err := s.Agents.List(r.Context(), p, false)
-	if err != nil {
-		return err
-	}
-	now := s.Now().Unix()
-	data := make([]openAIModel, 0, len(s.Catalog.Models())+len(agents))
+	now := s.Clock.Now().Unix()
+	data := make([]openAIModel, 0, len(s.Catalog.Models()))
 	for _, m := range s.Catalog.Models() {
 		data = append(data, openAIModel{ID: m.ID, Object: "model", Created: now, OwnedBy: "agentd", Provider: m.ProviderName})
 	}
@@ -724,9 +729,19 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request, p *agentd.Pr
 	if owner == "" {
 		owner = "agentd"
 	}
-	for _, a := range agents {
-		data = append(data, openAIModel{ID: agentModelPrefix + a.Name, Object: "model", Created: a.CreatedAt.Unix(), OwnedBy: owner,
-			AgentID: a.ID, BaseModel: a.Version.Model})
+	for cursor := ""; ; {
+		refs, next, err := s.Agents.Refs(r.Context(), p, false, cursor, agentPage)
+		if err != nil {
+			return err
+		}
+		for _, a := range refs {
+			data = append(data, openAIModel{ID: agentModelPrefix + a.Name, Object: "model", Created: a.CreatedAt.Unix(), OwnedBy: owner,
+				AgentID: a.ID, BaseModel: a.Model})
+		}
+		if next == "" {
+			break
+		}
+		cursor = next
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
 }

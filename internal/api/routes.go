@@ -2,13 +2,16 @@ package api
 
 import (
 	"net/http"
+	"slices"
+	"strings"
 
 	"github.com/agentd/agentd"
 )
 
 // routes lists every endpoint. Literal segments (create, usage, available_models,
-// run-agents) are more specific than {agent_id}, so ServeMux matches them first.
-func (s *Server) routes(mux *http.ServeMux) {
+// run-agents) are more specific than {agent_id}, so ServeMux matches them first;
+// ReservedAgentNames keeps agents from taking those names.
+func (s *Server) routes(mux handleFuncer) {
 	mux.HandleFunc("GET /healthz", s.public(s.healthz))
 	mux.HandleFunc("GET /readyz", s.public(s.readyz))
 
@@ -65,12 +68,51 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	if s.Draining.Load() {
 		return &agentd.Error{Code: agentd.EUnavailable, Message: "shutting down"}
 	}
-	if err := s.DB.Ready(r.Context()); err != nil {
-		return &agentd.Error{Code: agentd.EUnavailable, Message: "database not ready: " + err.Error()}
+	if err := s.Ready(r.Context()); err != nil {
+		return &agentd.Error{Code: agentd.EUnavailable, Message: "database not ready", Err: err}
 	}
 	return writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// handleFuncer is what routes registers on: a ServeMux, or a recorder of patterns.
+type handleFuncer interface {
+	HandleFunc(pattern string, handler func(http.ResponseWriter, *http.Request))
+}
+
+type patterns []string
+
+func (p *patterns) HandleFunc(pattern string, _ func(http.ResponseWriter, *http.Request)) {
+	*p = append(*p, pattern)
+}
+
+// agentsPrefix is where agents are addressed by id or name: /api/v3/agents/{agent_id}.
+const agentsPrefix = "/api/v3/agents/"
+
+// ReservedAgentNames are the names no agent may take: every literal segment a
+// route has where other routes take an agent's id or name, normalized as names
+// are (a name "usage" would be shadowed by GET /api/v3/agents/usage).
+func ReservedAgentNames() []string {
+	var ps patterns
+	(&Server{}).routes(&ps)
+	var names []string
+	for _, p := range ps {
+		_, path, _ := strings.Cut(p, " ")
+		rest, ok := strings.CutPrefix(path, agentsPrefix)
+		if !ok {
+			continue
+		}
+		seg, _, _ := strings.Cut(rest, "/")
+		if seg == "" || strings.HasPrefix(seg, "{") {
+			continue
+		}
+		if n := agentd.NormalizeName(seg); n != "" && !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	return names
 }

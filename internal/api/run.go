@@ -184,7 +184,7 @@ func (s *Server) runStream(w http.ResponseWriter, r *http.Request, req *run.Requ
 		e := s.publicError(r, err)
 		b, _ := json.Marshal(map[string]any{
 			"detail": e.Message, "code": e.Code,
-			"error": map[string]string{"message": e.Message, "code": e.Code}, // NuGen stream clients look for "error"
+			"error": map[string]string{"message": e.Message, "code": string(e.Code)}, // NuGen stream clients look for "error"
 		})
 		st.event("error", b)
 		st.event("", []byte("[DONE]"))

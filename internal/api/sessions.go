@@ -5,8 +5,6 @@ import (
 	"strconv"
 
 	"github.com/agentd/agentd"
-	"github.com/agentd/agentd/internal/session"
-	"github.com/agentd/agentd/internal/store"
 )
 
 // Page sizes of the sessions endpoints.
@@ -41,21 +39,26 @@ type sessionTurn struct {
 
 // sessionPage reads the limit and cursor query parameters of a paginated endpoint.
 func sessionPage(r *http.Request) (limit int, cursor string, err error) {
-	q := r.URL.Query()
-	limit = defaultSessionPage
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		switch {
-		case err != nil:
-			return 0, "", agentd.Invalid("Input should be a valid integer, unable to parse string as an integer", "int_parsing", "query", "limit")
-		case n < 1:
-			return 0, "", agentd.Invalid("Input should be greater than or equal to 1", "greater_than_equal", "query", "limit")
-		case n > maxSessionPage:
-			return 0, "", agentd.Invalid("Input should be less than or equal to "+strconv.Itoa(maxSessionPage), "less_than_equal", "query", "limit")
-		}
-		limit = n
+	limit, err = pageLimit(r, defaultSessionPage, maxSessionPage)
+	return limit, r.URL.Query().Get("cursor"), err
+}
+
+// pageLimit reads the limit query parameter: def when absent, 1 to most.
+func pageLimit(r *http.Request, def, most int) (int, error) {
+	v := r.URL.Query().Get("limit")
+	if v == "" {
+		return def, nil
 	}
-	return limit, q.Get("cursor"), nil
+	n, err := strconv.Atoi(v)
+	switch {
+	case err != nil:
+		return 0, agentd.Invalid("Input should be a valid integer, unable to parse string as an integer", "int_parsing", "query", "limit")
+	case n < 1:
+		return 0, agentd.Invalid("Input should be greater than or equal to 1", "greater_than_equal", "query", "limit")
+	case n > most:
+		return 0, agentd.Invalid("Input should be less than or equal to "+strconv.Itoa(most), "less_than_equal", "query", "limit")
+	}
+	return n, nil
 }
 
 // pathSessionID validates the {session_id} path segment by the rule of X-Session-ID.
@@ -69,12 +72,12 @@ func pathSessionID(r *http.Request) (string, error) {
 
 // sessionKey resolves the agent of the path (id or normalized name, in p's
 // organization) and names p's session on it.
-func (s *Server) sessionKey(r *http.Request, p *agentd.Principal, sid string) (store.SessionKey, error) {
+func (s *Server) sessionKey(r *http.Request, p *agentd.Principal, sid string) (agentd.SessionKey, error) {
 	a, err := s.Agents.Get(r.Context(), p, r.PathValue("agent_id"))
 	if err != nil {
-		return store.SessionKey{}, err
+		return agentd.SessionKey{}, err
 	}
-	return store.SessionKey{OrgID: p.OrgID, AgentID: a.ID, Owner: p.Owner, SessionID: sid}, nil
+	return agentd.SessionKey{OrgID: p.OrgID, AgentID: a.ID, Owner: p.Owner, SessionID: sid}, nil
 }
 
 func nextCursor(next string) *string {
@@ -94,7 +97,7 @@ func (s *Server) listSessions(w http.ResponseWriter, r *http.Request, p *agentd.
 	if err != nil {
 		return err
 	}
-	list, next, err := s.DB.Sessions(r.Context(), store.SessionList{OrgID: k.OrgID, AgentID: k.AgentID, Owner: k.Owner, Cursor: cursor, Limit: limit})
+	list, next, err := s.Sessions.List(r.Context(), k.OrgID, k.AgentID, k.Owner, cursor, limit)
 	if err != nil {
 		return err
 	}
@@ -103,7 +106,7 @@ func (s *Server) listSessions(w http.ResponseWriter, r *http.Request, p *agentd.
 		out[i] = sessionInfo{
 			SessionID: si.ID, Turns: si.Turns,
 			InputTokens: si.InputTokens, OutputTokens: si.OutputTokens, TotalTokens: si.InputTokens + si.OutputTokens,
-			CreatedAt: isoTime(fromMicros(si.Created)), LastActive: isoTime(fromMicros(si.LastActive)),
+			CreatedAt: isoTime(si.CreatedAt), LastActive: isoTime(si.LastActive),
 		}
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"data": out, "next_cursor": nextCursor(next)})
@@ -123,14 +126,14 @@ func (s *Server) getSession(w http.ResponseWriter, r *http.Request, p *agentd.Pr
 	if err != nil {
 		return err
 	}
-	turns, next, err := s.DB.SessionTurns(r.Context(), k, cursor, limit)
+	turns, next, err := s.Sessions.Turns(r.Context(), k, cursor, limit)
 	if err != nil {
 		return err
 	}
 	out := make([]sessionTurn, len(turns))
 	for i, t := range turns {
 		o := &out[i]
-		o.RunID, o.User, o.Assistant, o.CreatedAt = t.RunID, t.User, t.Assistant, isoTime(fromMicros(t.Created))
+		o.RunID, o.User, o.Assistant, o.CreatedAt = t.RunID, t.User, t.Assistant, isoTime(t.CreatedAt)
 		o.Usage.InputTokens, o.Usage.OutputTokens, o.Usage.TotalTokens = t.InputTokens, t.OutputTokens, t.InputTokens+t.OutputTokens
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"data": map[string]any{
@@ -138,9 +141,8 @@ func (s *Server) getSession(w http.ResponseWriter, r *http.Request, p *agentd.Pr
 	}})
 }
 
-// deleteSession deletes one of the caller's sessions. It takes the session's lease
-// first, as a run does, so that a turn in flight is stored before the delete and
-// none starts during it.
+// deleteSession deletes one of the caller's sessions (session.Service.Delete: a
+// turn in flight is stored before the delete and none starts during it).
 func (s *Server) deleteSession(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
 	sid, err := pathSessionID(r)
 	if err != nil {
@@ -150,13 +152,7 @@ func (s *Server) deleteSession(w http.ResponseWriter, r *http.Request, p *agentd
 	if err != nil {
 		return err
 	}
-	release, err := s.Runner.Leases.Acquire(r.Context(), session.Key(k.OrgID, k.AgentID, k.Owner, k.SessionID), s.Runner.SessionWait)
-	if err != nil {
-		return err
-	}
-	defer release()
-	n, err := s.DB.DeleteSession(r.Context(), k)
-	s.Runner.ForgetSession(k.OrgID, k.AgentID, k.Owner, k.SessionID) // also on error: the cache must not outlive rows
+	n, err := s.Sessions.Delete(r.Context(), k)
 	if err != nil {
 		return err
 	}

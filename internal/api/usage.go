@@ -6,11 +6,9 @@ import (
 	"math"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/agentd/agentd"
-	"github.com/agentd/agentd/internal/store"
 )
 
 // The usage endpoints read the usage record of the caller's organization: NuGen's
@@ -20,7 +18,7 @@ import (
 // that whole day. Endpoints built on the daily rollups round bounds out to whole
 // UTC days.
 
-const maxUsageLimit = store.MaxLedgerPage
+const maxUsageLimit = agentd.MaxLedgerPage
 
 // timeBound parses the query parameter name as a time bound, or returns the zero
 // time when it is absent. A day as the upper bound means the end of that day, so
@@ -93,13 +91,7 @@ func (s *Server) usageAgent(ctx context.Context, r *http.Request, p *agentd.Prin
 	if v == "" {
 		return "", nil
 	}
-	var a *agentd.Agent
-	var err error
-	if strings.HasPrefix(v, "agent-") {
-		a, err = s.DB.Agent(ctx, p.OrgID, v)
-	} else {
-		a, err = s.DB.AgentByName(ctx, p.OrgID, v)
-	}
+	a, err := s.Agents.Lookup(ctx, p, v)
 	if err != nil {
 		return "", err
 	}
@@ -118,7 +110,7 @@ func (s *Server) agentsUsage(w http.ResponseWriter, r *http.Request, p *agentd.P
 	if err != nil {
 		return err
 	}
-	t, err := s.DB.UsageTotals(ctx, p.OrgID, fromDay, toDay, agentID)
+	t, err := s.Ledger.Totals(ctx, p.OrgID, fromDay, toDay, agentID)
 	if err != nil {
 		return err
 	}
@@ -160,30 +152,30 @@ func (s *Server) agentsUsage(w http.ResponseWriter, r *http.Request, p *agentd.P
 
 // usageRecord is one ledger row as the API shows it.
 type usageRecord struct {
-	RunID          string        `json:"run_id"`
-	CreatedAt      string        `json:"created_at"`
-	OrgID          string        `json:"org_id"`
-	KeyID          string        `json:"key_id"`
-	Owner          string        `json:"owner"`
-	AgentID        string        `json:"agent_id"`
-	AgentName      string        `json:"agent_name"`
-	AgentVersion   int           `json:"agent_version"`
-	SessionID      *string       `json:"session_id"`
-	ModelRequested string        `json:"model_requested"`
-	Model          string        `json:"model"`
-	InputTokens    int           `json:"input_tokens"`
-	OutputTokens   int           `json:"output_tokens"`
-	TotalTokens    int           `json:"total_tokens"`
-	UsageSource    string        `json:"usage_source"`
-	Cost           agentd.Micros `json:"cost"`
-	LatencyMS      int64         `json:"latency_ms"`
-	Outcome        string        `json:"outcome"`
-	ErrorCode      *string       `json:"error_code"`
+	RunID          string         `json:"run_id"`
+	CreatedAt      string         `json:"created_at"`
+	OrgID          string         `json:"org_id"`
+	KeyID          string         `json:"key_id"`
+	Owner          string         `json:"owner"`
+	AgentID        string         `json:"agent_id"`
+	AgentName      string         `json:"agent_name"`
+	AgentVersion   int            `json:"agent_version"`
+	SessionID      *string        `json:"session_id"`
+	ModelRequested string         `json:"model_requested"`
+	Model          string         `json:"model"`
+	InputTokens    int            `json:"input_tokens"`
+	OutputTokens   int            `json:"output_tokens"`
+	TotalTokens    int            `json:"total_tokens"`
+	UsageSource    string         `json:"usage_source"`
+	Cost           agentd.Micros  `json:"cost"`
+	LatencyMS      int64          `json:"latency_ms"`
+	Outcome        agentd.Outcome `json:"outcome"`
+	ErrorCode      *string        `json:"error_code"`
 }
 
 // recordTime formats a ledger time: RFC 3339, UTC, always with microseconds.
-func recordTime(micros int64) string {
-	return fromMicros(micros).Format("2006-01-02T15:04:05.000000Z07:00")
+func recordTime(t time.Time) string {
+	return t.UTC().Format("2006-01-02T15:04:05.000000Z07:00")
 }
 
 func nonEmpty(s string) *string {
@@ -193,9 +185,9 @@ func nonEmpty(s string) *string {
 	return &s
 }
 
-func newUsageRecord(r *store.Run) usageRecord {
+func newUsageRecord(r *agentd.LedgerRow) usageRecord {
 	return usageRecord{
-		RunID: r.ID, CreatedAt: recordTime(r.Created), OrgID: r.OrgID, KeyID: r.KeyID, Owner: r.Owner,
+		RunID: r.RunID, CreatedAt: recordTime(r.CreatedAt), OrgID: r.OrgID, KeyID: r.KeyID, Owner: r.Owner,
 		AgentID: r.AgentID, AgentName: r.AgentName, AgentVersion: r.AgentVersion, SessionID: nonEmpty(r.SessionID),
 		ModelRequested: r.ModelRequested, Model: r.Model,
 		InputTokens: r.InputTokens, OutputTokens: r.OutputTokens, TotalTokens: r.InputTokens + r.OutputTokens,
@@ -209,13 +201,13 @@ var csvColumns = []string{"run_id", "created_at", "org_id", "key_id", "owner", "
 	"latency_ms", "outcome", "error_code"}
 
 // csvRecord fills row (len(csvColumns)) with r; cost is in credits with 6 decimals.
-func csvRecord(row []string, r *store.Run) {
-	row[0], row[1], row[2], row[3], row[4] = r.ID, recordTime(r.Created), r.OrgID, r.KeyID, r.Owner
+func csvRecord(row []string, r *agentd.LedgerRow) {
+	row[0], row[1], row[2], row[3], row[4] = r.RunID, recordTime(r.CreatedAt), r.OrgID, r.KeyID, r.Owner
 	row[5], row[6], row[7] = r.AgentID, r.AgentName, strconv.Itoa(r.AgentVersion)
 	row[8], row[9], row[10] = r.SessionID, r.ModelRequested, r.Model
 	row[11], row[12] = strconv.Itoa(r.InputTokens), strconv.Itoa(r.OutputTokens)
 	row[13], row[14] = strconv.Itoa(r.InputTokens+r.OutputTokens), r.UsageSource
-	row[15], row[16], row[17], row[18] = credits6(r.Cost), strconv.FormatInt(r.LatencyMS, 10), r.Outcome, r.ErrorCode
+	row[15], row[16], row[17], row[18] = credits6(r.Cost), strconv.FormatInt(r.LatencyMS, 10), string(r.Outcome), r.ErrorCode
 }
 
 // credits6 formats m in credits with exactly six decimals.
@@ -237,16 +229,8 @@ func (s *Server) usageRecords(w http.ResponseWriter, r *http.Request, p *agentd.
 	if err != nil {
 		return err
 	}
-	f := store.LedgerFilter{OrgID: p.OrgID, KeyID: q.Get("key"), Model: q.Get("model"), Cursor: q.Get("cursor"), Limit: store.DefaultLedgerPage}
-	if !from.IsZero() {
-		f.From = from.UnixMicro()
-	}
-	if !to.IsZero() {
-		f.To = to.UnixMicro()
-		if f.To == 0 { // the epoch itself: nothing is before it
-			f.To = -1
-		}
-	}
+	f := agentd.LedgerFilter{OrgID: p.OrgID, KeyID: q.Get("key"), Model: q.Get("model"), Cursor: q.Get("cursor"), Limit: agentd.DefaultLedgerPage,
+		From: from, To: to}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		switch {
@@ -273,7 +257,7 @@ func (s *Server) usageRecords(w http.ResponseWriter, r *http.Request, p *agentd.
 	if csvOut {
 		return s.usageCSV(w, r, f)
 	}
-	runs, next, err := s.DB.LedgerPage(ctx, f)
+	runs, next, err := s.Ledger.Page(ctx, f)
 	if err != nil {
 		return err
 	}
@@ -287,12 +271,12 @@ func (s *Server) usageRecords(w http.ResponseWriter, r *http.Request, p *agentd.
 // usageCSV streams every row matching f (its limit and cursor aside) as CSV, read
 // and flushed a page at a time so that memory stays bounded whatever the size of
 // the ledger. It stops when the client goes away.
-func (s *Server) usageCSV(w http.ResponseWriter, r *http.Request, f store.LedgerFilter) error {
+func (s *Server) usageCSV(w http.ResponseWriter, r *http.Request, f agentd.LedgerFilter) error {
 	ctx := r.Context()
-	f.Limit, f.Cursor = store.MaxLedgerPage, ""
+	f.Limit, f.Cursor = agentd.MaxLedgerPage, ""
 	// The first page is read before anything is written, so that its failure is
 	// still an ordinary error response.
-	runs, next, err := s.DB.LedgerPage(ctx, f)
+	runs, next, err := s.Ledger.Page(ctx, f)
 	if err != nil {
 		return err
 	}
@@ -321,7 +305,7 @@ func (s *Server) usageCSV(w http.ResponseWriter, r *http.Request, f store.Ledger
 			return nil
 		}
 		f.Cursor = next
-		if runs, next, err = s.DB.LedgerPage(ctx, f); err != nil {
+		if runs, next, err = s.Ledger.Page(ctx, f); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -340,7 +324,7 @@ func (s *Server) usageSummary(w http.ResponseWriter, r *http.Request, p *agentd.
 	switch groupBy {
 	case "":
 		return agentd.Invalid("Field required", "missing", "query", "group_by")
-	case store.GroupByDay, store.GroupByAgent, store.GroupByModel, store.GroupByKey:
+	case agentd.GroupByDay, agentd.GroupByAgent, agentd.GroupByModel, agentd.GroupByKey:
 	default:
 		return agentd.Invalid("Input should be 'day', 'agent', 'model' or 'key'", "enum", "query", "group_by")
 	}
@@ -348,7 +332,7 @@ func (s *Server) usageSummary(w http.ResponseWriter, r *http.Request, p *agentd.
 	if err != nil {
 		return err
 	}
-	rows, err := s.DB.UsageSummary(r.Context(), p.OrgID, groupBy, fromDay, toDay)
+	rows, err := s.Ledger.Summary(r.Context(), p.OrgID, groupBy, fromDay, toDay)
 	if err != nil {
 		return err
 	}

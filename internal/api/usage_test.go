@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/billing"
+	"github.com/agentd/agentd/internal/clock"
 	"github.com/agentd/agentd/internal/store"
 )
 
@@ -152,16 +154,16 @@ func csvServer(t *testing.T, n int) (*Server, *agentd.Principal) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	org := &store.Org{ID: agentd.NewID("org"), Name: "acme", Created: 1}
+	org := &agentd.Org{ID: agentd.NewID("org"), Name: "acme", CreatedAt: time.Unix(1, 0)}
 	err = db.Tx(ctx, func(tx *store.Tx) error {
 		if err := tx.CreateOrg(ctx, org); err != nil {
 			return err
 		}
 		for i := range n {
-			err := tx.RecordRun(ctx, &store.Run{ID: fmt.Sprintf("run-%05d", i), Created: 1_700_000_000_000_000 + int64(i),
+			_, err := tx.RecordRun(ctx, &store.Run{LedgerRow: agentd.LedgerRow{RunID: fmt.Sprintf("run-%05d", i), CreatedAt: time.UnixMicro(1_700_000_000_000_000 + int64(i)),
 				OrgID: org.ID, KeyID: "key-1", Owner: "o", AgentID: "agent-1", AgentName: "bot", AgentVersion: 1,
 				ModelRequested: "offline", Model: "offline", InputTokens: i, OutputTokens: 1, UsageSource: agentd.UsageProvider,
-				Outcome: store.OutcomeOK})
+				Outcome: agentd.OutcomeOK}})
 			if err != nil {
 				return err
 			}
@@ -171,12 +173,12 @@ func csvServer(t *testing.T, n int) (*Server, *agentd.Principal) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Server{DB: db, Log: slog.New(slog.DiscardHandler)}, &agentd.Principal{OrgID: org.ID, Scopes: []agentd.Scope{agentd.ScopeUsage}}
+	return &Server{Ledger: billing.NewLedger(db, clock.Real), Log: slog.New(slog.DiscardHandler)}, &agentd.Principal{OrgID: org.ID, Scopes: []agentd.Scope{agentd.ScopeUsage}}
 }
 
 // TestUsageCSVPages: the export spans several store pages, each row once, in order.
 func TestUsageCSVPages(t *testing.T) {
-	const n = 2*store.MaxLedgerPage + 3
+	const n = 2*agentd.MaxLedgerPage + 3
 	s, p := csvServer(t, n)
 	w := httptest.NewRecorder()
 	if err := s.usageRecords(w, httptest.NewRequest("GET", "/x?format=csv&limit=5", nil), p); err != nil {
@@ -215,7 +217,7 @@ func (g *goneWriter) Flush() {
 // TestUsageCSVStopsWhenClientGoes: once the client is gone no further page is read
 // or written, and the handler reports no error (there is nobody to tell).
 func TestUsageCSVStopsWhenClientGoes(t *testing.T) {
-	s, p := csvServer(t, store.MaxLedgerPage+10)
+	s, p := csvServer(t, agentd.MaxLedgerPage+10)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	w := &goneWriter{ResponseRecorder: httptest.NewRecorder(), cancel: cancel}
@@ -223,7 +225,7 @@ func TestUsageCSVStopsWhenClientGoes(t *testing.T) {
 	if err := s.usageRecords(w, r, p); err != nil {
 		t.Fatalf("usageRecords = %v", err)
 	}
-	if lines := strings.Count(w.Body.String(), "\n"); w.flushes != 1 || lines != store.MaxLedgerPage+1 {
+	if lines := strings.Count(w.Body.String(), "\n"); w.flushes != 1 || lines != agentd.MaxLedgerPage+1 {
 		t.Errorf("%d flushes, %d lines: want one page and the header", w.flushes, lines)
 	}
 }

@@ -1,6 +1,6 @@
-// Package auth mints API keys, keeps only their SHA-256 at rest, and turns a
-// presented key into a Principal. Lookups are served from a cache; revocation
-// evicts at once.
+// Package auth owns keys: it mints them (keeping only their SHA-256 at rest),
+// decides who may mint, revoke or re-budget which key, and turns a presented key
+// into a Principal. Lookups are served from a cache; revocation evicts at once.
 package auth
 
 import (
@@ -13,7 +13,6 @@ import (
 	"sync"
 
 	"github.com/agentd/agentd"
-	"github.com/agentd/agentd/internal/store"
 )
 
 // KeyPrefix starts every minted key.
@@ -45,7 +44,7 @@ func Prefix(secret string) string {
 
 // Keys reads keys by hash.
 type Keys interface {
-	KeyByHash(ctx context.Context, hash string) (*store.Key, error)
+	KeyByHash(ctx context.Context, hash string) (*agentd.Key, error)
 }
 
 // Authenticator resolves secrets to principals through a cache.
@@ -93,7 +92,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, header string) (*agent
 	if err != nil {
 		return nil, err
 	}
-	if k.Revoked.Valid {
+	if k.Revoked() {
 		return nil, errUnauthenticated
 	}
 	p = &agentd.Principal{OrgID: k.OrgID, OrgName: k.OrgName, KeyID: k.ID, Owner: k.Owner, Scopes: k.Scopes}

@@ -70,8 +70,8 @@ func TestPrefix(t *testing.T) {
 
 type fixture struct {
 	db    *store.DB
-	org   *store.Org
-	other *store.Org
+	org   *agentd.Org
+	other *agentd.Org
 }
 
 func setup(t *testing.T) *fixture {
@@ -83,8 +83,8 @@ func setup(t *testing.T) *fixture {
 	}
 	t.Cleanup(func() { db.Close() })
 	f := &fixture{db: db,
-		org:   &store.Org{ID: agentd.NewID("org"), Name: "acme", Created: 1},
-		other: &store.Org{ID: agentd.NewID("org"), Name: "other", Created: 1}}
+		org:   &agentd.Org{ID: agentd.NewID("org"), Name: "acme", CreatedAt: time.Now()},
+		other: &agentd.Org{ID: agentd.NewID("org"), Name: "other", CreatedAt: time.Now()}}
 	err = db.Tx(ctx, func(tx *store.Tx) error {
 		if err := tx.CreateOrg(ctx, f.org); err != nil {
 			return err
@@ -98,22 +98,22 @@ func setup(t *testing.T) *fixture {
 }
 
 // key stores a new key of org and returns its id and secret.
-func (f *fixture) key(t *testing.T, org *store.Org, owner string, scopes ...agentd.Scope) (id, secret string) {
+func (f *fixture) key(t *testing.T, org *agentd.Org, owner string, scopes ...agentd.Scope) (id, secret string) {
 	t.Helper()
 	ctx := context.Background()
 	secret = auth.Mint()
-	k := &store.Key{ID: agentd.NewID("key"), OrgID: org.ID, Name: owner + "'s key", Owner: owner,
-		Prefix: auth.Prefix(secret), Hash: auth.Hash(secret), Scopes: scopes, Created: time.Now().UnixMicro()}
+	k := &agentd.Key{ID: agentd.NewID("key"), OrgID: org.ID, Name: owner + "'s key", Owner: owner,
+		Prefix: auth.Prefix(secret), Hash: auth.Hash(secret), Scopes: scopes, CreatedAt: time.Now()}
 	if err := f.db.Tx(ctx, func(tx *store.Tx) error { return tx.CreateKey(ctx, k) }); err != nil {
 		t.Fatal(err)
 	}
 	return k.ID, secret
 }
 
-func (f *fixture) revoke(t *testing.T, org *store.Org, id string) {
+func (f *fixture) revoke(t *testing.T, org *agentd.Org, id string) {
 	t.Helper()
 	ctx := context.Background()
-	if err := f.db.Tx(ctx, func(tx *store.Tx) error { return tx.RevokeKey(ctx, org.ID, id, time.Now().UnixMicro()) }); err != nil {
+	if err := f.db.Tx(ctx, func(tx *store.Tx) error { return tx.RevokeKey(ctx, id, time.Now().UnixMicro()) }); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -242,7 +242,7 @@ func TestRequire(t *testing.T) {
 		name   string
 		scopes []agentd.Scope
 		need   agentd.Scope
-		want   string
+		want   agentd.Code
 	}{
 		{"has it", []agentd.Scope{agentd.ScopeRun}, agentd.ScopeRun, ""},
 		{"through admin", []agentd.Scope{agentd.ScopeAdmin}, agentd.ScopeAgentsWrite, ""},

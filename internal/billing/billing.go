@@ -1,12 +1,18 @@
-// Package billing keeps organizations' money safe under concurrency: a run takes a
-// hold for the most it could cost before the model is called, and settles it (the
-// actual cost is charged in the same transaction as the run's ledger row) or releases
-// it. Available balance is balance − held and never goes below zero.
+// Package billing owns every number of money: balances and what runs hold of them,
+// key budgets and their periods, charges, grants, and the ledger's queries. A run
+// takes a hold for the most it could cost before the model is called, and settles
+// it (the actual cost is charged in the same transaction as the run's ledger row)
+// or releases it. Available balance is balance − held and never goes below zero.
 //
-// On a single node agentd serve is the only writer of its database, so holds live
-// in memory: a crash releases them by construction, and only settlements reach the
-// disk. Each organization's account mirrors its stored balance, loaded on first use
-// and changed only after the database change it mirrors has committed.
+// The database is the truth: a balance is grants minus charges, and what a key's
+// budget has spent in its period is the sum of the key's charges in the ledger for
+// that period (the daily rollups), so there is no second copy to disagree with it.
+// Accounts keeps in memory a mirror of those numbers plus the holds of runs in
+// flight (a reservation: on a single node agentd serve is the only writer of its
+// database, so a crash releases holds by construction). The mirror changes only in
+// commit hooks (store.Tx.OnCommit), which the writer runs in commit order, so that
+// it moves exactly as the database did; it never applies a rule of its own, and
+// whatever it holds can be rebuilt from the database (see Rebuild).
 package billing
 
 import (
@@ -16,20 +22,37 @@ import (
 	"time"
 
 	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/clock"
 	"github.com/agentd/agentd/internal/store"
 )
 
-// Balances reads stored balances and key budgets.
-type Balances interface {
-	Balance(ctx context.Context, orgID string) (agentd.Micros, error)
-	KeyBudget(ctx context.Context, keyID string) (store.Budget, error)
+// PeriodStart is the start of the budget period of kind p that contains t: the UTC
+// day or month, or the zero time for PeriodNone (a budget over the key's whole
+// life). It is the one rule that says when a period rolls over.
+func PeriodStart(p agentd.Period, t time.Time) time.Time {
+	t = t.UTC()
+	switch p {
+	case agentd.PeriodDaily:
+		return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+	case agentd.PeriodMonthly:
+		return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
+	}
+	return time.Time{}
+}
+
+// fromDay is the first rollup day of the period starting at start ("" for all).
+func fromDay(start time.Time) string {
+	if start.IsZero() {
+		return ""
+	}
+	return start.Format(time.DateOnly)
 }
 
 // Accounts holds every organization's live balance and holds, and the budgets of
-// its keys.
+// its keys: the in-memory accounts of a single node.
 type Accounts struct {
-	store Balances
-	now   func() time.Time
+	db    *store.DB
+	clock clock.Clock
 	ttl   time.Duration
 
 	mu    sync.Mutex
@@ -37,41 +60,74 @@ type Accounts struct {
 }
 
 type account struct {
+	id      string
 	mu      sync.Mutex
 	loaded  bool
-	balance agentd.Micros
-	held    agentd.Micros
+	balance agentd.Micros          // as committed
+	held    agentd.Micros          // by runs in flight
 	keys    map[string]*keyAccount // guarded by mu: a key belongs to one organization
-	holds   map[*Hold]struct{}     // open holds, for Sweep
+	holds   map[*memHold]struct{}  // open holds, for Sweep
 }
 
-// keyAccount mirrors a key's stored budget state, plus what its runs hold.
+// keyAccount mirrors a key's budget and what it has spent in the period that
+// periodStart starts, plus what its runs hold now.
 type keyAccount struct {
-	budget store.Budget
-	held   agentd.Micros
+	budget      agentd.Budget
+	periodStart time.Time
+	spent       agentd.Micros // charges committed in the period of periodStart; tracked while the budget is set
+	held        agentd.Micros
 }
 
-// New returns Accounts backed by store whose holds expire ttl after they are
-// taken (ttl ≤ 0: never); Sweep releases expired holds.
-func New(store Balances, ttl time.Duration) *Accounts {
-	return &Accounts{store: store, now: time.Now, ttl: ttl, accts: map[string]*account{}}
+// spentAt is what k has spent in the period containing now: nothing yet when that
+// period is newer than the one k has counted.
+func (k *keyAccount) spentAt(now time.Time) agentd.Micros {
+	if PeriodStart(k.budget.Period, now).After(k.periodStart) {
+		return 0
+	}
+	return k.spent
 }
 
-// SetClock replaces the clock, for tests of expiry and budget periods.
-func (a *Accounts) SetClock(now func() time.Time) { a.now = now }
+// available is what k may still hold in the period containing now.
+func (k *keyAccount) available(now time.Time) agentd.Micros {
+	return max(k.budget.Limit-k.spentAt(now)-k.held, 0)
+}
 
+// charge counts a committed charge of cost, recorded at at, as the rollups do: in
+// the period containing at. A charge in a period older than the one counted belongs
+// to a period that is over; one in a newer period starts its count.
+func (k *keyAccount) charge(cost agentd.Micros, at time.Time) {
+	if !k.budget.Set || cost == 0 {
+		return
+	}
+	switch ps := PeriodStart(k.budget.Period, at); {
+	case ps.Equal(k.periodStart):
+		k.spent += cost
+	case ps.After(k.periodStart):
+		k.periodStart, k.spent = ps, cost
+	}
+}
+
+// New returns Accounts over db whose holds expire ttl after they are taken (ttl ≤ 0:
+// never; Sweep releases expired holds), deciding time by clk.
+func New(db *store.DB, clk clock.Clock, ttl time.Duration) *Accounts {
+	return &Accounts{db: db, clock: clk, ttl: ttl, accts: map[string]*account{}}
+}
+
+// account returns orgID's account, loading its balance on first use. The load
+// happens under acct.mu, which the commit hooks also take, so that no committed
+// change can slip between the load and the mirror.
 func (a *Accounts) account(ctx context.Context, orgID string) (*account, error) {
 	a.mu.Lock()
 	acct := a.accts[orgID]
 	if acct == nil {
-		acct = &account{keys: map[string]*keyAccount{}, holds: map[*Hold]struct{}{}}
+		acct = &account{id: orgID, keys: map[string]*keyAccount{}, holds: map[*memHold]struct{}{}}
 		a.accts[orgID] = acct
 	}
 	a.mu.Unlock()
 	acct.mu.Lock()
 	defer acct.mu.Unlock()
 	if !acct.loaded {
-		b, err := a.store.Balance(ctx, orgID)
+		b, err := a.db.Balance(ctx, orgID)
 		if err != nil {
 			return nil, err
 		}
@@ -80,83 +136,74 @@ func (a *Accounts) account(ctx context.Context, orgID string) (*account, error) 
 	return acct, nil
 }
 
-// key returns keyID's account, loading its budget on first use. acct.mu is held;
-// the load happens under it, which only the first run of a key pays.
+// key returns keyID's account, loading its budget (and, when it has one, what it
+// has spent this period) on first use. acct.mu is held.
 func (a *Accounts) key(ctx context.Context, acct *account, keyID string) (*keyAccount, error) {
 	if k := acct.keys[keyID]; k != nil {
 		return k, nil
 	}
-	b, err := a.store.KeyBudget(ctx, keyID)
+	b, err := a.db.KeyBudget(ctx, keyID)
 	if err != nil {
 		return nil, err
 	}
-	k := &keyAccount{budget: b}
+	k := &keyAccount{budget: b, periodStart: PeriodStart(b.Period, a.clock.Now())}
+	if b.Set {
+		if k.spent, err = a.db.KeySpent(ctx, keyID, fromDay(k.periodStart)); err != nil {
+			return nil, err
+		}
+	}
 	acct.keys[keyID] = k
 	return k, nil
 }
 
-// PeriodStart returns the start (unix micros, UTC) of the budget period of that
-// kind containing t; 0 for a budget without period.
-func PeriodStart(period string, t time.Time) int64 {
-	t = t.UTC()
-	switch period {
-	case store.PeriodDaily:
-		return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC).UnixMicro()
-	case store.PeriodMonthly:
-		return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC).UnixMicro()
-	}
-	return 0
+// Hold is money set aside for one run. Exactly one of Settle (in the transaction
+// that records the run) or Release ends it.
+type Hold interface {
+	// Amount is what the hold sets aside now.
+	Amount() agentd.Micros
+	// Grow adds up to delta from the available balance (and key budget), for a
+	// run that turned out to cost more than it held, and returns the new amount.
+	Grow(delta agentd.Micros) agentd.Micros
+	// Settle ends the hold with a charge of cost recorded at at, as part of tx,
+	// whose writes must include the charge (store.Tx.RecordRun): when tx commits
+	// the balance and the key's budget drop by cost and the rest is released; if
+	// tx rolls back nothing happens and the hold stays open for Release.
+	Settle(tx *store.Tx, cost agentd.Micros, at time.Time)
+	// Release ends the hold with no charge. Releasing an ended hold does nothing,
+	// so deferring Release after a Settle is safe.
+	Release()
 }
 
-// roll moves k into the period containing now, if that period is newer.
-func (k *keyAccount) roll(now time.Time) {
-	if ps := PeriodStart(k.budget.Period, now); ps > k.budget.PeriodStart {
-		k.budget.PeriodStart, k.budget.Spent = ps, 0
-	}
+// memHold is a hold in memory.
+type memHold struct {
+	a       *Accounts
+	acct    *account
+	key     *keyAccount // nil for a hold without key (credit corrections)
+	amount  agentd.Micros
+	expires time.Time
+	done    bool
+	swept   bool // released by Sweep; a late Settle still charges
 }
 
-// available is what k may still hold in its current period.
-func (k *keyAccount) available() agentd.Micros {
-	return max(k.budget.Limit-k.budget.Spent-k.held, 0)
-}
-
-// charge counts cost against k as the store's chargeKey does.
-func (k *keyAccount) charge(cost agentd.Micros, periodStart int64) {
-	switch {
-	case k.budget.PeriodStart == periodStart:
-		k.budget.Spent += cost
-	case k.budget.PeriodStart < periodStart:
-		k.budget.PeriodStart, k.budget.Spent = periodStart, cost
-	}
-}
-
-// Hold is money set aside for one run. Exactly one of Settle or Release ends it.
-type Hold struct {
-	acct        *account
-	key         *keyAccount // nil: the key has no budget
-	Amount      agentd.Micros
-	periodStart int64
-	expires     time.Time
-	done        bool
-	swept       bool // released by Sweep; a late Settle still charges
-}
-
-// Hold sets amount aside from orgID's available balance, or fails with
-// EInsufficientQuota whose Fields carry required and available (in credits).
-func (a *Accounts) Hold(ctx context.Context, orgID string, amount agentd.Micros) (*Hold, error) {
-	return a.HoldKey(ctx, orgID, "", amount)
-}
-
-// HoldKey is Hold for a run by keyID (may be ""): when the key has a budget the
-// amount must also fit what the budget has left in its period, and is held there
-// too. A key without budget spends from its organization alone.
-func (a *Accounts) HoldKey(ctx context.Context, orgID, keyID string, amount agentd.Micros) (*Hold, error) {
-	acct, err := a.account(ctx, orgID)
+// Hold sets amount aside for a run by keyID from orgID's available balance and,
+// when the key has a budget, from what the budget has left in its period. It fails
+// with EInsufficientQuota whose Fields carry required and available (in credits)
+// and which limit was short.
+func (a *Accounts) Hold(ctx context.Context, orgID, keyID string, amount agentd.Micros) (Hold, error) {
+	h, err := a.hold(ctx, orgID, keyID, amount)
 	if err != nil {
 		return nil, err
 	}
-	if amount < 0 {
-		return nil, fmt.Errorf("billing: negative hold %d", amount)
+	return h, nil
+}
+
+func (a *Accounts) hold(ctx context.Context, orgID, keyID string, amount agentd.Micros) (*memHold, error) {
+	if amount < 0 || amount > agentd.MaxMicros {
+		return nil, fmt.Errorf("billing: hold of %d out of range", amount)
+	}
+	acct, err := a.account(ctx, orgID)
+	if err != nil {
+		return nil, err
 	}
 	acct.mu.Lock()
 	defer acct.mu.Unlock()
@@ -165,24 +212,21 @@ func (a *Accounts) HoldKey(ctx context.Context, orgID, keyID string, amount agen
 		if k, err = a.key(ctx, acct, keyID); err != nil {
 			return nil, err
 		}
-		if !k.budget.Set {
-			k = nil
-		}
 	}
-	now := a.now()
+	now := a.clock.Now()
 	if avail := acct.balance - acct.held; amount > avail {
 		return nil, insufficient(amount, avail)
 	}
-	h := &Hold{acct: acct, Amount: amount}
-	if k != nil {
-		k.roll(now)
-		if avail := k.available(); amount > avail {
+	if k != nil && k.budget.Set {
+		if avail := k.available(now); amount > avail {
 			return nil, overBudget(amount, avail, k.budget)
 		}
-		k.held += amount
-		h.key, h.periodStart = k, k.budget.PeriodStart
 	}
+	h := &memHold{a: a, acct: acct, key: k, amount: amount}
 	acct.held += amount
+	if k != nil {
+		k.held += amount
+	}
 	if a.ttl > 0 {
 		h.expires = now.Add(a.ttl)
 	}
@@ -191,6 +235,7 @@ func (a *Accounts) HoldKey(ctx context.Context, orgID, keyID string, amount agen
 }
 
 func insufficient(required, available agentd.Micros) error {
+	available = max(available, 0)
 	return &agentd.Error{
 		Code:    agentd.EInsufficientQuota,
 		Message: "insufficient balance: this run may cost up to " + required.String() + " credits and " + available.String() + " are available",
@@ -198,10 +243,13 @@ func insufficient(required, available agentd.Micros) error {
 	}
 }
 
-func overBudget(required, available agentd.Micros, b store.Budget) error {
+func overBudget(required, available agentd.Micros, b agentd.Budget) error {
 	per := ""
-	if b.Period != store.PeriodNone && b.Period != "" {
-		per = " this " + map[string]string{store.PeriodDaily: "day", store.PeriodMonthly: "month"}[b.Period]
+	switch b.Period {
+	case agentd.PeriodDaily:
+		per = " this day"
+	case agentd.PeriodMonthly:
+		per = " this month"
 	}
 	return &agentd.Error{
 		Code: agentd.EInsufficientQuota,
@@ -211,35 +259,39 @@ func overBudget(required, available agentd.Micros, b store.Budget) error {
 	}
 }
 
-// KeyCharge reports whether the hold's cost counts against a key budget, and the
-// period it counts in: what the ledger write must record with the charge.
-func (h *Hold) KeyCharge() (charged bool, periodStart int64) {
-	return h.key != nil, h.periodStart
+func (h *memHold) Amount() agentd.Micros {
+	h.acct.mu.Lock()
+	defer h.acct.mu.Unlock()
+	return h.amount
 }
 
-// Grow adds up to delta to the hold from the available balance (and key budget),
-// for a run that turned out to cost more than it held, and returns the hold's new
-// amount. It never takes either below zero.
-func (h *Hold) Grow(delta agentd.Micros) agentd.Micros {
+func (h *memHold) Grow(delta agentd.Micros) agentd.Micros {
 	h.acct.mu.Lock()
 	defer h.acct.mu.Unlock()
 	if h.done || h.swept || delta <= 0 {
-		return h.Amount
+		return h.amount
 	}
 	add := min(delta, max(h.acct.balance-h.acct.held, 0))
-	if h.key != nil {
-		add = min(add, h.key.available())
-		h.key.held += add
+	if h.key != nil && h.key.budget.Set {
+		add = min(add, h.key.available(h.a.clock.Now()))
 	}
 	h.acct.held += add
-	h.Amount += add
-	return h.Amount
+	if h.key != nil {
+		h.key.held += add
+	}
+	h.amount += add
+	return h.amount
 }
 
-// Settle ends the hold after the charge of cost has committed: the balance (and
-// the key's budget) drop by cost and the rest of the hold is released. A hold the
+func (h *memHold) Settle(tx *store.Tx, cost agentd.Micros, at time.Time) {
+	tx.OnCommit(func() { h.end(cost, at) })
+}
+
+func (h *memHold) Release() { h.end(0, time.Time{}) }
+
+// end ends the hold, charging cost (committed at at) to the mirror. A hold the
 // sweeper released is still charged: the database has recorded the charge.
-func (h *Hold) Settle(cost agentd.Micros) {
+func (h *memHold) end(cost agentd.Micros, at time.Time) {
 	h.acct.mu.Lock()
 	defer h.acct.mu.Unlock()
 	if h.done {
@@ -250,29 +302,25 @@ func (h *Hold) Settle(cost agentd.Micros) {
 		h.unhold()
 	}
 	h.acct.balance -= cost
-	if h.key != nil && cost > 0 {
-		h.key.charge(cost, h.periodStart)
+	if h.key != nil {
+		h.key.charge(cost, at)
 	}
 }
 
 // unhold takes the hold's amount out of what is held. acct.mu is held.
-func (h *Hold) unhold() {
-	h.acct.held -= h.Amount
+func (h *memHold) unhold() {
+	h.acct.held -= h.amount
 	if h.key != nil {
-		h.key.held -= h.Amount
+		h.key.held -= h.amount
 	}
 	delete(h.acct.holds, h)
 }
-
-// Release ends the hold with no charge. Releasing an ended hold does nothing, so
-// deferring Release after a Settle is safe.
-func (h *Hold) Release() { h.Settle(0) }
 
 // Sweep releases every hold older than the TTL whose run never settled or
 // released it (a run stuck past any deadline, or a bug), so that a dead run does
 // not freeze balance forever. It returns how many holds it released.
 func (a *Accounts) Sweep() int {
-	now := a.now()
+	now := a.clock.Now()
 	a.mu.Lock()
 	accts := make([]*account, 0, len(a.accts))
 	for _, acct := range a.accts {
@@ -294,32 +342,31 @@ func (a *Accounts) Sweep() int {
 	return n
 }
 
-// SetBudget updates the live budget of keyID after its stored budget changed.
-// What the key has spent in its period stays counted.
-func (a *Accounts) SetBudget(ctx context.Context, orgID, keyID string, set bool, limit agentd.Micros, period string) error {
+// State is an organization's money as agentd sees it now.
+type State struct {
+	Balance agentd.Micros
+	Held    agentd.Micros
+	Holds   int // runs holding money now
+}
+
+// State returns orgID's balance and the amount held by runs in flight.
+func (a *Accounts) State(ctx context.Context, orgID string) (State, error) {
 	acct, err := a.account(ctx, orgID)
 	if err != nil {
-		return err
+		return State{}, err
 	}
 	acct.mu.Lock()
 	defer acct.mu.Unlock()
-	k, err := a.key(ctx, acct, keyID)
-	if err != nil {
-		return err
-	}
-	if period != k.budget.Period {
-		k.budget.PeriodStart, k.budget.Spent = PeriodStart(period, a.now()), 0
-	}
-	k.budget.Set, k.budget.Limit, k.budget.Period = set, limit, period
-	return nil
+	return State{Balance: acct.balance, Held: acct.held, Holds: len(acct.holds)}, nil
 }
 
 // KeyState is a key's budget as agentd sees it now.
 type KeyState struct {
-	Budget      store.Budget
+	Budget      agentd.Budget
+	PeriodStart time.Time     // of the current period; zero for PeriodNone
+	Spent       agentd.Micros // in the current period
 	Held        agentd.Micros
-	Available   agentd.Micros
-	PeriodStart time.Time
+	Available   agentd.Micros // what the budget has left for new holds
 }
 
 // KeyState returns keyID's budget state (Budget.Set false: no budget).
@@ -334,58 +381,134 @@ func (a *Accounts) KeyState(ctx context.Context, orgID, keyID string) (KeyState,
 	if err != nil {
 		return KeyState{}, err
 	}
-	k.roll(a.now())
-	return KeyState{Budget: k.budget, Held: k.held, Available: k.available(), PeriodStart: time.UnixMicro(k.budget.PeriodStart).UTC()}, nil
+	now := a.clock.Now()
+	return KeyState{Budget: k.budget, PeriodStart: PeriodStart(k.budget.Period, now), Spent: k.spentAt(now),
+		Held: k.held, Available: k.available(now)}, nil
 }
 
-// State is an organization's money as agentd sees it now.
-type State struct {
-	Balance agentd.Micros `json:"balance"`
-	Held    agentd.Micros `json:"held"`
-	Holds   int           `json:"holds"` // runs holding money now
+// Available is what a run by keyID may hold now: the organization's available
+// balance, or the key's budget's remainder when that is less.
+func (a *Accounts) Available(ctx context.Context, orgID, keyID string) (agentd.Micros, error) {
+	st, err := a.State(ctx, orgID)
+	if err != nil {
+		return 0, err
+	}
+	avail := max(st.Balance-st.Held, 0)
+	if keyID == "" {
+		return avail, nil
+	}
+	ks, err := a.KeyState(ctx, orgID, keyID)
+	if err != nil {
+		return 0, err
+	}
+	if ks.Budget.Set {
+		avail = min(avail, ks.Available)
+	}
+	return avail, nil
 }
 
-// State returns orgID's balance and the amount held by runs in flight.
-func (a *Accounts) State(ctx context.Context, orgID string) (State, error) {
+// SetBudget stores keyID's new budget (a key of orgID) and moves the mirror to it
+// in the same commit: what the key has spent is re-read for the new budget's period
+// inside the transaction, so no charge committed around it is lost or counted twice.
+// Changing a budget never forgets spending: a budget counts the key's charges in
+// the ledger for its current period, whatever the key's budget was when they were
+// made.
+func (a *Accounts) SetBudget(ctx context.Context, orgID, keyID string, b agentd.Budget) (KeyState, error) {
+	if !b.Period.Valid() {
+		return KeyState{}, agentd.Invalid("budget_period must be none, daily or monthly", "enum", "body", "budget_period")
+	}
+	if b.Set && (b.Limit < 0 || b.Limit > agentd.MaxMicros) {
+		return KeyState{}, agentd.Invalid(fmt.Sprintf("budget must be between 0 and %d credits", agentd.MaxMicros/agentd.MicrosPerCredit), "less_than_equal", "body", "budget")
+	}
+	if !b.Set {
+		b.Limit = 0 // what the store keeps of no budget
+	}
+	acct, err := a.account(ctx, orgID)
+	if err != nil {
+		return KeyState{}, err
+	}
+	start := PeriodStart(b.Period, a.clock.Now())
+	err = a.db.Tx(ctx, func(tx *store.Tx) error {
+		if err := tx.SetKeyBudget(ctx, keyID, b); err != nil {
+			return err
+		}
+		var spent agentd.Micros // tracked while the key has a budget
+		if b.Set {
+			var err error
+			if spent, err = tx.KeySpent(ctx, keyID, fromDay(start)); err != nil {
+				return err
+			}
+		}
+		tx.OnCommit(func() {
+			acct.mu.Lock()
+			defer acct.mu.Unlock()
+			if k := acct.keys[keyID]; k != nil {
+				k.budget, k.periodStart, k.spent = b, start, spent
+			}
+		})
+		return nil
+	})
+	if err != nil {
+		return KeyState{}, err
+	}
+	return a.KeyState(ctx, orgID, keyID)
+}
+
+// Grant records a credit grant (or, negative, a correction) of amount by keyID to
+// orgID and returns the organization's state after it. A correction is held first
+// so that no run can spend it meanwhile, and may not take the available balance
+// below zero (400); a grant that would take the balance past agentd.MaxMicros is
+// refused (422) and nothing changes.
+func (a *Accounts) Grant(ctx context.Context, orgID string, amount agentd.Micros, keyID string) (State, error) {
+	if amount == 0 || amount > agentd.MaxMicros || amount < -agentd.MaxMicros {
+		return State{}, agentd.Invalid(fmt.Sprintf("amount must be a non-zero number of credits of at most %d in size", agentd.MaxMicros/agentd.MicrosPerCredit), "value_error", "body", "amount")
+	}
 	acct, err := a.account(ctx, orgID)
 	if err != nil {
 		return State{}, err
 	}
-	acct.mu.Lock()
-	defer acct.mu.Unlock()
-	return State{Balance: acct.balance, Held: acct.held, Holds: len(acct.holds)}, nil
-}
-
-// Adjust changes orgID's balance by delta through commit, which must make the stored
-// change and return the new stored balance (returned for display). A negative delta is held first so that
-// no run can spend it meanwhile, and may not take available balance below zero.
-func (a *Accounts) Adjust(ctx context.Context, orgID string, delta agentd.Micros, commit func() (agentd.Micros, error)) (agentd.Micros, error) {
-	acct, err := a.account(ctx, orgID)
-	if err != nil {
-		return 0, err
-	}
-	var h *Hold
-	if delta < 0 {
-		if h, err = a.Hold(ctx, orgID, -delta); err != nil {
-			avail := err.(*agentd.Error).Fields["available"].(agentd.Micros)
-			return 0, agentd.Errorf(agentd.EBadRequest, "a correction of %s credits would take the available balance (%s) below zero", delta, avail)
+	var h *memHold
+	if amount < 0 {
+		if h, err = a.hold(ctx, orgID, "", -amount); err != nil {
+			avail := agentd.Micros(0)
+			if e, ok := err.(*agentd.Error); ok {
+				avail, _ = e.Fields["available"].(agentd.Micros)
+			}
+			return State{}, agentd.Errorf(agentd.EBadRequest, "a correction of %s credits would take the available balance (%s) below zero", amount, avail)
 		}
+		defer h.Release() // no-op once committed
 	}
-	stored, err := commit()
-	if err != nil {
-		if h != nil {
-			h.Release()
+	g := &store.Grant{ID: agentd.NewID("grant"), OrgID: orgID, Amount: amount, KeyID: keyID, Created: a.clock.Now().UnixMicro()}
+	err = a.db.Tx(ctx, func(tx *store.Tx) error {
+		bal, err := tx.Balance(ctx, orgID)
+		if err != nil {
+			return err
 		}
-		return 0, err
+		next, ok := agentd.AddMicros(bal, amount)
+		if !ok {
+			return agentd.Invalid(fmt.Sprintf("this grant would take the balance past the largest balance agentd keeps (%d credits)", agentd.MaxMicros/agentd.MicrosPerCredit), "value_error", "body", "amount")
+		}
+		if next < 0 {
+			return agentd.Errorf(agentd.EBadRequest, "a correction of %s credits would take the balance (%s) below zero", amount, bal)
+		}
+		if err := tx.GrantCredits(ctx, g, next); err != nil {
+			return err
+		}
+		tx.OnCommit(func() {
+			acct.mu.Lock()
+			defer acct.mu.Unlock()
+			if h != nil && !h.done {
+				h.done = true
+				if !h.swept {
+					h.unhold()
+				}
+			}
+			acct.balance += amount
+		})
+		return nil
+	})
+	if err != nil {
+		return State{}, err
 	}
-	acct.mu.Lock()
-	defer acct.mu.Unlock()
-	if h != nil {
-		h.done = true
-		h.unhold()
-	}
-	// Apply the delta, not the stored value: a settlement committed just before ours
-	// may not have reached memory yet, and it applies its own delta.
-	acct.balance += delta
-	return stored, nil
+	return a.State(ctx, orgID)
 }

@@ -40,6 +40,7 @@ type Config struct {
 	Models    []Model    `yaml:"models"`
 	Retry     Retry      `yaml:"retry"`
 
+	Agents      Agents      `yaml:"agents"`
 	Ledger      Ledger      `yaml:"ledger"`
 	Sessions    Sessions    `yaml:"sessions"`
 	Idempotency Idempotency `yaml:"idempotency"`
@@ -49,6 +50,14 @@ type Config struct {
 
 	// File is the config file that was loaded, for error messages.
 	File string `yaml:"-"`
+}
+
+// Agents bounds what each organization may store.
+type Agents struct {
+	// MaxPerOrg is how many agents one organization may have.
+	MaxPerOrg int `yaml:"max_per_org"`
+	// MaxBytes bounds one agent's description, instructions and demonstrations.
+	MaxBytes int `yaml:"max_bytes"`
 }
 
 // Ledger configures the usage record.
@@ -210,6 +219,7 @@ func Default() *Config {
 			ShutdownTimeout: Duration(30 * time.Second),
 		},
 		SQLite: SQLite{Synchronous: "FULL"},
+		Agents: Agents{MaxPerOrg: 1000, MaxBytes: 1 << 20},
 		Retry:  Retry{InitialBackoff: Duration(200 * time.Millisecond), MaxBackoff: Duration(10 * time.Second)},
 
 		Sessions:      Sessions{IdleTTL: Duration(30 * 24 * time.Hour)},
@@ -413,6 +423,15 @@ func (c *Config) Validate() error {
 	case "FULL", "NORMAL", "EXTRA":
 	default:
 		bad("sqlite.synchronous %q: want FULL, NORMAL or EXTRA", c.SQLite.Synchronous)
+	}
+	if c.Agents.MaxPerOrg < 1 {
+		bad("agents.max_per_org %d must be positive", c.Agents.MaxPerOrg)
+	}
+	if c.Agents.MaxBytes < 1024 {
+		bad("agents.max_bytes %d is below 1024", c.Agents.MaxBytes)
+	}
+	if c.BootstrapKey != "" && (len(c.BootstrapKey) < 16 || len(c.BootstrapKey) > 512 || strings.TrimSpace(c.BootstrapKey) != c.BootstrapKey) {
+		bad("AGENTD_BOOTSTRAP_KEY must be 16 to 512 characters without surrounding spaces")
 	}
 	if c.Ledger.Retention < 0 {
 		bad("ledger.retention must not be negative (0 keeps rows forever)")

@@ -90,15 +90,22 @@ func TestPrecedence(t *testing.T) {
 
 func TestEnvOnlySettings(t *testing.T) {
 	c, err := config.Load(config.Overrides{}, env(map[string]string{
-		"AGENTD_BOOTSTRAP_KEY":     "agd_boot",
+		"AGENTD_BOOTSTRAP_KEY":     "agd_boot_0123456789",
 		"AGENTD_MAX_BODY_BYTES":    "4096",
 		"AGENTD_MAX_MESSAGE_CHARS": "100",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.BootstrapKey != "agd_boot" || c.Limits.MaxBodyBytes != 4096 || c.Limits.MaxMessageChars != 100 {
+	if c.BootstrapKey != "agd_boot_0123456789" || c.Limits.MaxBodyBytes != 4096 || c.Limits.MaxMessageChars != 100 {
 		t.Errorf("bootstrap %q limits %+v", c.BootstrapKey, c.Limits)
+	}
+	// A bootstrap key is checked with the rest of the configuration, before
+	// anything is opened or minted.
+	for _, bad := range []string{"agd_short", " agd_padded_0123456789", strings.Repeat("k", 513)} {
+		if _, err := config.Load(config.Overrides{}, env(map[string]string{"AGENTD_BOOTSTRAP_KEY": bad})); err == nil || !strings.Contains(err.Error(), "AGENTD_BOOTSTRAP_KEY") {
+			t.Errorf("AGENTD_BOOTSTRAP_KEY %q: %v", bad, err)
+		}
 	}
 }
 

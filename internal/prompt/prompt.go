@@ -36,17 +36,10 @@ func Compile(instructions string, demos []agentd.Demonstration, count func(strin
 	return f
 }
 
-// Turn is one stored exchange of a session, with token counts cached when it was
-// written so that building a prompt never re-tokenizes history.
-type Turn struct {
-	User, Assistant             string
-	UserTokens, AssistantTokens int
-}
-
 // Input is everything Build needs. Token counts must come from the model's tokenizer.
 type Input struct {
-	Fixed         *Fixed // nil means no instructions and no demonstrations
-	History       []Turn // oldest first
+	Fixed         *Fixed        // nil means no instructions and no demonstrations
+	History       []agentd.Turn // oldest first
 	Message       string
 	MessageTokens int // count(Message)
 	// Tail, when set, replaces Message: the caller's own messages of a chat

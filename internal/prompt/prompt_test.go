@@ -19,13 +19,13 @@ import (
 // words is a whitespace tokenizer: counts that are easy to check by hand.
 func words(s string) int { return len(strings.Fields(s)) }
 
-func turn(u, a string, count func(string) int) Turn {
-	return Turn{User: u, Assistant: a, UserTokens: count(u), AssistantTokens: count(a)}
+func turn(u, a string, count func(string) int) agentd.Turn {
+	return agentd.Turn{User: u, Assistant: a, UserTokens: count(u), AssistantTokens: count(a)}
 }
 
 // history returns n turns of 2 + 3 words, each costing 11 tokens with words.
-func history(n int) []Turn {
-	h := make([]Turn, n)
+func history(n int) []agentd.Turn {
+	h := make([]agentd.Turn, n)
 	for i := range h {
 		h[i] = turn(fmt.Sprintf("u%d x", i), fmt.Sprintf("a%d y z", i), words)
 	}
@@ -76,7 +76,7 @@ func TestBuild(t *testing.T) {
 	tests := []struct {
 		name        string
 		fixed       *Fixed
-		history     []Turn
+		history     []agentd.Turn
 		window, max int
 		wantKept    int // newest turns kept
 		wantTokens  int
@@ -91,7 +91,7 @@ func TestBuild(t *testing.T) {
 		{name: "max tokens is reserved", fixed: fixed, history: history(3), window: 65, max: 11, wantKept: 2, wantTokens: 44},
 		{name: "zero max tokens", fixed: fixed, history: history(3), window: 55, max: 0, wantKept: 3, wantTokens: 55},
 		{name: "a big newest turn ends the history", fixed: fixed, history: append(history(2), big), window: 39, max: 0, wantTokens: 22},
-		{name: "a big oldest turn is trimmed alone", fixed: fixed, history: append([]Turn{big}, history(2)...), window: 44, max: 0, wantKept: 2, wantTokens: 44},
+		{name: "a big oldest turn is trimmed alone", fixed: fixed, history: append([]agentd.Turn{big}, history(2)...), window: 44, max: 0, wantKept: 2, wantTokens: 44},
 		{name: "nil fixed", history: history(1), window: 19, max: 0, wantKept: 1, wantTokens: 19},
 	}
 	for _, tt := range tests {
@@ -205,7 +205,7 @@ func TestBuildCountsLikeCountMessages(t *testing.T) {
 	for name, count := range counters {
 		t.Run(name, func(t *testing.T) {
 			fixed := Compile(agentd.DefaultInstructions, demos, count)
-			var h []Turn
+			var h []agentd.Turn
 			for i := range 20 {
 				h = append(h, turn(fmt.Sprintf("Question %d: what about 日本?", i), strings.Repeat("answer ", i), count))
 			}
@@ -248,7 +248,7 @@ func FuzzBuild(f *testing.F) {
 			in, out, _ := strings.Cut(line, "|")
 			demos = append(demos, agentd.Demonstration{Input: in, Output: out})
 		}
-		var h []Turn
+		var h []agentd.Turn
 		for _, line := range lines(historyLines) {
 			u, a, _ := strings.Cut(line, "|")
 			h = append(h, turn(u, a, count))
@@ -322,7 +322,7 @@ func BenchmarkBuild(b *testing.B) {
 		{Input: "How do I reset my password?", Output: "Open Settings, then Security, then Reset password."},
 		{Input: "What are your opening hours?", Output: "We are open 9:00 to 17:00, Monday to Friday."},
 	}, count)
-	h := make([]Turn, 50)
+	h := make([]agentd.Turn, 50)
 	total := 0
 	for i := range h {
 		h[i] = turn(fmt.Sprintf("Question number %d about my account and the order I placed last week?", i),

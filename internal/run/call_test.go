@@ -11,7 +11,6 @@ import (
 	"github.com/agentd/agentd/internal/catalog"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/llm/llmtest"
-	"github.com/agentd/agentd/internal/store"
 )
 
 var (
@@ -29,7 +28,7 @@ func repeat(err error, n int) []error {
 }
 
 // lastRun returns the newest ledger row of the fixture's organization.
-func lastRun(t *testing.T, f *fixture) store.Run {
+func lastRun(t *testing.T, f *fixture) agentd.LedgerRow {
 	t.Helper()
 	rows, err := f.db.Ledger(context.Background(), f.p.OrgID)
 	if err != nil {
@@ -92,7 +91,7 @@ func TestRetryAndFallback(t *testing.T) {
 				if agentd.ErrorCode(err) != agentd.EInferenceFailed {
 					t.Fatalf("err = %v, want inference_failed", err)
 				}
-				if st.Balance != 1_000_000 || row.Outcome != store.OutcomeFailed || row.Cost != 0 {
+				if st.Balance != 1_000_000 || row.Outcome != agentd.OutcomeFailed || row.Cost != 0 {
 					t.Errorf("failed run: balance %d, ledger %+v", st.Balance, row)
 				}
 				return

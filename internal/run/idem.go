@@ -19,14 +19,52 @@ import (
 // Retry-After; afterwards they get the stored result, with no new charge. Failed
 // runs store nothing (they charged nothing), so a retry runs again.
 //
-// On a single node the in-flight set lives in memory, like holds and leases.
+// The in-flight set is the seam InFlight: in memory on a single node, like holds
+// and leases; a unique row across replicas.
 
 // DefaultIdemTTL is how long results are kept when Runner.IdemTTL is 0.
 const DefaultIdemTTL = 24 * time.Hour
 
-type inflight struct {
+// InFlight is the set of Idempotency-Keys whose run is in flight. Every
+// implementation passes inflighttest.Run.
+type InFlight interface {
+	// Begin marks id in flight, or fails with EConflict (retry_after 1) when it
+	// already is. end removes the mark; it must be called once.
+	Begin(ctx context.Context, id string) (end func(), err error)
+}
+
+// MemoryInFlight is InFlight in memory, for a single node: a crash forgets every
+// mark along with the runs it guarded.
+type MemoryInFlight struct {
 	mu   sync.Mutex
 	keys map[string]struct{}
+}
+
+var _ InFlight = (*MemoryInFlight)(nil)
+
+// NewMemoryInFlight returns an empty in-flight set.
+func NewMemoryInFlight() *MemoryInFlight { return &MemoryInFlight{keys: map[string]struct{}{}} }
+
+var errInFlight = &agentd.Error{Code: agentd.EConflict,
+	Message: "a request with this Idempotency-Key is still in flight; retry when it has finished",
+	Fields:  map[string]any{"retry_after": 1}}
+
+// Begin implements InFlight.
+func (s *MemoryInFlight) Begin(ctx context.Context, id string) (func(), error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, busy := s.keys[id]; busy {
+		return nil, errInFlight
+	}
+	s.keys[id] = struct{}{}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			delete(s.keys, id)
+			s.mu.Unlock()
+		})
+	}, nil
 }
 
 func (r *Runner) idemTTL() time.Duration {
@@ -57,27 +95,13 @@ func (r *Runner) beginIdempotent(ctx context.Context, req *Request) (stored *Res
 	p := req.Principal
 	hash := requestHash(req)
 	id := p.OrgID + "\x00" + p.KeyID + "\x00" + req.IdempotencyKey
-	in := &r.inflight
-	in.mu.Lock()
-	if _, busy := in.keys[id]; busy {
-		in.mu.Unlock()
-		return nil, nil, nil, &agentd.Error{Code: agentd.EConflict,
-			Message: "a request with this Idempotency-Key is still in flight; retry when it has finished",
-			Fields:  map[string]any{"retry_after": 1}}
-	}
-	if in.keys == nil {
-		in.keys = map[string]struct{}{}
-	}
-	in.keys[id] = struct{}{}
-	in.mu.Unlock()
-	done = func() {
-		in.mu.Lock()
-		delete(in.keys, id)
-		in.mu.Unlock()
+	done, err = r.InFlight.Begin(ctx, id)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	// Checked after marking the key, so a run that finishes meanwhile has written
 	// its record before we look.
-	old, err := r.DB.Idempotent(ctx, p.OrgID, p.KeyID, req.IdempotencyKey, r.Now().UnixMicro())
+	old, err := r.DB.Idempotent(ctx, p.OrgID, p.KeyID, req.IdempotencyKey, r.Clock.Now().UnixMicro())
 	if err != nil {
 		done()
 		return nil, nil, nil, err

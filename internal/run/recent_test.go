@@ -6,23 +6,29 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/agentd/agentd/internal/clock"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/llm/llmtest"
-	"github.com/agentd/agentd/internal/prompt"
+	"github.com/agentd/agentd/internal/session"
 )
 
 // TestRecentTurnsMatchTheDatabase: the history a turn gets from memory is the
 // history it would read from the database, turn after turn, whether the window
 // or the cache's own bound is what cuts it.
 func TestRecentTurnsMatchTheDatabase(t *testing.T) {
-	for _, bytes := range []int{DefaultRecentBytes, 16 * 300} { // roomy; a few turns per session
+	for _, bytes := range []int{session.DefaultRecentBytes, 16 * 300} { // roomy; a few turns per session
 		t.Run(fmt.Sprint(bytes), func(t *testing.T) {
 			prov := &llmtest.Fake{Reply: "a reply of six words here"}
 			m := pricedModel("priced", prov)
 			m.ContextWindow = 400 // about a dozen turns fit
 			f := newFixtureModels(t, prov, 100_000_000, m)
-			f.runner.RecentBytes = bytes
+			sessions := func() *session.Service {
+				return session.New(f.db, session.NewMemoryLeases(0, clock.Real), clock.Real, session.Options{Wait: time.Second, RecentBytes: bytes})
+			}
+			f.runner.Sessions = sessions()
+			uncached := *f.runner // reads every window from the database
 			ctx := context.Background()
 			for i := range 40 {
 				req := &Request{Principal: f.p, AgentName: "bot", Message: fmt.Sprintf("message %d %s", i, strings.Repeat("w ", i%7)), SessionID: "s"}
@@ -30,8 +36,8 @@ func TestRecentTurnsMatchTheDatabase(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				f.runner.ForgetSessions()
-				fromDB, err := f.runner.Estimate(ctx, req)
+				uncached.Sessions = sessions()
+				fromDB, err := uncached.Estimate(ctx, req)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -66,33 +72,5 @@ func TestRecentTurnsMatchTheDatabase(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-// TestRecentTurnsBounds: the cache stays within its byte bound, drops whole
-// least recently used sessions, and trims a long session's oldest turns.
-func TestRecentTurnsBounds(t *testing.T) {
-	c := newRecentTurns(16 * 1000)
-	turn := prompt.Turn{User: strings.Repeat("u", 100), Assistant: strings.Repeat("a", 100)}
-	for s := range 100 {
-		key := fmt.Sprint("s", s)
-		c.put(key, nil, 0)
-		for range 20 {
-			c.add(key, turn)
-		}
-		if c.bytes > c.maxBytes {
-			t.Fatalf("cache holds %d bytes, bound %d", c.bytes, c.maxBytes)
-		}
-	}
-	turns, total, ok := c.get("s99")
-	if !ok || total != 20 || len(turns) >= 20 || len(turns) == 0 {
-		t.Errorf("newest session: %d turns of %d cached (ok=%v); want a trimmed suffix", len(turns), total, ok)
-	}
-	if _, _, ok := c.get("s0"); ok {
-		t.Error("the least recently used session was kept")
-	}
-	c.forget("s99")
-	if _, _, ok := c.get("s99"); ok {
-		t.Error("forget kept the session")
 	}
 }

@@ -11,13 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/internal/agents"
 	"github.com/agentd/agentd/internal/billing"
 	"github.com/agentd/agentd/internal/catalog"
+	"github.com/agentd/agentd/internal/clock"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/prompt"
 	"github.com/agentd/agentd/internal/session"
@@ -68,26 +68,31 @@ type Result struct {
 	Replayed bool `json:"-"`
 }
 
+// Accounts reserves the money runs may spend: billing.Accounts on a single node.
+// Every implementation passes billingtest.Run.
+type Accounts interface {
+	// Hold sets amount aside from the organization's available balance and the
+	// key's budget, or fails with EInsufficientQuota.
+	Hold(ctx context.Context, orgID, keyID string, amount agentd.Micros) (billing.Hold, error)
+	// Available is what a run by keyID could hold now.
+	Available(ctx context.Context, orgID, keyID string) (agentd.Micros, error)
+}
+
 // Runner runs agents.
 type Runner struct {
-	Agents      *agents.Service
-	Catalog     *catalog.Catalog // for raw model calls
-	DB          *store.DB
-	Accounts    *billing.Accounts
-	Leases      *session.Leases
-	SessionWait time.Duration
-	Timeout     time.Duration // deadline of the provider calls, retries and fallbacks included
-	Backoff     Backoff
-	IdemTTL     time.Duration // how long Idempotency-Key results are kept (default 24 h)
-	Now         func() time.Time
-	Log         *slog.Logger
-
-	// RecentBytes bounds the session turns kept in memory (DefaultRecentBytes when 0).
-	RecentBytes int
-
-	inflight   inflight
-	recentOnce sync.Once
-	recent     *recentTurns
+	Agents   *agents.Service
+	Catalog  *catalog.Catalog // for raw model calls
+	DB       *store.DB
+	Accounts Accounts
+	Sessions *session.Service
+	// InFlight marks Idempotency-Keys whose run is in flight (NewMemoryInFlight on a
+	// single node).
+	InFlight InFlight
+	Timeout  time.Duration // deadline of the provider calls, retries and fallbacks included
+	Backoff  Backoff
+	IdemTTL  time.Duration // how long Idempotency-Key results are kept (default 24 h)
+	Clock    clock.Clock
+	Log      *slog.Logger
 }
 
 // errInference is what a client sees when the model failed; the cause is logged.
@@ -155,13 +160,13 @@ func (t *target) agentID() string {
 	return t.agent.ID
 }
 
-// sessionKey is the lease and memory key of req's session when the run stores a
-// session turn, else "".
-func (t *target) sessionKey(req *Request) string {
+// session names req's conversation when the run remembers it (a session id, an
+// agent that saves conversations); ok is false otherwise.
+func (t *target) session(req *Request) (k agentd.SessionKey, ok bool) {
 	if req.SessionID == "" || t.agent == nil || !t.agent.ConversationSaving {
-		return ""
+		return k, false
 	}
-	return session.Key(req.Principal.OrgID, t.agent.ID, req.Principal.Owner, req.SessionID)
+	return agentd.SessionKey{OrgID: req.Principal.OrgID, AgentID: t.agent.ID, Owner: req.Principal.Owner, SessionID: req.SessionID}, true
 }
 
 // turnMessage is what a session remembers of the caller's side of the turn.
@@ -181,8 +186,7 @@ func turnMessage(req *Request) string {
 // may answer it, and what that may cost.
 type prepared struct {
 	t            *target
-	sessionKey   string // the session's lease and memory key; "" when no turn is stored
-	msgTokens    int    // of the turn's user message, cached with the turn
+	msgTokens    int // of the turn's user message, cached with the turn
 	pr           *prompt.Result
 	historyTurns int
 	trimmedTurns int
@@ -190,29 +194,37 @@ type prepared struct {
 	holdAmount   agentd.Micros
 }
 
-// prepare resolves the target, loads the history that fits (the caller holds the
-// session's lease when it will write a turn) and assembles the prompt.
-func (r *Runner) prepare(ctx context.Context, req *Request, t *target, key string) (*prepared, error) {
-	p := req.Principal
+// historySource is where a run's history comes from: the lease holder's Turn,
+// or, for an estimate, a peek that never writes the cached window.
+type historySource func(ctx context.Context, budget int, cost func(agentd.Turn) int) (session.Window, error)
+
+// prepare loads the history that fits (from history, when the run has a session)
+// and assembles the prompt.
+func (r *Runner) prepare(ctx context.Context, req *Request, t *target, history historySource) (*prepared, error) {
 	m := t.model
-	pp := &prepared{t: t, sessionKey: key}
+	pp := &prepared{t: t}
 	in := prompt.Input{Fixed: t.fixed, ContextWindow: m.ContextWindow, MaxTokens: t.maxTokens}
 	if req.Messages != nil {
 		in.Tail = req.Messages
 		in.TailTokens = llm.CountMessages(m.Count, req.Messages) - llm.TokensPerReply
-		if pp.sessionKey != "" {
+		if history != nil {
 			pp.msgTokens = m.Count(turnMessage(req))
 		}
 	} else {
 		pp.msgTokens = m.Count(req.Message)
 		in.Message, in.MessageTokens = req.Message, pp.msgTokens
 	}
-	if pp.sessionKey != "" {
-		var err error
-		if in.History, pp.trimmedTurns, err = r.history(ctx, p, t.agent, req.SessionID, pp.sessionKey, in); err != nil {
+	if history != nil {
+		fixed := 0
+		if in.Fixed != nil {
+			fixed = in.Fixed.Tokens
+		}
+		budget := in.ContextWindow - in.MaxTokens - fixed - in.TailCost() - llm.TokensPerReply
+		w, err := history(ctx, budget, turnCost)
+		if err != nil {
 			return nil, err
 		}
-		pp.historyTurns = len(in.History)
+		in.History, pp.trimmedTurns, pp.historyTurns = w.Turns, w.Trimmed, len(w.Turns)
 	}
 	var err error
 	if pp.pr, err = prompt.Build(in); err != nil {
@@ -228,6 +240,9 @@ func (r *Runner) prepare(ctx context.Context, req *Request, t *target, key strin
 	}
 	return pp, nil
 }
+
+// turnCost is what a history turn costs in a prompt: its two messages.
+func turnCost(t agentd.Turn) int { return 2*llm.TokensPerMessage + t.UserTokens + t.AssistantTokens }
 
 // Estimate is what a run would hold, without running it.
 type Estimate struct {
@@ -250,18 +265,20 @@ func (r *Runner) Estimate(ctx context.Context, req *Request) (*Estimate, error) 
 	if err != nil {
 		return nil, err
 	}
-	pp, err := r.prepare(ctx, req, t, t.sessionKey(req))
+	var history historySource
+	if k, ok := t.session(req); ok {
+		history = func(ctx context.Context, budget int, cost func(agentd.Turn) int) (session.Window, error) {
+			return r.Sessions.Peek(ctx, k, budget, cost) // no lease: read, never write
+		}
+	}
+	pp, err := r.prepare(ctx, req, t, history)
 	if err != nil {
 		return nil, err
 	}
 	p := req.Principal
-	st, err := r.Accounts.State(ctx, p.OrgID)
+	avail, err := r.Accounts.Available(ctx, p.OrgID, p.KeyID)
 	if err != nil {
 		return nil, err
-	}
-	avail := st.Balance - st.Held
-	if ks, err := r.Accounts.KeyState(ctx, p.OrgID, p.KeyID); err == nil && ks.Budget.Set {
-		avail = min(avail, ks.Available)
 	}
 	e := &Estimate{
 		AgentID: t.agentID(), Model: t.model.ID, InputTokens: pp.pr.InputTokens,
@@ -277,7 +294,7 @@ func (r *Runner) Estimate(ctx context.Context, req *Request) (*Estimate, error) 
 
 // Run executes req.
 func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
-	start := r.Now()
+	start := r.Clock.Now()
 	p := req.Principal
 	var idem *store.Idem
 	if req.IdempotencyKey != "" {
@@ -295,23 +312,24 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 	}
 	// The lease covers history load to turn write, so turns of one session see each
 	// other in order.
-	key := t.sessionKey(req)
-	if key != "" {
-		release, err := r.Leases.Acquire(ctx, key, r.SessionWait)
-		if err != nil {
+	var turn *session.Turn
+	var history historySource
+	if k, ok := t.session(req); ok {
+		if turn, err = r.Sessions.Begin(ctx, k); err != nil {
 			return nil, err
 		}
-		defer release()
+		defer turn.End()
+		history = turn.History
 	}
-	pp, err := r.prepare(ctx, req, t, key)
+	pp, err := r.prepare(ctx, req, t, history)
 	if err != nil {
 		return nil, err
 	}
-	hold, err := r.Accounts.HoldKey(ctx, p.OrgID, p.KeyID, pp.holdAmount)
+	hold, err := r.Accounts.Hold(ctx, p.OrgID, p.KeyID, pp.holdAmount)
 	if err != nil {
 		return nil, err
 	}
-	defer hold.Release()   // no-op after Settle
+	defer hold.Release()   // no-op once settled
 	write := r.DB.Expect() // our ledger write is coming: let the writer wait for it
 	defer write.Cancel()
 
@@ -320,56 +338,78 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 	cancel()
 	m := out.used.model
 
-	rec := &store.Run{
-		ID: agentd.NewID("run"), Created: r.Now().UnixMicro(),
+	now := r.Clock.Now()
+	rec := &store.Run{LedgerRow: agentd.LedgerRow{
+		RunID: agentd.NewID("run"), CreatedAt: now.UTC().Truncate(time.Microsecond),
 		OrgID: p.OrgID, KeyID: p.KeyID, Owner: p.Owner, SessionID: req.SessionID,
-		ModelRequested: t.model.ID, Model: m.ID, LatencyMS: r.Now().Sub(start).Milliseconds(),
-	}
+		ModelRequested: t.model.ID, Model: m.ID, LatencyMS: now.Sub(start).Milliseconds(),
+	}}
+	row := &rec.LedgerRow
 	if t.agent != nil {
-		rec.AgentID, rec.AgentName, rec.AgentVersion = t.agent.ID, t.agent.Name, t.agent.Version.Number
+		row.AgentID, row.AgentName, row.AgentVersion = t.agent.ID, t.agent.Name, t.agent.Version.Number
 	}
-	rec.KeyBudget, rec.KeyPeriodStart = hold.KeyCharge()
-	// The record is written even if the client has gone: the work was done.
+	// The record is written even if the client has gone: the work was done. The
+	// charge and the hold's end commit together; a turn joins the session's cached
+	// window in the same commit.
 	wctx := context.WithoutCancel(ctx)
-	record := func() error { return write.Tx(wctx, func(tx *store.Tx) error { return tx.RecordRun(wctx, rec) }) }
+	record := func() error {
+		return write.Tx(wctx, func(tx *store.Tx) error {
+			stored, err := tx.RecordRun(wctx, rec)
+			if err != nil {
+				return err
+			}
+			if stored {
+				turn.Record(tx, *rec.Turn)
+			}
+			hold.Settle(tx, row.Cost, row.CreatedAt)
+			return nil
+		})
+	}
 
+	if out.err == nil {
+		if err := validUsage(out.resp.Usage, m); err != nil {
+			// Counts the model cannot have produced are no basis for a bill: the run
+			// fails and nothing is charged.
+			r.Log.Error("provider reported impossible usage; the run fails and nothing is charged",
+				"run_id", row.RunID, "model", m.ID, "provider", m.ProviderName,
+				"input_tokens", out.resp.Usage.InputTokens, "output_tokens", out.resp.Usage.OutputTokens, "err", err)
+			out.err = err
+		}
+	}
 	if out.err != nil && out.committed && (out.emitFailed || ctx.Err() != nil) {
 		// The client went away mid-stream: the tokens generated so far were made for
 		// it and are charged; no turn is stored, since half a reply is no memory.
 		u := partialUsage(out, m)
-		rec.Outcome, rec.ErrorCode = store.OutcomeCancelled, "client_closed"
-		rec.InputTokens, rec.OutputTokens, rec.UsageSource = u.InputTokens, u.OutputTokens, u.Source
-		rec.Cost = r.charge(hold, m.Price.Cost(u.InputTokens, u.OutputTokens), rec.ID)
+		row.Outcome, row.ErrorCode = agentd.OutcomeCancelled, "client_closed"
+		row.InputTokens, row.OutputTokens, row.UsageSource = u.InputTokens, u.OutputTokens, u.Source
+		row.Cost = r.charge(hold, m.Price.Cost(u.InputTokens, u.OutputTokens), row.RunID)
 		if err := record(); err != nil {
-			r.Log.Error("record cancelled run", "run_id", rec.ID, "err", err)
+			r.Log.Error("record cancelled run", "run_id", row.RunID, "err", err)
 			return nil, err
 		}
-		hold.Settle(rec.Cost)
 		return nil, ErrClientGone
 	}
 	if out.err != nil {
-		rec.Outcome, rec.ErrorCode = store.OutcomeFailed, agentd.EInferenceFailed
-		rec.UsageSource = agentd.UsageEstimated
+		row.Outcome, row.ErrorCode = agentd.OutcomeFailed, string(agentd.EInferenceFailed)
+		row.UsageSource = agentd.UsageEstimated
 		if err := record(); err != nil {
-			r.Log.Error("record failed run", "run_id", rec.ID, "err", err)
+			r.Log.Error("record failed run", "run_id", row.RunID, "err", err)
 		}
-		r.Log.Warn("inference failed", "run_id", rec.ID, "agent", rec.AgentName, "model", m.ID, "err", out.err)
+		r.Log.Warn("inference failed", "run_id", row.RunID, "agent", row.AgentName, "model", m.ID, "err", out.err)
 		return nil, errInference
 	}
 
 	resp := out.resp
 	u := resp.Usage
-	rec.Outcome = store.OutcomeOK
-	rec.InputTokens, rec.OutputTokens, rec.UsageSource = u.InputTokens, u.OutputTokens, u.Source
-	rec.Cost = r.charge(hold, m.Price.Cost(u.InputTokens, u.OutputTokens), rec.ID)
-	if pp.sessionKey != "" {
-		rec.SaveTurn = true
-		rec.UserMessage, rec.Reply = turnMessage(req), resp.Text
-		rec.UserTokens, rec.AssistantTokens = pp.msgTokens, u.OutputTokens
+	row.Outcome = agentd.OutcomeOK
+	row.InputTokens, row.OutputTokens, row.UsageSource = u.InputTokens, u.OutputTokens, u.Source
+	row.Cost = r.charge(hold, m.Price.Cost(u.InputTokens, u.OutputTokens), row.RunID)
+	if turn != nil {
+		rec.Turn = &agentd.Turn{User: turnMessage(req), Assistant: resp.Text, UserTokens: pp.msgTokens, AssistantTokens: u.OutputTokens}
 	}
 	res := &Result{
-		RunID: rec.ID, AgentID: rec.AgentID, Model: m.ID, Response: resp.Text, FinishReason: resp.FinishReason,
-		Created:   rec.Created,
+		RunID: row.RunID, AgentID: row.AgentID, Model: m.ID, Response: resp.Text, FinishReason: resp.FinishReason,
+		Created:   row.CreatedAt.UnixMicro(),
 		Usage:     agentd.Usage{InputTokens: u.InputTokens, OutputTokens: u.OutputTokens, Source: u.Source},
 		SessionID: req.SessionID, HistoryTurns: pp.historyTurns, TrimmedTurns: pp.trimmedTurns,
 	}
@@ -377,28 +417,34 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 		if idem.Result, err = json.Marshal(res); err != nil {
 			return nil, err
 		}
-		idem.RunID, idem.Created = rec.ID, rec.Created
-		idem.Expires = rec.Created + r.idemTTL().Microseconds()
+		idem.RunID, idem.Created = row.RunID, res.Created
+		idem.Expires = res.Created + r.idemTTL().Microseconds()
 		rec.Idem = idem
 	}
 	if err := record(); err != nil {
 		return nil, err // the hold is released by the deferred Release; nothing was charged
 	}
-	hold.Settle(rec.Cost)
-	if rec.SaveTurn { // still under the session's lease
-		r.recentTurns().add(pp.sessionKey,
-			prompt.Turn{User: rec.UserMessage, Assistant: rec.Reply, UserTokens: rec.UserTokens, AssistantTokens: rec.AssistantTokens})
-	}
 	return res, nil
+}
+
+// validUsage refuses token counts a model cannot have produced: negative ones, or
+// more than its context window and its output limit together.
+func validUsage(u llm.Usage, m *catalog.Model) error {
+	limit := m.ContextWindow + m.MaxOutputTokens
+	if u.InputTokens < 0 || u.OutputTokens < 0 || u.InputTokens > limit || u.OutputTokens > limit || u.InputTokens+u.OutputTokens > limit {
+		return fmt.Errorf("run: provider usage of %d input and %d output tokens is impossible for model %s (context window %d, output limit %d)",
+			u.InputTokens, u.OutputTokens, m.ID, m.ContextWindow, m.MaxOutputTokens)
+	}
+	return nil
 }
 
 // charge is what a run costing cost is charged against hold. When the provider
 // counted more than was held (an estimated tokenizer, or accounting we cannot
 // see), the difference is taken from the available balance; what is not available
 // is not charged, since a balance never goes negative.
-func (r *Runner) charge(hold *billing.Hold, cost agentd.Micros, runID string) agentd.Micros {
-	if cost > hold.Amount {
-		if held := hold.Grow(cost - hold.Amount); cost > held {
+func (r *Runner) charge(hold billing.Hold, cost agentd.Micros, runID string) agentd.Micros {
+	if amount := hold.Amount(); cost > amount {
+		if held := hold.Grow(cost - amount); cost > held {
 			r.Log.Warn("usage exceeds hold and available balance; charge capped", "run_id", runID, "cost", cost, "charged", held)
 			return held
 		}
@@ -407,10 +453,10 @@ func (r *Runner) charge(hold *billing.Hold, cost agentd.Micros, runID string) ag
 }
 
 // partialUsage is what a stream cut short by its client used: the provider's
-// counts if it sent them, else the prompt as counted for the model and the text
-// delivered, counted with the model's tokenizer.
+// counts if it sent plausible ones, else the prompt as counted for the model and
+// the text delivered, counted with the model's tokenizer.
 func partialUsage(out *callResult, m *catalog.Model) agentd.Usage {
-	if out.resp != nil && out.resp.Usage.Source == llm.SourceProvider && out.resp.Usage.OutputTokens > 0 {
+	if out.resp != nil && out.resp.Usage.Source == llm.SourceProvider && out.resp.Usage.OutputTokens > 0 && validUsage(out.resp.Usage, m) == nil {
 		u := out.resp.Usage
 		return agentd.Usage{InputTokens: u.InputTokens, OutputTokens: u.OutputTokens, Source: u.Source}
 	}
@@ -439,81 +485,3 @@ func planFor(m *catalog.Model, pr *prompt.Result, maxTokens int) []attempt {
 	}
 	return plan
 }
-
-// history returns the newest turns of the session that fit in the prompt, oldest
-// first, and how many older turns it left out. Recently used sessions are served
-// from memory (recent.go); otherwise it reads newest first and stops at the first
-// turn that cannot fit, so its cost does not grow with the length of the session,
-// and only then counts the rest.
-func (r *Runner) history(ctx context.Context, p *agentd.Principal, a *agentd.Agent, sessionID, ck string, in prompt.Input) ([]prompt.Turn, int, error) {
-	fixed := 0
-	if in.Fixed != nil {
-		fixed = in.Fixed.Tokens
-	}
-	budget := in.ContextWindow - in.MaxTokens - fixed - in.TailCost() - llm.TokensPerReply
-	cost := func(t prompt.Turn) int { return 2*llm.TokensPerMessage + t.UserTokens + t.AssistantTokens }
-	if cached, total, ok := r.recentTurns().get(ck); ok {
-		used, n := 0, 0
-		for i := len(cached) - 1; i >= 0; i-- {
-			if used += cost(cached[i]); used > budget {
-				break
-			}
-			n++
-		}
-		// Enough: the budget ran out inside the cache, or the cache is the session.
-		if n < len(cached) || len(cached) == total {
-			return cached[len(cached)-n:], total - n, nil
-		}
-	}
-	var turns []prompt.Turn
-	used, full := 0, false
-	key := store.SessionKey{OrgID: p.OrgID, AgentID: a.ID, Owner: p.Owner, SessionID: sessionID}
-	err := r.DB.History(ctx, key, func(t store.Turn) bool {
-		pt := prompt.Turn{User: t.User, Assistant: t.Assistant, UserTokens: t.UserTokens, AssistantTokens: t.AssistantTokens}
-		if used += cost(pt); used > budget {
-			full = true
-			return false
-		}
-		turns = append(turns, pt)
-		return true
-	})
-	if err != nil {
-		return nil, 0, err
-	}
-	total := len(turns)
-	if full {
-		if total, err = r.DB.CountTurns(ctx, key); err != nil {
-			return nil, 0, err
-		}
-	}
-	for i, j := 0, len(turns)-1; i < j; i, j = i+1, j-1 {
-		turns[i], turns[j] = turns[j], turns[i]
-	}
-	r.recentTurns().put(ck, turns, total)
-	return turns, total - len(turns), nil
-}
-
-// DefaultRecentBytes bounds the text of recent session turns kept in memory when
-// Runner.RecentBytes is 0.
-const DefaultRecentBytes = 16 << 20
-
-func (r *Runner) recentTurns() *recentTurns {
-	r.recentOnce.Do(func() {
-		n := r.RecentBytes
-		if n <= 0 {
-			n = DefaultRecentBytes
-		}
-		r.recent = newRecentTurns(n)
-	})
-	return r.recent
-}
-
-// ForgetSession drops a session's turns kept in memory; call it after deleting
-// the session's turns.
-func (r *Runner) ForgetSession(orgID, agentID, owner, sessionID string) {
-	r.recentTurns().forget(session.Key(orgID, agentID, owner, sessionID))
-}
-
-// ForgetSessions drops every session's turns kept in memory; call it after
-// deleting turns of sessions not named (the idle sweeper).
-func (r *Runner) ForgetSessions() { r.recentTurns().clear() }

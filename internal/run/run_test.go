@@ -14,6 +14,7 @@ import (
 	"github.com/agentd/agentd/internal/agents"
 	"github.com/agentd/agentd/internal/billing"
 	"github.com/agentd/agentd/internal/catalog"
+	"github.com/agentd/agentd/internal/clock"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/llm/llmtest"
 	"github.com/agentd/agentd/internal/session"
@@ -56,31 +57,35 @@ func newFixtureModels(t *testing.T, prov *llmtest.Fake, credits agentd.Micros, m
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	org := &store.Org{ID: agentd.NewID("org"), Name: "acme", Created: 1}
+	org := &agentd.Org{ID: agentd.NewID("org"), Name: "acme", CreatedAt: time.Now()}
 	if err := db.Tx(ctx, func(tx *store.Tx) error {
 		if err := tx.CreateOrg(ctx, org); err != nil {
 			return err
 		}
-		if _, err := tx.GrantCredits(ctx, &store.Grant{ID: agentd.NewID("grant"), OrgID: org.ID, Amount: credits, KeyID: "k", Created: 1}); err != nil {
-			return err
-		}
-		return tx.CreateKey(ctx, &store.Key{ID: "key-1", OrgID: org.ID, Name: "k", Owner: "alice", Prefix: "agd_x", Hash: agentd.NewID("hash"),
-			Scopes: []agentd.Scope{agentd.ScopeAdmin}, Created: 1})
+		return tx.CreateKey(ctx, &agentd.Key{ID: "key-1", OrgID: org.ID, Name: "k", Owner: "alice", Prefix: "agd_x", Hash: agentd.NewID("hash"),
+			Scopes: []agentd.Scope{agentd.ScopeAdmin}, CreatedAt: time.Now()})
 	}); err != nil {
 		t.Fatal(err)
 	}
+	clk := clock.Real
+	accts := billing.New(db, clk, 0)
+	if credits != 0 {
+		if _, err := accts.Grant(ctx, org.ID, credits, "key-1"); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cat := catalog.New(models...)
-	ag := agents.New(db, cat, time.Now)
+	ag := agents.New(db, cat, clk, agents.Options{})
 	p := &agentd.Principal{OrgID: org.ID, KeyID: "key-1", Owner: "alice", Scopes: []agentd.Scope{agentd.ScopeAdmin}}
 	if _, err := ag.Create(ctx, p, agents.Spec{
 		Name: ptr("Bot"), Description: ptr("d"), Model: ptr(models[0].ID), MaxTokens: ptr(10),
 	}); err != nil {
 		t.Fatal(err)
 	}
-	accts := billing.New(db, 0)
 	r := &Runner{
-		Agents: ag, Catalog: cat, DB: db, Accounts: accts, Leases: session.NewLeases(0), SessionWait: time.Second,
-		Timeout: 5 * time.Second, Backoff: Backoff{Initial: time.Millisecond, Max: 4 * time.Millisecond}, Now: time.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Agents: ag, Catalog: cat, DB: db, Accounts: accts,
+		Sessions: session.New(db, session.NewMemoryLeases(0, clk), clk, session.Options{Wait: time.Second}), InFlight: NewMemoryInFlight(),
+		Timeout: 5 * time.Second, Backoff: Backoff{Initial: time.Millisecond, Max: 4 * time.Millisecond}, Clock: clk, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	return &fixture{db: db, runner: r, accts: accts, p: p, prov: prov}
 }
@@ -112,7 +117,7 @@ func TestInferenceFailureChargesNothing(t *testing.T) {
 		t.Errorf("ledger ok-runs after failure: %+v %v", tot, err)
 	}
 	turns := 0
-	f.db.History(ctx, store.SessionKey{OrgID: f.p.OrgID, AgentID: mustAgentID(t, f), Owner: "alice", SessionID: "s1"}, func(store.Turn) bool { turns++; return true })
+	f.db.History(ctx, agentd.SessionKey{OrgID: f.p.OrgID, AgentID: mustAgentID(t, f), Owner: "alice", SessionID: "s1"}, func(agentd.Turn) bool { turns++; return true })
 	if turns != 0 {
 		t.Errorf("a failed run stored %d turns", turns)
 	}

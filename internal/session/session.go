@@ -1,188 +1,240 @@
-// Package session serializes the turns of a conversation. A turn holds its
-// session's lease from loading history until its own turn is stored, so that
-// concurrent turns on one session never interleave or read a stale history, and
-// waiting turns are served first come, first served.
+// Package session owns conversations: the window of history a turn sees, the
+// serialization of a session's turns (leases), and a session's deletion and
+// retention.
 //
-// On a single node (SQLite) the leases live in memory, and a crash releases them by
-// construction. A lease whose holder stopped without releasing it (a stuck or
-// leaked run) expires after its TTL: Sweep hands it to the next waiter.
+// A turn holds its session's lease from loading history until its own turn is
+// stored (Begin … End), so that concurrent turns on one session never interleave
+// or read a stale history, and waiting turns are served first come, first served.
+// The history window is cached in memory (recent.go), and only the lease holder
+// writes that cache: it fills it from the database and appends its own turn in the
+// commit hook of the transaction that stores it. Readers without the lease
+// (estimates) only read. Deleting a session takes its lease too, so a turn in
+// flight is stored before the delete and none starts during it.
 package session
 
 import (
 	"context"
-	"strconv"
-	"sync"
 	"time"
 
 	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/clock"
+	"github.com/agentd/agentd/internal/store"
 )
 
-// Leases grants one turn at a time per session key, in arrival order.
-type Leases struct {
-	ttl time.Duration
-	now func() time.Time
-
-	mu   sync.Mutex
-	held map[string]*lease
+// Service is the owner of sessions.
+type Service struct {
+	db     *store.DB
+	leases Leases
+	clock  clock.Clock
+	wait   time.Duration
+	recent *recentTurns
 }
 
-// lease is one session's current holder and its queue of waiters.
-type lease struct {
-	gen     uint64    // the holder's grant; a release with another gen is stale
-	expires time.Time // when Sweep may take the lease back
-	queue   []*waiter
+// Options tune a Service.
+type Options struct {
+	// Wait is how long a turn (or a delete) waits for a busy session before
+	// ESessionBusy.
+	Wait time.Duration
+	// RecentBytes bounds the session turns kept in memory (DefaultRecentBytes
+	// when 0).
+	RecentBytes int
 }
 
-type waiter struct {
-	granted chan uint64 // receives the grant when the lease is handed over
+// DefaultRecentBytes bounds the text of recent session turns kept in memory when
+// Options.RecentBytes is 0.
+const DefaultRecentBytes = 16 << 20
+
+// New returns the session service over db, serializing turns through leases.
+func New(db *store.DB, leases Leases, clk clock.Clock, o Options) *Service {
+	n := o.RecentBytes
+	if n <= 0 {
+		n = DefaultRecentBytes
+	}
+	return &Service{db: db, leases: leases, clock: clk, wait: o.Wait, recent: newRecentTurns(n)}
 }
 
-// NewLeases returns an empty lease table whose leases expire ttl after they are
-// granted (ttl ≤ 0: never). The ttl must exceed the longest turn: the run deadline
-// plus the time to store the turn.
-func NewLeases(ttl time.Duration) *Leases {
-	return &Leases{ttl: ttl, now: time.Now, held: map[string]*lease{}}
+// Turn is a session held for one turn: the holder of its lease.
+type Turn struct {
+	s       *Service
+	key     agentd.SessionKey
+	ck      string
+	release func()
 }
 
-// Acquire waits up to wait for the session named key to be free and takes it;
-// waiters are granted the lease in the order they arrived. It returns ESessionBusy
-// (with retry_after seconds) when the wait runs out, or ctx's error. The returned
-// release must be called once; calling it after the lease expired does nothing.
-func (l *Leases) Acquire(ctx context.Context, key string, wait time.Duration) (release func(), err error) {
-	if err := ctx.Err(); err != nil {
+// Begin takes the session's lease for one turn, waiting in arrival order up to the
+// service's wait (then ESessionBusy). End must be called.
+func (s *Service) Begin(ctx context.Context, k agentd.SessionKey) (*Turn, error) {
+	ck := Key(k)
+	release, err := s.leases.Acquire(ctx, ck, s.wait)
+	if err != nil {
 		return nil, err
 	}
-	l.mu.Lock()
-	ls, taken := l.held[key]
-	if !taken {
-		ls = &lease{gen: 1}
-		ls.expires = l.expiry()
-		l.held[key] = ls
-		l.mu.Unlock()
-		return l.releaser(key, ls.gen), nil
-	}
-	if wait <= 0 {
-		l.mu.Unlock()
-		return nil, busy(wait)
-	}
-	w := &waiter{granted: make(chan uint64, 1)}
-	ls.queue = append(ls.queue, w)
-	l.mu.Unlock()
-
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	var fail error
-	select {
-	case gen := <-w.granted:
-		return l.releaser(key, gen), nil
-	case <-timer.C:
-		fail = busy(wait)
-	case <-ctx.Done():
-		fail = ctx.Err()
-	}
-	// Leave the queue, unless the lease was handed to us meanwhile: then pass it on.
-	l.mu.Lock()
-	if i := indexOf(ls.queue, w); i >= 0 {
-		ls.queue = append(ls.queue[:i], ls.queue[i+1:]...)
-		l.mu.Unlock()
-		return nil, fail
-	}
-	l.mu.Unlock()
-	gen := <-w.granted // handed over before we left: it is in the channel
-	l.releaser(key, gen)()
-	return nil, fail
+	return &Turn{s: s, key: k, ck: ck, release: release}, nil
 }
 
-func indexOf(q []*waiter, w *waiter) int {
-	for i, x := range q {
-		if x == w {
-			return i
-		}
-	}
-	return -1
+// End releases the session for the next turn.
+func (t *Turn) End() { t.release() }
+
+// Window is the newest part of a session's history that fits a prompt.
+type Window struct {
+	Turns   []agentd.Turn // oldest first; not to be modified
+	Trimmed int           // older turns left out
 }
 
-func (l *Leases) expiry() time.Time {
-	if l.ttl <= 0 {
-		return time.Time{}
-	}
-	return l.now().Add(l.ttl)
+// History returns the newest turns whose cost, summed, is within budget (oldest
+// first), and how many older turns it left out. It serves recently used sessions
+// from memory and fills the cache otherwise: the turn holds the lease.
+func (t *Turn) History(ctx context.Context, budget int, cost func(agentd.Turn) int) (Window, error) {
+	return t.s.window(ctx, t.key, t.ck, budget, cost, true)
 }
 
-func (l *Leases) releaser(key string, gen uint64) func() {
-	var once sync.Once
-	return func() { once.Do(func() { l.release(key, gen) }) }
+// Record stores nothing itself: it arranges for turn, which tx stores as the
+// session's next turn (store.Tx.RecordRun reported it stored), to join the cached
+// window when tx commits.
+func (t *Turn) Record(tx *store.Tx, turn agentd.Turn) {
+	tx.OnCommit(func() { t.s.recent.add(t.ck, turn) })
 }
 
-// release ends grant gen of key's lease: the next waiter gets it, or it is freed.
-func (l *Leases) release(key string, gen uint64) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	ls := l.held[key]
-	if ls == nil || ls.gen != gen {
-		return // expired and taken back by Sweep
-	}
-	l.handOver(key, ls)
+// Peek is History for a reader without the lease (an estimate): it reads the cache
+// or the database and never writes the cache.
+func (s *Service) Peek(ctx context.Context, k agentd.SessionKey, budget int, cost func(agentd.Turn) int) (Window, error) {
+	return s.window(ctx, k, Key(k), budget, cost, false)
 }
 
-// handOver gives ls to its first waiter, or frees it. l.mu is held.
-func (l *Leases) handOver(key string, ls *lease) {
-	if len(ls.queue) == 0 {
-		delete(l.held, key)
-		return
-	}
-	next := ls.queue[0]
-	ls.queue[0] = nil
-	ls.queue = ls.queue[1:]
-	ls.gen++
-	ls.expires = l.expiry()
-	next.granted <- ls.gen
-}
-
-// Sweep takes back every lease held past its expiry and hands it on, so a holder
-// that died without releasing does not block its session forever. It returns how
-// many leases it took back.
-func (l *Leases) Sweep() int {
-	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for key, ls := range l.held {
-		if !ls.expires.IsZero() && now.After(ls.expires) {
-			l.handOver(key, ls)
+// window reads newest first and stops at the first turn that cannot fit, so its
+// cost does not grow with the length of the session, and only then counts the
+// rest. cache says whether the caller holds the lease and may fill the cache.
+func (s *Service) window(ctx context.Context, k agentd.SessionKey, ck string, budget int, cost func(agentd.Turn) int, cache bool) (Window, error) {
+	if cached, total, ok := s.recent.get(ck); ok {
+		used, n := 0, 0
+		for i := len(cached) - 1; i >= 0; i-- {
+			if used += cost(cached[i]); used > budget {
+				break
+			}
 			n++
 		}
+		// Enough: the budget ran out inside the cache, or the cache is the session.
+		if n < len(cached) || len(cached) == total {
+			return Window{Turns: cached[len(cached)-n:], Trimmed: total - n}, nil
+		}
 	}
-	return n
-}
-
-// Waiting returns how many turns wait for key.
-func (l *Leases) Waiting(key string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if ls := l.held[key]; ls != nil {
-		return len(ls.queue)
+	var turns []agentd.Turn
+	used, full := 0, false
+	err := s.db.History(ctx, k, func(t agentd.Turn) bool {
+		if used += cost(t); used > budget {
+			full = true
+			return false
+		}
+		turns = append(turns, t)
+		return true
+	})
+	if err != nil {
+		return Window{}, err
 	}
-	return 0
-}
-
-// Held returns how many sessions are leased now.
-func (l *Leases) Held() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.held)
-}
-
-func busy(wait time.Duration) error {
-	retry := max(1, int(wait.Seconds()/4))
-	return &agentd.Error{
-		Code:    agentd.ESessionBusy,
-		Message: "another turn of this session is still running; retry in " + strconv.Itoa(retry) + "s",
-		Fields:  map[string]any{"retry_after": retry},
+	total := len(turns)
+	if full {
+		if total, err = s.db.CountTurns(ctx, k); err != nil {
+			return Window{}, err
+		}
 	}
+	for i, j := 0, len(turns)-1; i < j; i, j = i+1, j-1 {
+		turns[i], turns[j] = turns[j], turns[i]
+	}
+	if cache {
+		s.recent.put(ck, turns, total)
+	}
+	return Window{Turns: turns, Trimmed: total - len(turns)}, nil
 }
 
-// Key returns the lease key of a conversation.
-func Key(orgID, agentID, owner, sessionID string) string {
-	return orgID + "\x00" + agentID + "\x00" + owner + "\x00" + sessionID
+// List returns a page of the sessions of (org, agent, owner), the most recently
+// active first, and the next page's cursor ("" after the last).
+func (s *Service) List(ctx context.Context, orgID, agentID, owner, cursor string, limit int) ([]agentd.SessionInfo, string, error) {
+	return s.db.Sessions(ctx, orgID, agentID, owner, cursor, limit)
+}
+
+// Turns returns a page of a session's turns, oldest first (ENotFound for a session
+// with no turns).
+func (s *Service) Turns(ctx context.Context, k agentd.SessionKey, cursor string, limit int) ([]agentd.SessionTurn, string, error) {
+	return s.db.SessionTurns(ctx, k, cursor, limit)
+}
+
+// Delete deletes every turn of a session and returns how many there were; a
+// session with no turns is ENotFound. It holds the session's lease, waiting for a
+// turn in flight to be stored first, and forgets the cached window when the
+// delete commits.
+func (s *Service) Delete(ctx context.Context, k agentd.SessionKey) (int, error) {
+	t, err := s.Begin(ctx, k)
+	if err != nil {
+		return 0, err
+	}
+	defer t.End()
+	var n int
+	err = s.db.Tx(ctx, func(tx *store.Tx) error {
+		var err error
+		if n, err = tx.DeleteSession(ctx, k); err != nil {
+			return err
+		}
+		tx.OnCommit(func() { s.recent.forget(t.ck) })
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		return 0, agentd.Errorf(agentd.ENotFound, "session %q not found", k.SessionID)
+	}
+	return n, nil
+}
+
+// sweepChunk is how many sessions one write of a sweep deletes: the writer commits
+// other callers' writes between chunks instead of waiting out a whole sweep.
+const sweepChunk = 64
+
+// SweepIdle deletes up to limit sessions whose newest turn is older than
+// idleBefore, each under its lease (a session whose turn is in flight is not idle
+// and is skipped), forgetting exactly the sessions it deleted. It returns how many
+// it deleted and how many idle candidates it found; a caller sweeps again while
+// candidates come back in full batches.
+func (s *Service) SweepIdle(ctx context.Context, idleBefore time.Time, limit int) (deleted, found int, err error) {
+	idle, err := s.db.IdleSessions(ctx, idleBefore.UnixMicro(), limit)
+	if err != nil {
+		return 0, 0, err
+	}
+	found = len(idle)
+	for len(idle) > 0 {
+		chunk := idle[:min(len(idle), sweepChunk)]
+		idle = idle[len(chunk):]
+		var held []*Turn
+		for _, k := range chunk {
+			ck := Key(k)
+			release, err := s.leases.Acquire(ctx, ck, 0)
+			if err != nil {
+				continue // busy: a turn is running, so the session is not idle
+			}
+			held = append(held, &Turn{s: s, key: k, ck: ck, release: release})
+		}
+		n := 0
+		err := s.db.Tx(ctx, func(tx *store.Tx) error {
+			n = 0
+			for _, t := range held {
+				ok, err := tx.DeleteIdleSession(ctx, t.key, idleBefore.UnixMicro())
+				if err != nil {
+					return err
+				}
+				if ok {
+					n++
+					tx.OnCommit(func() { s.recent.forget(t.ck) })
+				}
+			}
+			return nil
+		})
+		for _, t := range held {
+			t.End()
+		}
+		if err != nil {
+			return deleted, found, err
+		}
+		deleted += n
+	}
+	return deleted, found, nil
 }

@@ -2,308 +2,300 @@ package session_test
 
 import (
 	"context"
-	"errors"
+	"fmt"
+	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/clock/clocktest"
 	"github.com/agentd/agentd/internal/session"
+	"github.com/agentd/agentd/internal/session/sessiontest"
+	"github.com/agentd/agentd/internal/store"
 )
 
-func acquire(t *testing.T, l *session.Leases, key string) func() {
-	t.Helper()
-	release, err := l.Acquire(context.Background(), key, time.Second)
-	if err != nil {
-		t.Fatalf("Acquire(%q): %v", key, err)
-	}
-	return release
-}
+var epoch = time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
 
-func TestAcquireWhileBusy(t *testing.T) {
-	tests := []struct {
-		name      string
-		wait      time.Duration
-		wantRetry int
-	}{
-		{"no wait", 0, 1},
-		{"negative wait", -time.Second, 1},
-		{"short wait", 30 * time.Millisecond, 1},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			l := session.NewLeases(0)
-			release := acquire(t, l, "k")
-			defer release()
-			start := time.Now()
-			got, err := l.Acquire(context.Background(), "k", tt.wait)
-			elapsed := time.Since(start)
-			if err == nil {
-				got()
-				t.Fatal("a busy session was acquired twice")
-			}
-			var e *agentd.Error
-			if !errors.As(err, &e) || e.Code != agentd.ESessionBusy {
-				t.Fatalf("err = %v, want %s", err, agentd.ESessionBusy)
-			}
-			if r, ok := e.Fields["retry_after"].(int); !ok || r != tt.wantRetry {
-				t.Errorf("retry_after = %#v, want %d", e.Fields["retry_after"], tt.wantRetry)
-			}
-			if elapsed < tt.wait {
-				t.Errorf("gave up after %v, before the wait of %v", elapsed, tt.wait)
-			}
-			if elapsed > max(tt.wait, 0)+time.Second {
-				t.Errorf("gave up after %v, long after the wait of %v", elapsed, tt.wait)
+// TestMemoryLeases runs the leases' conformance suite on the in-memory leases.
+func TestMemoryLeases(t *testing.T) {
+	sessiontest.RunLeases(t, func(t *testing.T) sessiontest.Harness {
+		clk := clocktest.New(epoch)
+		l := session.NewMemoryLeases(time.Minute, clk)
+		t.Cleanup(func() {
+			if n := l.Held(); n != 0 {
+				t.Errorf("%d leases still held after the test", n)
 			}
 		})
-	}
-}
-
-func TestAcquireWaitsForRelease(t *testing.T) {
-	l := session.NewLeases(0)
-	release := acquire(t, l, "k")
-	got := make(chan error, 1)
-	var second func()
-	go func() {
-		var err error
-		second, err = l.Acquire(context.Background(), "k", 10*time.Second)
-		got <- err
-	}()
-	select {
-	case err := <-got:
-		t.Fatalf("second Acquire returned %v while the lease was held", err)
-	case <-time.After(50 * time.Millisecond):
-	}
-	release()
-	select {
-	case err := <-got:
-		if err != nil {
-			t.Fatalf("second Acquire after release: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("second Acquire still waiting after release")
-	}
-	// The second holder now has it: a third caller is refused until it releases.
-	if r, err := l.Acquire(context.Background(), "k", 0); err == nil {
-		r()
-		t.Fatal("third Acquire succeeded while the second held the lease")
-	}
-	second()
-	acquire(t, l, "k")()
-}
-
-func TestAcquireContext(t *testing.T) {
-	tests := []struct {
-		name   string
-		ctx    func() (context.Context, context.CancelFunc)
-		cancel time.Duration // cancel after this long; <0: never
-		want   error
-	}{
-		{"cancelled while waiting", func() (context.Context, context.CancelFunc) { return context.WithCancel(context.Background()) }, 20 * time.Millisecond, context.Canceled},
-		{"deadline while waiting", func() (context.Context, context.CancelFunc) {
-			return context.WithTimeout(context.Background(), 20*time.Millisecond)
-		}, -1, context.DeadlineExceeded},
-		{"already cancelled", func() (context.Context, context.CancelFunc) {
-			ctx, cancel := context.WithCancel(context.Background())
-			cancel()
-			return ctx, cancel
-		}, -1, context.Canceled},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			l := session.NewLeases(0)
-			release := acquire(t, l, "k")
-			defer release()
-			ctx, cancel := tt.ctx()
-			defer cancel()
-			if tt.cancel >= 0 {
-				time.AfterFunc(tt.cancel, cancel)
-			}
-			start := time.Now()
-			_, err := l.Acquire(ctx, "k", time.Minute)
-			if !errors.Is(err, tt.want) || err != ctx.Err() {
-				t.Fatalf("err = %v, want ctx.Err() = %v", err, tt.want)
-			}
-			if d := time.Since(start); d > 5*time.Second {
-				t.Errorf("returned after %v", d)
-			}
-		})
-	}
-}
-
-func TestDifferentKeysDoNotBlock(t *testing.T) {
-	l := session.NewLeases(0)
-	keys := []string{
-		session.Key("org1", "agent1", "alice", "s1"),
-		session.Key("org1", "agent1", "alice", "s2"),
-		session.Key("org1", "agent1", "bob", "s1"),
-		session.Key("org1", "agent2", "alice", "s1"),
-		session.Key("org2", "agent1", "alice", "s1"),
-	}
-	var releases []func()
-	for _, k := range keys {
-		r, err := l.Acquire(context.Background(), k, 0)
-		if err != nil {
-			t.Fatalf("Acquire(%q) with others held: %v", k, err)
-		}
-		releases = append(releases, r)
-	}
-	for _, r := range releases {
-		r()
-	}
+		return sessiontest.Harness{Leases: l, Clock: clk, TTL: time.Minute, Sweep: func() { l.Sweep() }}
+	})
 }
 
 func TestKeyIsUnambiguous(t *testing.T) {
 	tests := []struct {
 		name string
-		a, b [4]string
+		a, b agentd.SessionKey
 	}{
-		{"shifted boundary", [4]string{"o", "a", "ab", "c"}, [4]string{"o", "a", "a", "bc"}},
-		{"org and agent", [4]string{"o1", "a", "x", "s"}, [4]string{"o", "1a", "x", "s"}},
-		{"empty parts", [4]string{"", "a", "", "s"}, [4]string{"a", "", "", "s"}},
+		{"shifted boundary", agentd.SessionKey{OrgID: "o", AgentID: "a", Owner: "ab", SessionID: "c"}, agentd.SessionKey{OrgID: "o", AgentID: "a", Owner: "a", SessionID: "bc"}},
+		{"org and agent", agentd.SessionKey{OrgID: "o1", AgentID: "a", Owner: "x", SessionID: "s"}, agentd.SessionKey{OrgID: "o", AgentID: "1a", Owner: "x", SessionID: "s"}},
+		{"empty parts", agentd.SessionKey{AgentID: "a", SessionID: "s"}, agentd.SessionKey{OrgID: "a", SessionID: "s"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ka := session.Key(tt.a[0], tt.a[1], tt.a[2], tt.a[3])
-			kb := session.Key(tt.b[0], tt.b[1], tt.b[2], tt.b[3])
-			if ka == kb {
-				t.Errorf("Key%v == Key%v", tt.a, tt.b)
+			if session.Key(tt.a) == session.Key(tt.b) {
+				t.Errorf("Key(%+v) == Key(%+v)", tt.a, tt.b)
 			}
 		})
 	}
 }
 
-// TestLeaseSerializes: 50 turns on one session, each a non-atomic read-modify-write
-// under the lease, never overlap and lose no update.
-func TestLeaseSerializes(t *testing.T) {
-	l := session.NewLeases(0)
-	const n = 50
-	var (
-		inside   atomic.Int32
-		overlaps atomic.Int32
-		counter  int // guarded by the lease alone
-		wg       sync.WaitGroup
-	)
-	for range n {
-		wg.Go(func() {
-			release, err := l.Acquire(context.Background(), "shared", 10*time.Second)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			if inside.Add(1) > 1 {
-				overlaps.Add(1)
-			}
-			v := counter
-			time.Sleep(100 * time.Microsecond)
-			counter = v + 1
-			inside.Add(-1)
-			release()
-		})
-	}
-	wg.Wait()
-	if o := overlaps.Load(); o != 0 {
-		t.Errorf("%d turns entered while another was inside the lease", o)
-	}
-	if counter != n {
-		t.Errorf("counter = %d, want %d", counter, n)
-	}
-	// Every lease was released: the key is free again.
-	acquire(t, l, "shared")()
+// world is a session service on a real database with one agent.
+type world struct {
+	db     *store.DB
+	svc    *session.Service
+	leases *session.MemoryLeases
+	clock  *clocktest.Fake
+	agent  *agentd.Agent
+	org    *agentd.Org
+	now    int64
 }
 
-// TestFIFO: turns waiting on one session get it in the order they arrived.
-func TestFIFO(t *testing.T) {
-	l := session.NewLeases(0)
-	release := acquire(t, l, "k")
-	const n = 20
-	var order []int
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rel, err := l.Acquire(context.Background(), "k", 10*time.Second)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			mu.Lock()
-			order = append(order, i)
-			mu.Unlock()
-			rel()
-		}()
-		// Let waiter i queue before waiter i+1 arrives.
-		for l.Waiting("k") != i+1 {
-			time.Sleep(100 * time.Microsecond)
-		}
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	ctx := context.Background()
+	db, err := store.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "s.db"), store.Options{Synchronous: "OFF"})
+	if err != nil {
+		t.Fatal(err)
 	}
-	release()
-	wg.Wait()
-	for i, got := range order {
-		if got != i {
-			t.Fatalf("grant order %v, want arrival order", order)
+	t.Cleanup(func() { db.Close() })
+	w := &world{db: db, clock: clocktest.New(epoch)}
+	w.org = &agentd.Org{ID: agentd.NewID("org"), Name: "acme", CreatedAt: epoch}
+	w.agent = &agentd.Agent{ID: agentd.NewID("agent"), OrgID: w.org.ID, Name: "bot", Active: true, ConversationSaving: true,
+		CreatedAt: epoch, UpdatedAt: epoch, Version: agentd.Version{Model: "m", MaxTokens: 10, CreatedAt: epoch}}
+	if err := db.Tx(ctx, func(tx *store.Tx) error {
+		if err := tx.CreateOrg(ctx, w.org); err != nil {
+			return err
 		}
+		return tx.CreateAgent(ctx, w.agent)
+	}); err != nil {
+		t.Fatal(err)
 	}
-	if l.Held() != 0 {
-		t.Errorf("%d leases held after every release", l.Held())
+	w.leases = session.NewMemoryLeases(time.Minute, w.clock)
+	w.svc = session.New(db, w.leases, w.clock, session.Options{Wait: time.Second})
+	return w
+}
+
+func (w *world) key(sid string) agentd.SessionKey {
+	return agentd.SessionKey{OrgID: w.org.ID, AgentID: w.agent.ID, Owner: "alice", SessionID: sid}
+}
+
+// turn stores one turn of session sid the way a run does: under the lease, with
+// the turn recorded in the transaction's commit hook.
+func (w *world) turn(t *testing.T, sid, user string) {
+	t.Helper()
+	ctx := context.Background()
+	k := w.key(sid)
+	tu, err := w.svc.Begin(ctx, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tu.End()
+	if _, err := tu.History(ctx, 1<<30, cost); err != nil {
+		t.Fatal(err)
+	}
+	w.now++
+	rec := &store.Run{LedgerRow: agentd.LedgerRow{RunID: agentd.NewID("run"), CreatedAt: w.clock.Now().Add(time.Duration(w.now) * time.Microsecond),
+		OrgID: k.OrgID, KeyID: "key-1", Owner: k.Owner, AgentID: k.AgentID, AgentName: "bot", SessionID: sid,
+		Model: "m", UsageSource: agentd.UsageProvider, Outcome: agentd.OutcomeOK},
+		Turn: &agentd.Turn{User: user, Assistant: "re: " + user, UserTokens: 1, AssistantTokens: 2}}
+	if err := w.db.Tx(ctx, func(tx *store.Tx) error {
+		stored, err := tx.RecordRun(ctx, rec)
+		if stored {
+			tu.Record(tx, *rec.Turn)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
 
-// TestSweepExpiredLease: a holder that never releases loses the lease after its
-// TTL, the next waiter gets it, and the dead holder's late release is a no-op.
-func TestSweepExpiredLease(t *testing.T) {
-	l := session.NewLeases(50 * time.Millisecond)
-	dead := acquire(t, l, "k") // never released in time
-	got := make(chan func(), 1)
-	go func() {
-		rel, err := l.Acquire(context.Background(), "k", 10*time.Second)
+func cost(agentd.Turn) int { return 10 }
+
+func users(w session.Window) []string {
+	var out []string
+	for _, t := range w.Turns {
+		out = append(out, t.User)
+	}
+	return out
+}
+
+// TestWindowIsTheDatabase: whether served from memory or read from the database,
+// a turn's window is the newest turns that fit, in order, with the rest counted as
+// trimmed; Peek gives the same answer.
+func TestWindowIsTheDatabase(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	for i := range 12 {
+		w.turn(t, "s", fmt.Sprint("m", i))
+	}
+	for _, budget := range []int{0, 25, 50, 1000} {
+		tu, err := w.svc.Begin(ctx, w.key("s"))
 		if err != nil {
-			t.Error(err)
+			t.Fatal(err)
 		}
-		got <- rel
-	}()
-	for l.Waiting("k") != 1 {
-		time.Sleep(100 * time.Microsecond)
-	}
-	if n := l.Sweep(); n != 0 {
-		t.Fatalf("swept %d fresh leases", n)
-	}
-	time.Sleep(60 * time.Millisecond)
-	if n := l.Sweep(); n != 1 {
-		t.Fatalf("swept %d expired leases, want 1", n)
-	}
-	next := <-got
-	dead() // stale: must not free the waiter's lease
-	if _, err := l.Acquire(context.Background(), "k", 0); agentd.ErrorCode(err) != agentd.ESessionBusy {
-		t.Fatalf("after a stale release the session is free: %v", err)
-	}
-	next()
-	if l.Held() != 0 {
-		t.Errorf("%d leases held", l.Held())
+		got, err := tu.History(ctx, budget, cost)
+		tu.End()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fit := min(budget/10, 12)
+		if len(got.Turns) != fit || got.Trimmed != 12-fit {
+			t.Errorf("budget %d: %d turns, %d trimmed; want %d, %d", budget, len(got.Turns), got.Trimmed, fit, 12-fit)
+		}
+		for i, u := range users(got) {
+			if want := fmt.Sprint("m", 12-fit+i); u != want {
+				t.Errorf("budget %d: turn %d is %q, want %q", budget, i, u, want)
+			}
+		}
+		// A fresh service (no cache) reads the same from the database.
+		fresh := session.New(w.db, session.NewMemoryLeases(time.Minute, w.clock), w.clock, session.Options{})
+		peek, err := fresh.Peek(ctx, w.key("s"), budget, cost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(users(peek), peek.Trimmed) != fmt.Sprint(users(got), got.Trimmed) {
+			t.Errorf("budget %d: database window %v/%d, cached %v/%d", budget, users(peek), peek.Trimmed, users(got), got.Trimmed)
+		}
 	}
 }
 
-// TestTimedOutWaiterPassesOn: a waiter that gives up just as the lease reaches it
-// passes the lease on instead of keeping it.
-func TestTimedOutWaiterPassesOn(t *testing.T) {
-	for range 200 {
-		l := session.NewLeases(0)
-		release := acquire(t, l, "k")
-		done := make(chan struct{})
-		go func() {
-			if rel, err := l.Acquire(context.Background(), "k", time.Millisecond); err == nil {
-				rel()
+// TestPeekNeverWritesTheCache is the race of estimates against turns: an estimate
+// that read the database before a turn committed must not leave that stale window
+// in memory for the next turn. Each round empties the cache (as a sweep of another
+// session used to), peeks, stores a turn, and checks the next turn sees it.
+func TestPeekNeverWritesTheCache(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	for i := range 30 {
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			if _, err := w.svc.Peek(ctx, w.key("s"), 1<<30, cost); err != nil {
+				t.Error(err)
 			}
-			close(done)
-		}()
-		time.Sleep(time.Millisecond)
-		release()
-		<-done
-		if l.Held() != 0 {
-			t.Fatalf("%d leases held after the only waiter left", l.Held())
+		})
+		w.turn(t, "s", fmt.Sprint("m", i))
+		wg.Wait()
+		tu, err := w.svc.Begin(ctx, w.key("s"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := tu.History(ctx, 1<<30, cost)
+		tu.End()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got.Turns) != i+1 || got.Turns[i].User != fmt.Sprint("m", i) {
+			t.Fatalf("round %d: the window has %d turns (%v); the turn just stored is missing", i, len(got.Turns), users(got))
+		}
+	}
+}
+
+// TestRecordOnlyOnCommit: a turn whose transaction rolls back never joins the
+// cached window.
+func TestRecordOnlyOnCommit(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	w.turn(t, "s", "kept")
+	tu, err := w.svc.Begin(ctx, w.key("s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tu.History(ctx, 1<<30, cost); err != nil {
+		t.Fatal(err)
+	}
+	err = w.db.Tx(ctx, func(tx *store.Tx) error {
+		tu.Record(tx, agentd.Turn{User: "rolled back"})
+		return fmt.Errorf("the write fails")
+	})
+	tu.End()
+	if err == nil {
+		t.Fatal("the failing write succeeded")
+	}
+	peek, err := w.svc.Peek(ctx, w.key("s"), 1<<30, cost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(users(peek)) != "[kept]" {
+		t.Errorf("window %v after a rolled-back turn", users(peek))
+	}
+}
+
+// TestDelete: deleting a session waits for the turn in flight, deletes every turn,
+// and the next turn starts from nothing; an unknown session is not found.
+func TestDelete(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	w.turn(t, "s", "one")
+	w.turn(t, "s", "two")
+	tu, err := w.svc.Begin(ctx, w.key("s")) // a turn in flight
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	var deleted int
+	go func() {
+		var err error
+		deleted, err = w.svc.Delete(ctx, w.key("s"))
+		done <- err
+	}()
+	w.clock.WaitTimers(1) // the delete waits for the lease
+	tu.End()
+	if err := <-done; err != nil || deleted != 2 {
+		t.Fatalf("Delete = %d, %v; want 2 turns", deleted, err)
+	}
+	peek, err := w.svc.Peek(ctx, w.key("s"), 1<<30, cost)
+	if err != nil || len(peek.Turns) != 0 || peek.Trimmed != 0 {
+		t.Errorf("after delete: %v %d (%v)", users(peek), peek.Trimmed, err)
+	}
+	if _, err := w.svc.Delete(ctx, w.key("s")); agentd.ErrorCode(err) != agentd.ENotFound {
+		t.Errorf("deleting a deleted session: %v, want not found", err)
+	}
+}
+
+// TestSweepIdle: the sweep deletes sessions idle past the cutoff and forgets
+// exactly those; a session whose turn is in flight is skipped; every other
+// session's cached window survives.
+func TestSweepIdle(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	for _, sid := range []string{"old1", "old2", "busy"} {
+		w.turn(t, sid, sid)
+	}
+	w.clock.Advance(time.Hour)
+	w.turn(t, "fresh", "fresh")
+	busy, err := w.svc.Begin(ctx, w.key("busy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deleted, found, err := w.svc.SweepIdle(ctx, w.clock.Now().Add(-time.Minute), 10)
+	busy.End()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if deleted != 2 || found != 3 {
+		t.Errorf("SweepIdle = %d deleted of %d found; want 2 of 3", deleted, found)
+	}
+	for sid, want := range map[string]int{"old1": 0, "old2": 0, "busy": 1, "fresh": 1} {
+		peek, err := w.svc.Peek(ctx, w.key(sid), 1<<30, cost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(peek.Turns) != want {
+			t.Errorf("session %s: %d turns after the sweep, want %d", sid, len(peek.Turns), want)
+		}
+		n, err := w.db.CountTurns(ctx, w.key(sid))
+		if err != nil || n != want {
+			t.Errorf("session %s: %d stored turns, want %d (%v)", sid, n, want, err)
 		}
 	}
 }

@@ -3,8 +3,11 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"strconv"
+	"strings"
 
 	"github.com/agentd/agentd"
 )
@@ -54,27 +57,120 @@ func (db *DB) AgentByName(ctx context.Context, orgID, name string) (_ *agentd.Ag
 	return a, err
 }
 
-// Agents lists the agents of org, oldest first.
-func (db *DB) Agents(ctx context.Context, orgID string, includeInactive bool) (_ []*agentd.Agent, err error) {
-	defer wrap(&err, "store.Agents(%q)", orgID)
-	q := `SELECT ` + agentColumns + agentFrom + ` WHERE a.org_id = ?`
-	if !includeInactive {
-		q += ` AND a.active = 1`
+// AgentsPage returns up to limit agents of org (50 when limit ≤ 0) in creation
+// order after cursor ("" for the first page), and the cursor of the next page (""
+// after the last). A malformed cursor is EInvalid.
+func (db *DB) AgentsPage(ctx context.Context, orgID string, includeInactive bool, cursor string, limit int) (agents []*agentd.Agent, next string, err error) {
+	defer wrap(&err, "store.AgentsPage(%q)", orgID)
+	if limit <= 0 {
+		limit = defaultPage
 	}
-	rows, err := db.query(ctx, q+` ORDER BY a.created_at, a.id`, orgID)
+	q, args, err := agentPageQuery(orgID, includeInactive, cursor)
 	if err != nil {
-		return nil, err
+		return nil, "", err
+	}
+	rows, err := db.query(ctx, `SELECT `+agentColumns+agentFrom+q+` LIMIT ?`, append(args, limit+1)...)
+	if err != nil {
+		return nil, "", err
 	}
 	defer rows.Close()
-	agents := []*agentd.Agent{}
+	agents = []*agentd.Agent{}
 	for rows.Next() {
 		a, err := scanAgent(rows)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		agents = append(agents, a)
 	}
-	return agents, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, "", err
+	}
+	if len(agents) > limit {
+		agents = agents[:limit]
+		last := agents[limit-1]
+		next = agentCursor(micros(last.CreatedAt), last.ID)
+	}
+	return agents, next, nil
+}
+
+// AgentRefs is AgentsPage without the agents' configuration: ids, names, models.
+func (db *DB) AgentRefs(ctx context.Context, orgID string, includeInactive bool, cursor string, limit int) (refs []agentd.AgentRef, next string, err error) {
+	defer wrap(&err, "store.AgentRefs(%q)", orgID)
+	if limit <= 0 {
+		limit = defaultPage
+	}
+	refs = []agentd.AgentRef{}
+	q, args, err := agentPageQuery(orgID, includeInactive, cursor)
+	if err != nil {
+		return nil, "", err
+	}
+	rows, err := db.query(ctx, `SELECT a.id, a.name, v.model, a.active, a.created_at`+agentFrom+q+` LIMIT ?`, append(args, limit+1)...)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r agentd.AgentRef
+		var created int64
+		if err := rows.Scan(&r.ID, &r.Name, &r.Model, &r.Active, &created); err != nil {
+			return nil, "", err
+		}
+		r.CreatedAt = fromMicros(created)
+		refs = append(refs, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", err
+	}
+	if len(refs) > limit {
+		refs = refs[:limit]
+		last := refs[limit-1]
+		next = agentCursor(micros(last.CreatedAt), last.ID)
+	}
+	return refs, next, nil
+}
+
+// agentPageQuery is the WHERE and ORDER BY of a page of org's agents after cursor,
+// an index range of agents_org_created.
+func agentPageQuery(orgID string, includeInactive bool, cursor string) (string, []any, error) {
+	q := ` WHERE a.org_id = ?`
+	args := []any{orgID}
+	if !includeInactive {
+		q += ` AND a.active = 1`
+	}
+	if cursor != "" {
+		created, id, err := parseAgentCursor(cursor)
+		if err != nil {
+			return "", nil, err
+		}
+		q += ` AND (a.created_at, a.id) > (?, ?)`
+		args = append(args, created, id)
+	}
+	return q + ` ORDER BY a.created_at, a.id`, args, nil
+}
+
+func agentCursor(created int64, id string) string {
+	return encodeCursor(strconv.FormatInt(created, 10) + "|" + id)
+}
+
+func parseAgentCursor(c string) (int64, string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return 0, "", badCursor()
+	}
+	num, id, ok := strings.Cut(string(b), "|")
+	created, err := strconv.ParseInt(num, 10, 64)
+	if !ok || err != nil || !strings.HasPrefix(id, "agent-") {
+		return 0, "", badCursor()
+	}
+	return created, id, nil
+}
+
+// CountAgents returns how many agents org has, inside the write transaction that is
+// about to add one, so that a limit on their number holds under concurrency.
+func (t *Tx) CountAgents(ctx context.Context, orgID string) (n int, err error) {
+	defer wrap(&err, "store.CountAgents(%q)", orgID)
+	err = t.queryRow(ctx, `SELECT count(*) FROM agents WHERE org_id = ?`, orgID).Scan(&n)
+	return n, err
 }
 
 // CreateAgent inserts a and its version (a.Version.Number is set to 1). A taken

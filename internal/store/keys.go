@@ -9,23 +9,8 @@ import (
 	"github.com/agentd/agentd"
 )
 
-// Key is a stored API key: never the secret, only its SHA-256 and display prefix.
-type Key struct {
-	ID      string
-	OrgID   string
-	OrgName string
-	Name    string
-	Owner   string
-	Prefix  string
-	Hash    string // hex SHA-256 of the secret
-	Scopes  []agentd.Scope
-	Created int64
-	Revoked sql.NullInt64
-	Budget  Budget
-}
-
 // CreateKey inserts a key.
-func (t *Tx) CreateKey(ctx context.Context, k *Key) (err error) {
+func (t *Tx) CreateKey(ctx context.Context, k *agentd.Key) (err error) {
 	defer wrap(&err, "store.CreateKey(%q)", k.Name)
 	var budget any
 	if k.Budget.Set {
@@ -33,28 +18,22 @@ func (t *Tx) CreateKey(ctx context.Context, k *Key) (err error) {
 	}
 	period := k.Budget.Period
 	if period == "" {
-		period = PeriodNone
+		period = agentd.PeriodNone
 	}
-	_, err = t.exec(ctx, `INSERT INTO api_keys (id, org_id, name, owner, prefix, hash, scopes, created_at, budget, budget_period, budget_period_start)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		k.ID, k.OrgID, k.Name, k.Owner, k.Prefix, k.Hash, joinScopes(k.Scopes), k.Created, budget, period, k.Budget.PeriodStart)
+	_, err = t.exec(ctx, `INSERT INTO api_keys (id, org_id, name, owner, prefix, hash, scopes, created_at, budget, budget_period)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		k.ID, k.OrgID, k.Name, k.Owner, k.Prefix, k.Hash, joinScopes(k.Scopes), micros(k.CreatedAt), budget, string(period))
 	if t.d.isUnique(err) {
 		return agentd.Errorf(agentd.EAlreadyExists, "a key with this secret already exists")
 	}
 	return err
 }
 
-// RevokeKey marks a key of org revoked; revoking twice is not an error. A key of
-// another organization is not found.
-func (t *Tx) RevokeKey(ctx context.Context, orgID, id string, at int64) (err error) {
+// RevokeKey marks a key revoked at at; revoking twice keeps the first time. An
+// unknown key is ENotFound.
+func (t *Tx) RevokeKey(ctx context.Context, id string, at int64) (err error) {
 	defer wrap(&err, "store.RevokeKey(%q)", id)
-	q := `UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?`
-	args := []any{at, id}
-	if orgID != "" {
-		q += ` AND org_id = ?`
-		args = append(args, orgID)
-	}
-	res, err := t.exec(ctx, q, args...)
+	res, err := t.exec(ctx, `UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?`, at, id)
 	if err != nil {
 		return err
 	}
@@ -64,26 +43,50 @@ func (t *Tx) RevokeKey(ctx context.Context, orgID, id string, at int64) (err err
 	return nil
 }
 
-const keyColumns = `k.id, k.org_id, o.name, k.name, k.owner, k.prefix, k.hash, k.scopes, k.created_at, k.revoked_at,
-	k.budget, k.budget_period, k.budget_spent, k.budget_period_start`
+// SetKeyBudget stores a key's budget (limit and period) as billing decided it.
+func (t *Tx) SetKeyBudget(ctx context.Context, keyID string, b agentd.Budget) (err error) {
+	defer wrap(&err, "store.SetKeyBudget(%q)", keyID)
+	var v any
+	if b.Set {
+		v = int64(b.Limit)
+	}
+	if b.Period == "" {
+		b.Period = agentd.PeriodNone
+	}
+	res, err := t.exec(ctx, `UPDATE api_keys SET budget = ?, budget_period = ? WHERE id = ?`, v, string(b.Period), keyID)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return agentd.Errorf(agentd.ENotFound, "key %q not found", keyID)
+	}
+	return nil
+}
 
-func scanKey(s interface{ Scan(...any) error }) (*Key, error) {
-	var k Key
-	var scopes string
-	var budget sql.NullInt64
-	if err := s.Scan(&k.ID, &k.OrgID, &k.OrgName, &k.Name, &k.Owner, &k.Prefix, &k.Hash, &scopes, &k.Created, &k.Revoked,
-		&budget, &k.Budget.Period, &k.Budget.Spent, &k.Budget.PeriodStart); err != nil {
+const keyColumns = `k.id, k.org_id, o.name, k.name, k.owner, k.prefix, k.hash, k.scopes, k.created_at, k.revoked_at,
+	k.budget, k.budget_period`
+
+const keyFrom = ` FROM api_keys k JOIN orgs o ON o.id = k.org_id`
+
+func scanKey(s interface{ Scan(...any) error }) (*agentd.Key, error) {
+	var k agentd.Key
+	var scopes, period string
+	var created int64
+	var revoked, budget sql.NullInt64
+	if err := s.Scan(&k.ID, &k.OrgID, &k.OrgName, &k.Name, &k.Owner, &k.Prefix, &k.Hash, &scopes, &created, &revoked,
+		&budget, &period); err != nil {
 		return nil, err
 	}
-	k.Budget.Limit, k.Budget.Set = agentd.Micros(budget.Int64), budget.Valid
+	k.CreatedAt, k.RevokedAt = fromMicros(created), nullTime(revoked)
+	k.Budget = agentd.Budget{Set: budget.Valid, Limit: agentd.Micros(budget.Int64), Period: agentd.Period(period)}
 	k.Scopes = splitScopes(scopes)
 	return &k, nil
 }
 
 // KeyByHash returns the key with the given secret hash, revoked or not.
-func (db *DB) KeyByHash(ctx context.Context, hash string) (_ *Key, err error) {
+func (db *DB) KeyByHash(ctx context.Context, hash string) (_ *agentd.Key, err error) {
 	defer wrap(&err, "store.KeyByHash")
-	k, err := scanKey(db.queryRow(ctx, `SELECT `+keyColumns+` FROM api_keys k JOIN orgs o ON o.id = k.org_id WHERE k.hash = ?`, hash))
+	k, err := scanKey(db.queryRow(ctx, `SELECT `+keyColumns+keyFrom+` WHERE k.hash = ?`, hash))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, agentd.Errorf(agentd.ENotFound, "key not found")
 	}
@@ -91,9 +94,9 @@ func (db *DB) KeyByHash(ctx context.Context, hash string) (_ *Key, err error) {
 }
 
 // KeyByID returns a key by id.
-func (db *DB) KeyByID(ctx context.Context, id string) (_ *Key, err error) {
+func (db *DB) KeyByID(ctx context.Context, id string) (_ *agentd.Key, err error) {
 	defer wrap(&err, "store.KeyByID(%q)", id)
-	k, err := scanKey(db.queryRow(ctx, `SELECT `+keyColumns+` FROM api_keys k JOIN orgs o ON o.id = k.org_id WHERE k.id = ?`, id))
+	k, err := scanKey(db.queryRow(ctx, `SELECT `+keyColumns+keyFrom+` WHERE k.id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, agentd.Errorf(agentd.ENotFound, "key %q not found", id)
 	}
@@ -101,14 +104,49 @@ func (db *DB) KeyByID(ctx context.Context, id string) (_ *Key, err error) {
 }
 
 // Keys lists an organization's keys, newest first.
-func (db *DB) Keys(ctx context.Context, orgID string) (_ []*Key, err error) {
+func (db *DB) Keys(ctx context.Context, orgID string) (_ []*agentd.Key, err error) {
 	defer wrap(&err, "store.Keys(%q)", orgID)
-	rows, err := db.query(ctx, `SELECT `+keyColumns+` FROM api_keys k JOIN orgs o ON o.id = k.org_id WHERE k.org_id = ? ORDER BY k.created_at DESC, k.id`, orgID)
+	return db.keys(ctx, `SELECT `+keyColumns+keyFrom+` WHERE k.org_id = ? ORDER BY k.created_at DESC, k.id`, orgID)
+}
+
+// KeysOfOwner lists the keys of an organization that have the given owner.
+func (t *Tx) KeysOfOwner(ctx context.Context, orgID, owner string) (_ []*agentd.Key, err error) {
+	defer wrap(&err, "store.KeysOfOwner(%q)", owner)
+	rows, err := t.query(ctx, `SELECT `+keyColumns+keyFrom+` WHERE k.org_id = ? AND k.owner = ? ORDER BY k.id`, orgID, owner)
 	if err != nil {
 		return nil, err
 	}
+	return collectKeys(rows)
+}
+
+// LiveKeysWithScope lists the keys of an organization that are not revoked and
+// were granted scope itself.
+func (db *DB) LiveKeysWithScope(ctx context.Context, orgID string, scope agentd.Scope) (_ []*agentd.Key, err error) {
+	defer wrap(&err, "store.LiveKeysWithScope(%q)", scope)
+	keys, err := db.keys(ctx, `SELECT `+keyColumns+keyFrom+` WHERE k.org_id = ? AND k.revoked_at IS NULL ORDER BY k.created_at, k.id`, orgID)
+	if err != nil {
+		return nil, err
+	}
+	out := keys[:0]
+	for _, k := range keys {
+		if k.Has(scope) {
+			out = append(out, k)
+		}
+	}
+	return out, nil
+}
+
+func (db *DB) keys(ctx context.Context, q string, args ...any) ([]*agentd.Key, error) {
+	rows, err := db.query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	return collectKeys(rows)
+}
+
+func collectKeys(rows *sql.Rows) ([]*agentd.Key, error) {
 	defer rows.Close()
-	var keys []*Key
+	var keys []*agentd.Key
 	for rows.Next() {
 		k, err := scanKey(rows)
 		if err != nil {

@@ -8,64 +8,36 @@ import (
 	"github.com/agentd/agentd"
 )
 
-// Budget periods.
-const (
-	PeriodNone    = "none"
-	PeriodDaily   = "daily"
-	PeriodMonthly = "monthly"
-)
-
-// Budget is a key's spending limit and what it has spent in its current period.
-type Budget struct {
-	Limit       agentd.Micros // meaningful only when Set
-	Set         bool
-	Period      string
-	Spent       agentd.Micros
-	PeriodStart int64 // unix micros of the period Spent counts
+// KeySpent returns what a key has been charged on the UTC days from fromDay
+// (YYYY-MM-DD; "" for all days), summed over the daily rollups: the ledger's own
+// record, kept whole when raw rows are pruned. It is billing's source for what a
+// budget has spent in its period; there is no other copy to disagree with it.
+func (db *DB) KeySpent(ctx context.Context, keyID, fromDay string) (spent agentd.Micros, err error) {
+	defer wrap(&err, "store.KeySpent(%q)", keyID)
+	err = db.queryRow(ctx, keySpentQuery, keyID, fromDay).Scan(&spent)
+	return spent, err
 }
 
-// KeyBudget returns a key's budget state.
-func (db *DB) KeyBudget(ctx context.Context, keyID string) (b Budget, err error) {
+// KeySpent is DB.KeySpent inside a write transaction: it sees every write committed
+// before this one and the writes of this transaction before it.
+func (t *Tx) KeySpent(ctx context.Context, keyID, fromDay string) (spent agentd.Micros, err error) {
+	defer wrap(&err, "store.Tx.KeySpent(%q)", keyID)
+	err = t.queryRow(ctx, keySpentQuery, keyID, fromDay).Scan(&spent)
+	return spent, err
+}
+
+const keySpentQuery = `SELECT COALESCE(sum(cost), 0) FROM usage_daily WHERE key_id = ? AND day >= ?`
+
+// KeyBudget returns a key's stored budget.
+func (db *DB) KeyBudget(ctx context.Context, keyID string) (b agentd.Budget, err error) {
 	defer wrap(&err, "store.KeyBudget(%q)", keyID)
 	var limit sql.NullInt64
-	err = db.queryRow(ctx, `SELECT budget, budget_period, budget_spent, budget_period_start FROM api_keys WHERE id = ?`, keyID).
-		Scan(&limit, &b.Period, &b.Spent, &b.PeriodStart)
+	var period string
+	err = db.queryRow(ctx, `SELECT budget, budget_period FROM api_keys WHERE id = ?`, keyID).Scan(&limit, &period)
 	if errors.Is(err, sql.ErrNoRows) {
 		return b, agentd.Errorf(agentd.ENotFound, "key %q not found", keyID)
 	}
-	b.Limit, b.Set = agentd.Micros(limit.Int64), limit.Valid
-	return b, err
-}
-
-// SetKeyBudget sets (set=true) or removes a key's budget and period. Spending
-// already counted in the current period stays counted.
-func (t *Tx) SetKeyBudget(ctx context.Context, orgID, keyID string, set bool, limit agentd.Micros, period string) (err error) {
-	defer wrap(&err, "store.SetKeyBudget(%q)", keyID)
-	var v any
-	if set {
-		v = int64(limit)
-	}
-	res, err := t.exec(ctx, `UPDATE api_keys SET budget = ?, budget_period = ? WHERE id = ? AND org_id = ?`, v, period, keyID, orgID)
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return agentd.Errorf(agentd.ENotFound, "key %q not found", keyID)
-	}
-	return nil
-}
-
-// chargeKey adds cost to a key's spending in the period starting at periodStart.
-// A charge for a period older than the stored one is not counted against the
-// current period (it belonged to a period that is over); a newer period starts
-// the count again.
-func (t *Tx) chargeKey(ctx context.Context, keyID string, cost agentd.Micros, periodStart int64) error {
-	_, err := t.exec(ctx, `UPDATE api_keys SET
-		budget_spent = CASE WHEN budget_period_start = ? THEN budget_spent + ?
-		                    WHEN budget_period_start < ? THEN ? ELSE budget_spent END,
-		budget_period_start = MAX(budget_period_start, ?)
-		WHERE id = ?`, periodStart, cost, periodStart, cost, periodStart, keyID)
-	return err
+	return agentd.Budget{Set: limit.Valid, Limit: agentd.Micros(limit.Int64), Period: agentd.Period(period)}, err
 }
 
 // Idem is a stored idempotent result.

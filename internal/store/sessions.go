@@ -9,31 +9,6 @@ import (
 	"github.com/agentd/agentd"
 )
 
-// SessionList selects one page of a caller's sessions on one agent.
-type SessionList struct {
-	OrgID, AgentID, Owner string
-	// Cursor is the next value of the previous page, or "" for the first page.
-	Cursor string
-	// Limit is the most sessions returned; 50 when ≤ 0.
-	Limit int
-}
-
-// SessionInfo sums up one session.
-type SessionInfo struct {
-	ID                        string
-	Turns                     int
-	InputTokens, OutputTokens int64 // summed over the turns' runs
-	Created, LastActive       int64 // unix micros of the first and the newest turn
-}
-
-// SessionTurn is one stored exchange of a session, with its run's usage.
-type SessionTurn struct {
-	RunID                     string
-	User, Assistant           string
-	InputTokens, OutputTokens int
-	Created                   int64 // unix micros
-}
-
 const defaultPage = 50
 
 // Sessions returns a page of the sessions of (org, agent, owner), the most recently
@@ -46,18 +21,17 @@ const defaultPage = 50
 // page; a summary table kept by RecordRun would make it proportional to the page.
 // Sessions that get a new turn while a client pages may move to the front and be
 // missed or seen twice, as with any keyset over a changing key.
-func (db *DB) Sessions(ctx context.Context, l SessionList) (list []SessionInfo, next string, err error) {
+func (db *DB) Sessions(ctx context.Context, orgID, agentID, owner, cursor string, limit int) (list []agentd.SessionInfo, next string, err error) {
 	defer wrap(&err, "store.Sessions")
-	limit := l.Limit
 	if limit <= 0 {
 		limit = defaultPage
 	}
 	q := `SELECT session_id, count(*), sum(input_tokens), sum(output_tokens), min(created_at), max(created_at)
 		FROM session_turns WHERE org_id = ? AND agent_id = ? AND owner = ?
 		GROUP BY session_id`
-	args := []any{l.OrgID, l.AgentID, l.Owner}
-	if l.Cursor != "" {
-		last, sid, err := decodeSessionCursor(l.Cursor)
+	args := []any{orgID, agentID, owner}
+	if cursor != "" {
+		last, sid, err := decodeSessionCursor(cursor)
 		if err != nil {
 			return nil, "", err
 		}
@@ -71,11 +45,14 @@ func (db *DB) Sessions(ctx context.Context, l SessionList) (list []SessionInfo, 
 		return nil, "", err
 	}
 	defer rows.Close()
+	var lastActive int64
 	for rows.Next() {
-		var s SessionInfo
-		if err := rows.Scan(&s.ID, &s.Turns, &s.InputTokens, &s.OutputTokens, &s.Created, &s.LastActive); err != nil {
+		var s agentd.SessionInfo
+		var created int64
+		if err := rows.Scan(&s.ID, &s.Turns, &s.InputTokens, &s.OutputTokens, &created, &lastActive); err != nil {
 			return nil, "", err
 		}
+		s.CreatedAt, s.LastActive = fromMicros(created), fromMicros(lastActive)
 		list = append(list, s)
 	}
 	if err := rows.Err(); err != nil {
@@ -84,7 +61,7 @@ func (db *DB) Sessions(ctx context.Context, l SessionList) (list []SessionInfo, 
 	if len(list) > limit {
 		list = list[:limit]
 		last := list[limit-1]
-		next = encodeCursor(strconv.FormatInt(last.LastActive, 10) + "|" + last.ID)
+		next = encodeCursor(strconv.FormatInt(micros(last.LastActive), 10) + "|" + last.ID)
 	}
 	return list, next, nil
 }
@@ -92,7 +69,7 @@ func (db *DB) Sessions(ctx context.Context, l SessionList) (list []SessionInfo, 
 // SessionTurns returns a page of a session's turns, oldest first, and the cursor of
 // the next page ("" after the last one). A session with no turns is ENotFound; a
 // malformed cursor is EInvalid. It reads one range of session_turns_key.
-func (db *DB) SessionTurns(ctx context.Context, k SessionKey, cursor string, limit int) (turns []SessionTurn, next string, err error) {
+func (db *DB) SessionTurns(ctx context.Context, k agentd.SessionKey, cursor string, limit int) (turns []agentd.SessionTurn, next string, err error) {
 	defer wrap(&err, "store.SessionTurns")
 	if limit <= 0 {
 		limit = defaultPage
@@ -112,11 +89,12 @@ func (db *DB) SessionTurns(ctx context.Context, k SessionKey, cursor string, lim
 	defer rows.Close()
 	var lastID int64
 	for rows.Next() {
-		var t SessionTurn
-		var id int64
-		if err := rows.Scan(&id, &t.RunID, &t.User, &t.Assistant, &t.InputTokens, &t.OutputTokens, &t.Created); err != nil {
+		var t agentd.SessionTurn
+		var id, created int64
+		if err := rows.Scan(&id, &t.RunID, &t.User, &t.Assistant, &t.InputTokens, &t.OutputTokens, &created); err != nil {
 			return nil, "", err
 		}
+		t.CreatedAt = fromMicros(created)
 		if len(turns) < limit {
 			turns, lastID = append(turns, t), id
 		} else {
@@ -142,101 +120,55 @@ func (db *DB) SessionTurns(ctx context.Context, k SessionKey, cursor string, lim
 	return turns, next, nil
 }
 
-// DeleteSession deletes every turn of a session through the writer and returns how
-// many there were. A session with no turns is ENotFound. Callers that must not cut
-// a running turn in half hold the session's lease.
-func (db *DB) DeleteSession(ctx context.Context, k SessionKey) (turns int, err error) {
+// DeleteSession deletes every turn of a session and returns how many there were.
+// The caller (package session) holds the session's lease, so that no turn of it is
+// in flight.
+func (t *Tx) DeleteSession(ctx context.Context, k agentd.SessionKey) (turns int, err error) {
 	defer wrap(&err, "store.DeleteSession")
-	err = db.Tx(ctx, func(tx *Tx) error {
-		res, err := tx.exec(ctx, `DELETE FROM session_turns WHERE org_id = ? AND agent_id = ? AND owner = ? AND session_id = ?`,
-			k.OrgID, k.AgentID, k.Owner, k.SessionID)
-		if err != nil {
-			return err
-		}
-		n, err := res.RowsAffected()
-		turns = int(n)
-		return err
-	})
+	res, err := t.exec(ctx, `DELETE FROM session_turns WHERE org_id = ? AND agent_id = ? AND owner = ? AND session_id = ?`,
+		k.OrgID, k.AgentID, k.Owner, k.SessionID)
 	if err != nil {
 		return 0, err
 	}
-	if turns == 0 {
-		return 0, agentd.Errorf(agentd.ENotFound, "session %q not found", k.SessionID)
-	}
-	return turns, nil
+	n, err := res.RowsAffected()
+	return int(n), err
 }
 
-// SweepIdleSessions deletes every turn of up to limit sessions whose newest turn was
-// created before idleBefore (unix micros), and returns how many sessions it deleted.
-// A caller sweeps until it gets fewer than limit.
+// DeleteIdleSession deletes a session's turns if its newest turn is still older
+// than idleBefore (unix micros), and reports whether it did.
+func (t *Tx) DeleteIdleSession(ctx context.Context, k agentd.SessionKey, idleBefore int64) (deleted bool, err error) {
+	defer wrap(&err, "store.DeleteIdleSession")
+	res, err := t.exec(ctx, `DELETE FROM session_turns WHERE org_id = ? AND agent_id = ? AND owner = ? AND session_id = ?
+		AND (SELECT max(created_at) FROM session_turns WHERE org_id = ? AND agent_id = ? AND owner = ? AND session_id = ?) < ?`,
+		k.OrgID, k.AgentID, k.Owner, k.SessionID, k.OrgID, k.AgentID, k.Owner, k.SessionID, idleBefore)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
+// IdleSessions returns up to limit sessions whose newest turn is older than
+// idleBefore (unix micros), those with the oldest turns first.
 //
-// Candidates are found on the read pool, walking turns older than idleBefore
-// through session_turns_created and checking each session's newest turn once. A
-// walk costs the old turns it visits: those of the idle sessions it finds, and the
-// old turns of sessions that are still active. The writer then deletes each
-// candidate only if it is still idle, so a turn recorded in between keeps its
-// session, in writes of at most sweepChunk sessions. On an error, the sessions
-// deleted by earlier writes are counted in the result.
-func (db *DB) SweepIdleSessions(ctx context.Context, idleBefore int64, limit int) (sessions int, err error) {
-	defer wrap(&err, "store.SweepIdleSessions")
+// It walks turns older than idleBefore through session_turns_created and checks
+// each session's newest turn once: a walk costs the old turns it visits, those of
+// the idle sessions it finds and the old turns of sessions still active.
+func (db *DB) IdleSessions(ctx context.Context, idleBefore int64, limit int) (_ []agentd.SessionKey, err error) {
+	defer wrap(&err, "store.IdleSessions")
 	if limit <= 0 {
-		return 0, nil
+		return nil, nil
 	}
-	idle, err := db.idleSessions(ctx, idleBefore, limit)
-	if err != nil || len(idle) == 0 {
-		return 0, err
-	}
-	return db.deleteIdleSessions(ctx, idle, idleBefore)
-}
-
-// sweepChunk is how many sessions one write of a sweep deletes: the writer commits
-// other callers' writes between chunks instead of waiting out a whole sweep.
-const sweepChunk = 64
-
-// deleteIdleSessions deletes each of the sessions named whose newest turn is still
-// older than idleBefore, sweepChunk sessions per write, and returns how many it
-// deleted.
-func (db *DB) deleteIdleSessions(ctx context.Context, idle []SessionKey, idleBefore int64) (sessions int, err error) {
-	for len(idle) > 0 {
-		chunk := idle[:min(len(idle), sweepChunk)]
-		idle = idle[len(chunk):]
-		n := 0
-		err := db.Tx(ctx, func(tx *Tx) error {
-			n = 0
-			for _, k := range chunk {
-				res, err := tx.exec(ctx, `DELETE FROM session_turns WHERE org_id = ? AND agent_id = ? AND owner = ? AND session_id = ?
-					AND (SELECT max(created_at) FROM session_turns WHERE org_id = ? AND agent_id = ? AND owner = ? AND session_id = ?) < ?`,
-					k.OrgID, k.AgentID, k.Owner, k.SessionID, k.OrgID, k.AgentID, k.Owner, k.SessionID, idleBefore)
-				if err != nil {
-					return err
-				}
-				if d, _ := res.RowsAffected(); d > 0 {
-					n++
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return sessions, err
-		}
-		sessions += n
-	}
-	return sessions, nil
-}
-
-// idleSessions returns up to limit sessions whose newest turn is older than
-// idleBefore, those with the oldest turns first.
-func (db *DB) idleSessions(ctx context.Context, idleBefore int64, limit int) ([]SessionKey, error) {
 	rows, err := db.query(ctx, `SELECT org_id, agent_id, owner, session_id FROM session_turns
 		WHERE created_at < ? ORDER BY created_at`, idleBefore)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	seen := map[SessionKey]bool{}
-	var idle []SessionKey
+	seen := map[agentd.SessionKey]bool{}
+	var idle []agentd.SessionKey
 	for len(idle) < limit && rows.Next() {
-		var k SessionKey
+		var k agentd.SessionKey
 		if err := rows.Scan(&k.OrgID, &k.AgentID, &k.Owner, &k.SessionID); err != nil {
 			return nil, err
 		}

@@ -15,13 +15,37 @@ import (
 func turnAt(t testing.TB, db *DB, a *agentd.Agent, owner, sid string, at int64, in, out int) *Run {
 	t.Helper()
 	r := okRun(a, owner, sid, 0)
-	r.Created, r.InputTokens, r.OutputTokens = at, in, out
-	r.UserMessage, r.Reply = fmt.Sprintf("q %s@%d", sid, at), fmt.Sprintf("a %s@%d", sid, at)
-	mustTx(t, db, func(tx *Tx) error { return tx.RecordRun(context.Background(), r) })
+	r.CreatedAt, r.InputTokens, r.OutputTokens = fromMicros(at), in, out
+	r.Turn.User, r.Turn.Assistant = fmt.Sprintf("q %s@%d", sid, at), fmt.Sprintf("a %s@%d", sid, at)
+	if !recordRun(t, db, r) {
+		t.Fatalf("turn of %s/%s at %d not stored", owner, sid, at)
+	}
 	return r
 }
 
-func sessionIDs(list []SessionInfo) []string {
+// sessionList selects one page of a caller's sessions on one agent.
+type sessionList struct {
+	OrgID, AgentID, Owner string
+	Cursor                string
+	Limit                 int
+}
+
+func sessions(db *DB, l sessionList) ([]agentd.SessionInfo, string, error) {
+	return db.Sessions(context.Background(), l.OrgID, l.AgentID, l.Owner, l.Cursor, l.Limit)
+}
+
+// deleteSession deletes a session in a transaction of its own.
+func deleteSession(t testing.TB, db *DB, k agentd.SessionKey) int {
+	t.Helper()
+	var n int
+	mustTx(t, db, func(tx *Tx) (err error) {
+		n, err = tx.DeleteSession(context.Background(), k)
+		return err
+	})
+	return n
+}
+
+func sessionIDs(list []agentd.SessionInfo) []string {
 	ids := []string{}
 	for _, s := range list {
 		ids = append(ids, s.ID)
@@ -30,15 +54,15 @@ func sessionIDs(list []SessionInfo) []string {
 }
 
 // allSessions pages through l with page size limit and returns every session seen.
-func allSessions(t *testing.T, db *DB, l SessionList, limit int) []SessionInfo {
+func allSessions(t *testing.T, db *DB, l sessionList, limit int) []agentd.SessionInfo {
 	t.Helper()
-	var all []SessionInfo
+	var all []agentd.SessionInfo
 	l.Limit, l.Cursor = limit, ""
 	for pages := 0; ; pages++ {
 		if pages > 1000 {
 			t.Fatal("pagination does not end")
 		}
-		page, next, err := db.Sessions(context.Background(), l)
+		page, next, err := sessions(db, l)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -79,18 +103,21 @@ func TestSessions(t *testing.T) {
 	turnAt(t, db, bot2, "alice", "s1", 600, 1, 1)
 	turnAt(t, db, otherBot, "alice", "s1", 700, 1, 1)
 	// A stateless run stores no turn.
-	mustTx(t, db, func(tx *Tx) error { return tx.RecordRun(ctx, okRun(bot, "alice", "", 0)) })
+	if recordRun(t, db, okRun(bot, "alice", "", 0)) {
+		t.Fatal("a stateless run stored a turn")
+	}
 
 	t.Run("one owner's sessions, newest activity first", func(t *testing.T) {
-		got, next, err := db.Sessions(ctx, SessionList{OrgID: acme.ID, AgentID: bot.ID, Owner: "alice"})
+		got, next, err := db.Sessions(ctx, acme.ID, bot.ID, "alice", "", 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := []SessionInfo{
-			{ID: "s3", Turns: 2, InputTokens: 90, OutputTokens: 9, Created: 150, LastActive: 400},
-			{ID: "s4", Turns: 1, InputTokens: 60, OutputTokens: 6, Created: 300, LastActive: 300},
-			{ID: "s1", Turns: 3, InputTokens: 90, OutputTokens: 9, Created: 100, LastActive: 300},
-			{ID: "s2", Turns: 1, InputTokens: 40, OutputTokens: 4, Created: 250, LastActive: 250},
+		at := fromMicros
+		want := []agentd.SessionInfo{
+			{ID: "s3", Turns: 2, InputTokens: 90, OutputTokens: 9, CreatedAt: at(150), LastActive: at(400)},
+			{ID: "s4", Turns: 1, InputTokens: 60, OutputTokens: 6, CreatedAt: at(300), LastActive: at(300)},
+			{ID: "s1", Turns: 3, InputTokens: 90, OutputTokens: 9, CreatedAt: at(100), LastActive: at(300)},
+			{ID: "s2", Turns: 1, InputTokens: 40, OutputTokens: 4, CreatedAt: at(250), LastActive: at(250)},
 		}
 		if !slices.Equal(got, want) || next != "" {
 			t.Errorf("Sessions = %+v, next %q\nwant %+v", got, next, want)
@@ -99,18 +126,18 @@ func TestSessions(t *testing.T) {
 
 	isolation := []struct {
 		name string
-		l    SessionList
+		l    sessionList
 		want []string
 	}{
-		{"another owner", SessionList{OrgID: acme.ID, AgentID: bot.ID, Owner: "bob"}, []string{"s1"}},
-		{"an owner with none", SessionList{OrgID: acme.ID, AgentID: bot.ID, Owner: "carol"}, []string{}},
-		{"another agent", SessionList{OrgID: acme.ID, AgentID: bot2.ID, Owner: "alice"}, []string{"s1"}},
-		{"another org's agent", SessionList{OrgID: other.ID, AgentID: otherBot.ID, Owner: "alice"}, []string{"s1"}},
-		{"an agent id under the wrong org", SessionList{OrgID: other.ID, AgentID: bot.ID, Owner: "alice"}, []string{}},
+		{"another owner", sessionList{OrgID: acme.ID, AgentID: bot.ID, Owner: "bob"}, []string{"s1"}},
+		{"an owner with none", sessionList{OrgID: acme.ID, AgentID: bot.ID, Owner: "carol"}, []string{}},
+		{"another agent", sessionList{OrgID: acme.ID, AgentID: bot2.ID, Owner: "alice"}, []string{"s1"}},
+		{"another org's agent", sessionList{OrgID: other.ID, AgentID: otherBot.ID, Owner: "alice"}, []string{"s1"}},
+		{"an agent id under the wrong org", sessionList{OrgID: other.ID, AgentID: bot.ID, Owner: "alice"}, []string{}},
 	}
 	for _, tt := range isolation {
 		t.Run("isolation: "+tt.name, func(t *testing.T) {
-			got, next, err := db.Sessions(ctx, tt.l)
+			got, next, err := sessions(db, tt.l)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -128,7 +155,7 @@ func TestSessions(t *testing.T) {
 	t.Run("bad cursors", func(t *testing.T) {
 		enc := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 		for _, c := range []string{"!!", "not base64 at all", enc("300"), enc("x|s1"), enc("300|"), enc("|s1"), enc("3.5|s1")} {
-			_, _, err := db.Sessions(ctx, SessionList{OrgID: acme.ID, AgentID: bot.ID, Owner: "alice", Cursor: c})
+			_, _, err := db.Sessions(ctx, acme.ID, bot.ID, "alice", c, 10)
 			wantCode(t, err, agentd.EInvalid)
 		}
 	})
@@ -149,14 +176,14 @@ func TestSessionsPagination(t *testing.T) {
 		}
 	}
 	turnAt(t, db, a, "bob", "sess-00", 5000, 1, 1) // another owner's: never listed
-	l := SessionList{OrgID: o.ID, AgentID: a.ID, Owner: "alice"}
+	l := sessionList{OrgID: o.ID, AgentID: a.ID, Owner: "alice"}
 	full := allSessions(t, db, l, 1000)
 	if len(full) != n {
 		t.Fatalf("%d sessions in one page, want %d", len(full), n)
 	}
 	for i := 1; i < len(full); i++ {
 		p, c := full[i-1], full[i]
-		if p.LastActive < c.LastActive || (p.LastActive == c.LastActive && p.ID <= c.ID) {
+		if p.LastActive.Before(c.LastActive) || (p.LastActive.Equal(c.LastActive) && p.ID <= c.ID) {
 			t.Errorf("out of order: %+v before %+v", p, c)
 		}
 	}
@@ -169,7 +196,7 @@ func TestSessionsPagination(t *testing.T) {
 		})
 	}
 	t.Run("default limit", func(t *testing.T) {
-		page, next, err := db.Sessions(context.Background(), l)
+		page, next, err := sessions(db, l)
 		if err != nil || len(page) != n || next != "" {
 			t.Errorf("limit 0: %d sessions, next %q, %v", len(page), next, err)
 		}
@@ -181,17 +208,18 @@ func TestSessionTurns(t *testing.T) {
 	db := openDB(t, Options{})
 	o := newOrg(t, db, "acme", 0)
 	a := newAgent(t, db, o.ID, "bot")
-	var want []SessionTurn
+	var want []agentd.SessionTurn
 	for i := range 7 {
 		r := turnAt(t, db, a, "alice", "chat", int64(100+i), 10+i, 20+i)
-		want = append(want, SessionTurn{RunID: r.ID, User: r.UserMessage, Assistant: r.Reply, InputTokens: 10 + i, OutputTokens: 20 + i, Created: int64(100 + i)})
+		want = append(want, agentd.SessionTurn{RunID: r.RunID, User: r.Turn.User, Assistant: r.Turn.Assistant,
+			InputTokens: 10 + i, OutputTokens: 20 + i, CreatedAt: fromMicros(int64(100 + i))})
 		turnAt(t, db, a, "bob", "chat", int64(100+i), 1, 1) // interleaved, another owner's
 	}
-	k := SessionKey{OrgID: o.ID, AgentID: a.ID, Owner: "alice", SessionID: "chat"}
+	k := agentd.SessionKey{OrgID: o.ID, AgentID: a.ID, Owner: "alice", SessionID: "chat"}
 
 	for _, size := range []int{1, 2, 3, 6, 7, 8, 0} {
 		t.Run(fmt.Sprintf("limit %d", size), func(t *testing.T) {
-			var got []SessionTurn
+			var got []agentd.SessionTurn
 			cursor := ""
 			for pages := 0; ; pages++ {
 				if pages > 10 {
@@ -218,11 +246,11 @@ func TestSessionTurns(t *testing.T) {
 
 	notFound := []struct {
 		name string
-		k    SessionKey
+		k    agentd.SessionKey
 	}{
-		{"unknown session", SessionKey{OrgID: o.ID, AgentID: a.ID, Owner: "alice", SessionID: "nope"}},
-		{"another owner's", SessionKey{OrgID: o.ID, AgentID: a.ID, Owner: "carol", SessionID: "chat"}},
-		{"another org", SessionKey{OrgID: "org-other", AgentID: a.ID, Owner: "alice", SessionID: "chat"}},
+		{"unknown session", agentd.SessionKey{OrgID: o.ID, AgentID: a.ID, Owner: "alice", SessionID: "nope"}},
+		{"another owner's", agentd.SessionKey{OrgID: o.ID, AgentID: a.ID, Owner: "carol", SessionID: "chat"}},
+		{"another org", agentd.SessionKey{OrgID: "org-other", AgentID: a.ID, Owner: "alice", SessionID: "chat"}},
 	}
 	for _, tt := range notFound {
 		t.Run(tt.name, func(t *testing.T) {
@@ -254,15 +282,14 @@ func TestDeleteSession(t *testing.T) {
 	}
 	turnAt(t, db, a, "alice", "kept", 200, 1, 1)
 	turnAt(t, db, a, "bob", "chat", 300, 1, 1)
-	k := SessionKey{OrgID: o.ID, AgentID: a.ID, Owner: "alice", SessionID: "chat"}
+	k := agentd.SessionKey{OrgID: o.ID, AgentID: a.ID, Owner: "alice", SessionID: "chat"}
 
-	n, err := db.DeleteSession(ctx, k)
-	if err != nil || n != 3 {
-		t.Fatalf("DeleteSession = %d, %v; want 3", n, err)
+	if n := deleteSession(t, db, k); n != 3 {
+		t.Fatalf("DeleteSession = %d; want 3", n)
 	}
-	_, _, err = db.SessionTurns(ctx, k, "", 10)
+	_, _, err := db.SessionTurns(ctx, k, "", 10)
 	wantCode(t, err, agentd.ENotFound)
-	list, _, err := db.Sessions(ctx, SessionList{OrgID: o.ID, AgentID: a.ID, Owner: "alice"})
+	list, _, err := db.Sessions(ctx, o.ID, a.ID, "alice", "", 0)
 	if err != nil || !slices.Equal(sessionIDs(list), []string{"kept"}) {
 		t.Errorf("after delete alice lists %v, %v", sessionIDs(list), err)
 	}
@@ -273,18 +300,20 @@ func TestDeleteSession(t *testing.T) {
 		t.Errorf("%d ledger rows, want 5: deleting history keeps the money record", n)
 	}
 
+	// Deleting what is not there deletes nothing, and is no error here: package
+	// session answers 404 for 0 turns.
 	for _, tt := range []struct {
 		name string
-		k    SessionKey
+		k    agentd.SessionKey
 	}{
 		{"again", k},
-		{"unknown", SessionKey{OrgID: o.ID, AgentID: a.ID, Owner: "alice", SessionID: "nope"}},
-		{"another org", SessionKey{OrgID: "org-other", AgentID: a.ID, Owner: "alice", SessionID: "kept"}},
+		{"unknown", agentd.SessionKey{OrgID: o.ID, AgentID: a.ID, Owner: "alice", SessionID: "nope"}},
+		{"another org", agentd.SessionKey{OrgID: "org-other", AgentID: a.ID, Owner: "alice", SessionID: "kept"}},
+		{"another agent", agentd.SessionKey{OrgID: o.ID, AgentID: "agent-other", Owner: "alice", SessionID: "kept"}},
+		{"another owner", agentd.SessionKey{OrgID: o.ID, AgentID: a.ID, Owner: "carol", SessionID: "kept"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			n, err := db.DeleteSession(ctx, tt.k)
-			wantCode(t, err, agentd.ENotFound)
-			if n != 0 {
+			if n := deleteSession(t, db, tt.k); n != 0 {
 				t.Errorf("deleted %d turns", n)
 			}
 		})
@@ -294,124 +323,190 @@ func TestDeleteSession(t *testing.T) {
 	}
 }
 
-func TestSweepIdleSessions(t *testing.T) {
-	ctx := context.Background()
-	const cutoff = 1000
-	type sess struct {
-		org   int // 0 or 1
-		owner string
-		id    string
-		turns []int64 // created_at of each turn, in order
-		idle  bool
-	}
-	sessions := []sess{
-		{0, "alice", "old", []int64{10, 20, 30}, true},
-		{0, "alice", "just-before", []int64{999}, true},
-		{0, "alice", "at-cutoff", []int64{500, 1000}, false},
-		{0, "alice", "revived", []int64{1, 2, 3, 2000}, false},
-		{0, "bob", "old", []int64{40}, true},
-		{1, "alice", "old", []int64{50, 60}, true},
-		{1, "carol", "new", []int64{1500}, false},
-	}
-	setup := func(t *testing.T) (*DB, []*agentd.Agent) {
-		db := openDB(t, Options{})
-		var agents []*agentd.Agent
-		for i := range 2 {
-			o := newOrg(t, db, fmt.Sprintf("org%d", i), 0)
-			agents = append(agents, newAgent(t, db, o.ID, "bot"))
-		}
-		for _, s := range sessions {
-			for _, at := range s.turns {
-				turnAt(t, db, agents[s.org], s.owner, s.id, at, 1, 1)
-			}
-		}
-		return db, agents
-	}
-	left := func(t *testing.T, db *DB, agents []*agentd.Agent) (idleLeft, activeLeft int) {
-		for _, s := range sessions {
-			a := agents[s.org]
-			n := count(t, db, `SELECT count(*) FROM session_turns WHERE org_id = ? AND agent_id = ? AND owner = ? AND session_id = ?`, a.OrgID, a.ID, s.owner, s.id)
-			switch {
-			case s.idle && n > 0:
-				if n != len(s.turns) {
-					t.Errorf("idle session %s/%s half deleted: %d of %d turns left", s.owner, s.id, n, len(s.turns))
-				}
-				idleLeft++
-			case !s.idle && n != len(s.turns):
-				t.Errorf("active session %s/%s has %d of %d turns", s.owner, s.id, n, len(s.turns))
-			case !s.idle:
-				activeLeft++
-			}
-		}
-		return idleLeft, activeLeft
-	}
+// idleSession is a session of setupIdle's: in one of two organizations, idle at
+// idleCutoff or not.
+type idleSession struct {
+	org   int // 0 or 1
+	owner string
+	id    string
+	turns []int64 // created_at of each turn, in order
+	idle  bool
+}
 
-	t.Run("deletes only idle sessions, limit at a time", func(t *testing.T) {
-		db, agents := setup(t)
-		for i, want := range []struct{ deleted, idleLeft int }{{2, 2}, {2, 0}, {0, 0}} {
-			got, err := db.SweepIdleSessions(ctx, cutoff, 2)
+const idleCutoff = 1000
+
+var idleSessions = []idleSession{
+	{0, "alice", "old", []int64{10, 20, 30}, true},
+	{0, "alice", "just-before", []int64{999}, true},
+	{0, "alice", "at-cutoff", []int64{500, 1000}, false},
+	{0, "alice", "revived", []int64{1, 2, 3, 2000}, false},
+	{0, "bob", "old", []int64{40}, true},
+	{1, "alice", "old", []int64{50, 60}, true},
+	{1, "carol", "new", []int64{1500}, false},
+}
+
+func setupIdle(t *testing.T) (*DB, []*agentd.Agent) {
+	db := openDB(t, Options{})
+	var agents []*agentd.Agent
+	for i := range 2 {
+		o := newOrg(t, db, fmt.Sprintf("org%d", i), 0)
+		agents = append(agents, newAgent(t, db, o.ID, "bot"))
+	}
+	for _, s := range idleSessions {
+		for _, at := range s.turns {
+			turnAt(t, db, agents[s.org], s.owner, s.id, at, 1, 1)
+		}
+	}
+	return db, agents
+}
+
+func (s idleSession) key(agents []*agentd.Agent) agentd.SessionKey {
+	a := agents[s.org]
+	return agentd.SessionKey{OrgID: a.OrgID, AgentID: a.ID, Owner: s.owner, SessionID: s.id}
+}
+
+// idleLeft counts the idle sessions still there, checking that no session was cut
+// in half and that every active one is whole.
+func idleLeft(t *testing.T, db *DB, agents []*agentd.Agent) (idle, active int) {
+	t.Helper()
+	for _, s := range idleSessions {
+		n, err := db.CountTurns(context.Background(), s.key(agents))
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case s.idle && n > 0:
+			if n != len(s.turns) {
+				t.Errorf("idle session %s/%s half deleted: %d of %d turns left", s.owner, s.id, n, len(s.turns))
+			}
+			idle++
+		case !s.idle && n != len(s.turns):
+			t.Errorf("active session %s/%s has %d of %d turns", s.owner, s.id, n, len(s.turns))
+		case !s.idle:
+			active++
+		}
+	}
+	return idle, active
+}
+
+// TestIdleSessions: the sessions whose newest turn is older than the cutoff, those
+// with the oldest turns first, at most limit of them.
+func TestIdleSessions(t *testing.T) {
+	ctx := context.Background()
+	db, agents := setupIdle(t)
+	keys := func(idx ...int) []agentd.SessionKey {
+		var ks []agentd.SessionKey
+		for _, i := range idx {
+			ks = append(ks, idleSessions[i].key(agents))
+		}
+		return ks
+	}
+	want := keys(0, 4, 5, 1) // the idle sessions, by their oldest turn
+	tests := []struct {
+		name   string
+		before int64
+		limit  int
+		want   []agentd.SessionKey
+	}{
+		{"all", idleCutoff, 100, want},
+		{"exactly all", idleCutoff, 4, want},
+		{"the oldest first", idleCutoff, 2, want[:2]},
+		{"one", idleCutoff, 1, want[:1]},
+		{"limit 0", idleCutoff, 0, nil},
+		{"negative limit", idleCutoff, -1, nil},
+		{"a cutoff before every turn", 1, 100, nil},
+		{"an earlier cutoff", 45, 100, want[:2]},                           // org1's old session had a turn at 60
+		{"a cutoff past every turn", 3000, 100, keys(3, 0, 4, 5, 2, 1, 6)}, // every session, by its oldest turn
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := db.IdleSessions(ctx, tt.before, tt.limit)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got != want.deleted {
-				t.Errorf("sweep #%d deleted %d sessions, want %d", i+1, got, want.deleted)
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("IdleSessions(%d, %d) = %+v\nwant %+v", tt.before, tt.limit, got, tt.want)
 			}
-			if idle, _ := left(t, db, agents); idle != want.idleLeft {
-				t.Errorf("after sweep #%d, %d idle sessions left, want %d", i+1, idle, want.idleLeft)
+		})
+	}
+	// Finding deletes nothing.
+	if idle, active := idleLeft(t, db, agents); idle != 4 || active != 3 {
+		t.Errorf("after finding: %d idle and %d active sessions, want 4 and 3", idle, active)
+	}
+}
+
+// TestDeleteIdleSession: a session found idle is deleted whole only if it is
+// still idle when the write runs; sweeping in small batches of finds and deletes
+// removes every idle session and nothing else.
+func TestDeleteIdleSession(t *testing.T) {
+	ctx := context.Background()
+	del := func(t *testing.T, db *DB, k agentd.SessionKey, before int64) bool {
+		t.Helper()
+		var deleted bool
+		mustTx(t, db, func(tx *Tx) (err error) {
+			deleted, err = tx.DeleteIdleSession(ctx, k, before)
+			return err
+		})
+		return deleted
+	}
+
+	t.Run("each session", func(t *testing.T) {
+		db, agents := setupIdle(t)
+		for _, s := range idleSessions {
+			if got := del(t, db, s.key(agents), idleCutoff); got != s.idle {
+				t.Errorf("DeleteIdleSession(%s/%s) = %v, want %v", s.owner, s.id, got, s.idle)
 			}
 		}
-		if _, active := left(t, db, agents); active != 3 {
+		if idle, active := idleLeft(t, db, agents); idle != 0 || active != 3 {
+			t.Errorf("left %d idle and %d active sessions, want 0 and 3", idle, active)
+		}
+		// Deleting again, or a session that never was, deletes nothing.
+		if del(t, db, idleSessions[0].key(agents), idleCutoff) {
+			t.Error("a deleted session was deleted again")
+		}
+		if del(t, db, agentd.SessionKey{OrgID: agents[0].OrgID, AgentID: agents[0].ID, Owner: "alice", SessionID: "nope"}, idleCutoff) {
+			t.Error("an unknown session was deleted")
+		}
+	})
+
+	t.Run("sweep in batches", func(t *testing.T) {
+		db, agents := setupIdle(t)
+		for i, want := range []struct{ deleted, idleLeft int }{{2, 2}, {2, 0}, {0, 0}} {
+			idle, err := db.IdleSessions(ctx, idleCutoff, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			deleted := 0
+			mustTx(t, db, func(tx *Tx) error {
+				deleted = 0
+				for _, k := range idle {
+					ok, err := tx.DeleteIdleSession(ctx, k, idleCutoff)
+					if err != nil {
+						return err
+					}
+					if ok {
+						deleted++
+					}
+				}
+				return nil
+			})
+			if deleted != want.deleted {
+				t.Errorf("sweep #%d deleted %d sessions, want %d", i+1, deleted, want.deleted)
+			}
+			if left, _ := idleLeft(t, db, agents); left != want.idleLeft {
+				t.Errorf("after sweep #%d, %d idle sessions left, want %d", i+1, left, want.idleLeft)
+			}
+		}
+		if _, active := idleLeft(t, db, agents); active != 3 {
 			t.Errorf("%d active sessions left, want 3", active)
 		}
 	})
-	t.Run("one sweep with room for all", func(t *testing.T) {
-		db, agents := setup(t)
-		if got, err := db.SweepIdleSessions(ctx, cutoff, 100); err != nil || got != 4 {
-			t.Errorf("sweep = %d, %v; want 4", got, err)
-		}
-		if idle, active := left(t, db, agents); idle != 0 || active != 3 {
-			t.Errorf("left %d idle and %d active sessions", idle, active)
-		}
-	})
-	t.Run("limit 0 deletes nothing", func(t *testing.T) {
-		db, agents := setup(t)
-		if got, err := db.SweepIdleSessions(ctx, cutoff, 0); err != nil || got != 0 {
-			t.Errorf("sweep = %d, %v", got, err)
-		}
-		if idle, _ := left(t, db, agents); idle != 4 {
-			t.Errorf("%d idle sessions left, want 4", idle)
-		}
-	})
-	t.Run("more sessions than one write deletes", func(t *testing.T) {
-		db := openDB(t, Options{})
-		o := newOrg(t, db, "acme", 0)
-		a := newAgent(t, db, o.ID, "bot")
-		const n = 2*sweepChunk + 5
-		mustTx(t, db, func(tx *Tx) error {
-			for i := range n {
-				r := okRun(a, "alice", fmt.Sprintf("s%03d", i), 0)
-				r.Created = int64(i)
-				if err := tx.RecordRun(ctx, r); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		turnAt(t, db, a, "alice", "active", cutoff, 1, 1)
-		for i, want := range []int{n - 3, 3, 0} {
-			if got, err := db.SweepIdleSessions(ctx, cutoff, n-3); err != nil || got != want {
-				t.Errorf("sweep #%d = %d, %v; want %d", i+1, got, err, want)
-			}
-		}
-		if left := count(t, db, `SELECT count(*) FROM session_turns`); left != 1 {
-			t.Errorf("%d turns left, want the active session's 1", left)
-		}
-	})
+
 	t.Run("a turn between finding and deleting keeps the session", func(t *testing.T) {
-		db, agents := setup(t)
-		idle, err := db.idleSessions(ctx, cutoff, 100)
+		db, agents := setupIdle(t)
+		idle, err := db.IdleSessions(ctx, idleCutoff, 100)
 		if err != nil || len(idle) != 4 {
-			t.Fatalf("idleSessions = %v, %v", idle, err)
+			t.Fatalf("IdleSessions = %v, %v", idle, err)
 		}
 		k := idle[0]
 		a := agents[0]
@@ -419,11 +514,28 @@ func TestSweepIdleSessions(t *testing.T) {
 			a = agents[1]
 		}
 		turnAt(t, db, a, k.Owner, k.SessionID, 5000, 1, 1)
-		if got, err := db.deleteIdleSessions(ctx, idle, cutoff); err != nil || got != 3 {
-			t.Errorf("deleteIdleSessions = %d, %v; want 3", got, err)
+		deleted := 0
+		for _, k := range idle {
+			if del(t, db, k, idleCutoff) {
+				deleted++
+			}
 		}
-		if n := count(t, db, `SELECT count(*) FROM session_turns WHERE org_id = ? AND owner = ? AND session_id = ?`, k.OrgID, k.Owner, k.SessionID); n == 0 {
-			t.Errorf("session %+v was deleted after its new turn", k)
+		if deleted != 3 {
+			t.Errorf("deleted %d sessions, want 3", deleted)
+		}
+		if n, err := db.CountTurns(ctx, k); err != nil || n == 0 {
+			t.Errorf("session %+v was deleted after its new turn (%d turns, %v)", k, n, err)
+		}
+	})
+
+	t.Run("the cutoff is exclusive", func(t *testing.T) {
+		db, agents := setupIdle(t)
+		k := idleSessions[1].key(agents) // newest turn at 999
+		if del(t, db, k, 999) {
+			t.Error("a session whose newest turn is at the cutoff was deleted")
+		}
+		if !del(t, db, k, 1000) {
+			t.Error("a session whose newest turn is before the cutoff was kept")
 		}
 	})
 }

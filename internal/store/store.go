@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
 	"path"
 	"sort"
 	"strconv"
@@ -67,6 +68,10 @@ type Options struct {
 	// the cap fails with 503 unavailable and writes nothing, as on a full disk; the
 	// cap keeps a runaway ledger from filling the disk that other things need.
 	MaxBytes int64
+	// ReadOnly opens an existing database for reading only (agentd check): no lock,
+	// no migrations, no writer, and a path that does not exist is an error rather
+	// than a new file. It may be opened beside the process that owns the file.
+	ReadOnly bool
 }
 
 // pageSize is SQLite's default page size, which agentd's databases use.
@@ -75,20 +80,40 @@ const pageSize = 4096
 // DB is agentd's database.
 type DB struct {
 	d     dialect
+	file  string
 	read  *sql.DB
-	write *sql.DB
-	w     *writer
+	write *sql.DB // nil when read-only
+	w     *writer // nil when read-only
+	lock  *fileLock
 	now   func() time.Time
 }
 
-// Open opens (creating if needed) and migrates the database named by dsn, which is
-// "sqlite:PATH".
+// Open opens the database named by dsn, which is "sqlite:PATH". Unless
+// opts.ReadOnly, it creates the file if needed, takes the lock that makes this
+// process the file's only writer (a second process is refused, naming the holder),
+// and applies the migrations it lacks.
 func Open(ctx context.Context, dsn string, opts Options) (_ *DB, err error) {
 	defer wrap(&err, "store.Open(%q)", dsn)
 	file, ok := strings.CutPrefix(dsn, "sqlite:")
 	if !ok || file == "" {
 		return nil, fmt.Errorf("unsupported database %q: want sqlite:PATH", dsn)
 	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	if opts.ReadOnly {
+		return openReadOnly(ctx, file, now)
+	}
+	lock, err := lockFile(file)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			lock.release()
+		}
+	}()
 	sync := strings.ToUpper(opts.Synchronous)
 	if sync == "" {
 		sync = "FULL"
@@ -124,21 +149,44 @@ func Open(ctx context.Context, dsn string, opts Options) (_ *DB, err error) {
 	read.SetMaxIdleConns(8)
 	read.SetConnMaxIdleTime(0)
 
-	now := opts.Now
-	if now == nil {
-		now = time.Now
-	}
-	db := &DB{d: sqliteDialect, read: read, write: write, now: now}
+	db := &DB{d: sqliteDialect, file: file, read: read, write: write, lock: lock, now: now}
 	if err := db.migrate(ctx); err != nil {
 		read.Close()
 		write.Close()
 		return nil, err
 	}
-	db.w = newWriter(write, opts.MaxBatch, opts.MaxWait)
+	db.w = newWriter(write, db.d, opts.MaxBatch, opts.MaxWait)
 	return db, nil
 }
 
-// Close stops the writer after the writes already queued and closes the database.
+// openReadOnly opens an existing file for reading, refusing one whose schema is
+// not the one this build writes (it never migrates).
+func openReadOnly(ctx context.Context, file string, now func() time.Time) (*DB, error) {
+	if _, err := os.Stat(file); err != nil {
+		return nil, fmt.Errorf("database file %s: %w", file, err)
+	}
+	q := url.Values{}
+	q.Set("mode", "ro")
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "query_only(1)")
+	read, err := sql.Open("sqlite", "file:"+file+"?"+q.Encode())
+	if err != nil {
+		return nil, err
+	}
+	read.SetMaxOpenConns(4)
+	db := &DB{d: sqliteDialect, file: file, read: read, now: now}
+	have, err := db.schemaVersion(ctx)
+	if err != nil {
+		read.Close()
+		return nil, fmt.Errorf("%s is not an agentd database: %w", file, err)
+	}
+	if want := latestMigration(db.d); have != want {
+		read.Close()
+		return nil, fmt.Errorf("%s has schema version %d and this agentd reads version %d; run this version of agentd serve on it once (it migrates) and try again", file, have, want)
+	}
+	return db, nil
+}
+
 // Ready reports whether the database answers reads and accepts writes (the writer
 // is running and its queue is not full).
 func (db *DB) Ready(ctx context.Context) error {
@@ -146,15 +194,47 @@ func (db *DB) Ready(ctx context.Context) error {
 	if err := db.read.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
 		return fmt.Errorf("store: read: %w", err)
 	}
+	if db.w == nil {
+		return errReadOnly
+	}
 	if !db.w.accepting() {
 		return ErrQueueFull
 	}
 	return nil
 }
 
+// Close stops the writer after the writes already queued, closes the database and
+// releases the file's lock.
 func (db *DB) Close() error {
+	if db.w == nil {
+		return db.read.Close()
+	}
 	db.w.close()
-	return errors.Join(db.read.Close(), db.write.Close())
+	err := errors.Join(db.read.Close(), db.write.Close())
+	db.lock.release()
+	return err
+}
+
+// errReadOnly is returned for writes to a database opened read-only.
+var errReadOnly = errors.New("store: the database was opened read-only")
+
+// schemaVersion is the newest migration recorded in the file.
+func (db *DB) schemaVersion(ctx context.Context) (v int, err error) {
+	err = db.read.QueryRowContext(ctx, `SELECT COALESCE(max(version), 0) FROM schema_migrations`).Scan(&v)
+	return v, err
+}
+
+// latestMigration is the newest migration embedded for d.
+func latestMigration(d dialect) int {
+	entries, _ := fs.ReadDir(migrations, path.Join("migrations", d.name))
+	v := 0
+	for _, e := range entries {
+		num, _, _ := strings.Cut(e.Name(), "_")
+		if n, err := strconv.Atoi(num); err == nil {
+			v = max(v, n)
+		}
+	}
+	return v
 }
 
 // migrate applies the embedded migrations of the dialect that are not yet recorded,
@@ -168,6 +248,13 @@ func (db *DB) migrate(ctx context.Context) error {
 	entries, err := fs.ReadDir(migrations, dir)
 	if err != nil {
 		return err
+	}
+	var have int
+	if err := db.write.QueryRowContext(ctx, `SELECT COALESCE(max(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
+		return err
+	}
+	if known := latestMigration(db.d); have > known {
+		return fmt.Errorf("the database has schema version %d, newer than this agentd knows (%d): run the agentd that wrote it, or a newer one", have, known)
 	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
 	for _, e := range entries {
@@ -230,26 +317,31 @@ func (db *DB) txDirect(ctx context.Context, fn func(*sql.Tx) error) (err error) 
 // returns after the commit that holds fn's writes, so a nil error means durable.
 // fn must not keep tx after returning.
 func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) error {
-	return db.unavailable(db.w.do(ctx, func(stx *sql.Tx, c *stmtCache) error {
-		return fn(&Tx{tx: stx, d: db.d, c: c})
-	}, false))
+	if db.w == nil {
+		return errReadOnly
+	}
+	return db.unavailable(db.w.do(ctx, fn, false))
 }
 
 // unavailable turns a storage failure that is no fault of the request — the disk
 // or database is full, the file became read-only, an I/O error — into 503
-// unavailable. The write rolled back: nothing of it was kept.
+// unavailable. The write rolled back: nothing of it was kept. The cause stays in
+// the error for the log; the client sees only that storage is unavailable.
 func (db *DB) unavailable(err error) error {
 	if err == nil || !db.d.isStorage(err) {
 		return err
 	}
 	return &agentd.Error{Code: agentd.EUnavailable,
-		Message: "storage unavailable (disk full, read-only or failing); nothing was written: " + err.Error()}
+		Message: "storage unavailable (disk full, read-only or failing); nothing was written", Err: err}
 }
 
 // Expect tells the writer that a write is coming soon (a run took a hold), so that
 // it may wait briefly for it to join the current batch instead of committing
 // without it. The write is then made with the Expectation's Tx, or Cancel is called.
 func (db *DB) Expect() *Expectation {
+	if db.w == nil {
+		return &Expectation{db: db, done: true}
+	}
 	db.w.expected.Add(1)
 	return &Expectation{db: db}
 }
@@ -266,7 +358,7 @@ func (e *Expectation) Tx(ctx context.Context, fn func(tx *Tx) error) error {
 		return e.db.Tx(ctx, fn)
 	}
 	e.done = true
-	return e.db.unavailable(e.db.w.do(ctx, func(stx *sql.Tx, c *stmtCache) error { return fn(&Tx{tx: stx, d: e.db.d, c: c}) }, true))
+	return e.db.unavailable(e.db.w.do(ctx, fn, true))
 }
 
 // Cancel withdraws the announcement if it was not used; calling it again, or after
@@ -280,10 +372,20 @@ func (e *Expectation) Cancel() {
 
 // Tx is a write transaction handed to a Tx callback.
 type Tx struct {
-	tx *sql.Tx
-	d  dialect
-	c  *stmtCache
+	tx    *sql.Tx
+	d     dialect
+	c     *stmtCache
+	hooks []func()
 }
+
+// OnCommit registers fn to run once the transaction holding this write has
+// committed, in the writer, in commit order: hooks of earlier writes (and earlier
+// transactions) run first, and the caller of Tx returns only after its hooks ran.
+// A write that rolls back (its own error, or the whole transaction's) runs none of
+// its hooks. This is how memory that mirrors the database (balances, budgets)
+// changes exactly as the database did and in the same order, even when a value
+// read inside the transaction is absolute. fn must be quick and must not write.
+func (t *Tx) OnCommit(fn func()) { t.hooks = append(t.hooks, fn) }
 
 // Statements of a queued write ignore the caller's cancellation: interrupting one
 // mid-statement can abort the whole group's transaction, and a write once queued
@@ -294,6 +396,10 @@ func (t *Tx) exec(ctx context.Context, q string, args ...any) (sql.Result, error
 
 func (t *Tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
 	return t.tx.QueryRowContext(context.WithoutCancel(ctx), t.d.rebind(q), args...)
+}
+
+func (t *Tx) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	return t.tx.QueryContext(context.WithoutCancel(ctx), t.d.rebind(q), args...)
 }
 
 func (db *DB) queryRow(ctx context.Context, q string, args ...any) *sql.Row {

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -47,18 +48,30 @@ func count(t testing.TB, db *DB, q string, args ...any) int {
 	return n
 }
 
+// now is the current time as the store keeps it: UTC, in whole microseconds.
+func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+
+// grant records a credit grant of amount to orgID inside tx, setting the balance
+// to the one this transaction reads plus amount, as billing does.
+func grant(ctx context.Context, tx *Tx, id, orgID string, amount agentd.Micros) error {
+	b, err := tx.Balance(ctx, orgID)
+	if err != nil {
+		return err
+	}
+	return tx.GrantCredits(ctx, &Grant{ID: id, OrgID: orgID, Amount: amount, KeyID: "key-test", Created: 1}, b+amount)
+}
+
 // newOrg creates an organization with the given balance (granted once when > 0).
-func newOrg(t testing.TB, db *DB, name string, balance agentd.Micros) *Org {
+func newOrg(t testing.TB, db *DB, name string, balance agentd.Micros) *agentd.Org {
 	t.Helper()
 	ctx := context.Background()
-	o := &Org{ID: agentd.NewID("org"), Name: name, Created: time.Now().UnixMicro()}
+	o := &agentd.Org{ID: agentd.NewID("org"), Name: name, CreatedAt: now()}
 	mustTx(t, db, func(tx *Tx) error {
 		if err := tx.CreateOrg(ctx, o); err != nil {
 			return err
 		}
 		if balance > 0 {
-			_, err := tx.GrantCredits(ctx, &Grant{ID: agentd.NewID("grant"), OrgID: o.ID, Amount: balance, KeyID: "key-test", Created: o.Created})
-			return err
+			return grant(ctx, tx, agentd.NewID("grant"), o.ID, balance)
 		}
 		return nil
 	})
@@ -68,7 +81,7 @@ func newOrg(t testing.TB, db *DB, name string, balance agentd.Micros) *Org {
 
 func newAgent(t testing.TB, db *DB, orgID, name string) *agentd.Agent {
 	t.Helper()
-	now := time.Now().UTC().Truncate(time.Microsecond)
+	now := now()
 	a := &agentd.Agent{
 		ID: agentd.NewID("agent"), OrgID: orgID, Name: name, Description: "desc of " + name, Active: true,
 		Creator: "tester", CreatedAt: now, UpdatedAt: now, ConversationSaving: true,
@@ -81,15 +94,29 @@ func newAgent(t testing.TB, db *DB, orgID, name string) *agentd.Agent {
 	return a
 }
 
-// okRun is a successful run of agent a in session sid that costs cost.
+// okRun is a successful run of agent a in session sid that costs cost; it carries
+// a turn when sid is not "".
 func okRun(a *agentd.Agent, owner, sid string, cost agentd.Micros) *Run {
-	return &Run{
-		ID: agentd.NewID("run"), Created: time.Now().UnixMicro(), OrgID: a.OrgID, KeyID: "key-test", Owner: owner,
+	r := &Run{LedgerRow: agentd.LedgerRow{
+		RunID: agentd.NewID("run"), CreatedAt: now(), OrgID: a.OrgID, KeyID: "key-test", Owner: owner,
 		AgentID: a.ID, AgentName: a.Name, AgentVersion: a.Version.Number, SessionID: sid,
 		ModelRequested: "offline", Model: "offline", InputTokens: 10, OutputTokens: 5,
-		UsageSource: agentd.UsageProvider, Cost: cost, LatencyMS: 7, Outcome: OutcomeOK,
-		SaveTurn: sid != "", UserMessage: "question " + sid, Reply: "answer " + sid, UserTokens: 2, AssistantTokens: 3,
+		UsageSource: agentd.UsageProvider, Cost: cost, LatencyMS: 7, Outcome: agentd.OutcomeOK,
+	}}
+	if sid != "" {
+		r.Turn = &agentd.Turn{User: "question " + sid, Assistant: "answer " + sid, UserTokens: 2, AssistantTokens: 3}
 	}
+	return r
+}
+
+// recordRun records r in a transaction of its own.
+func recordRun(t testing.TB, db *DB, r *Run) (turnStored bool) {
+	t.Helper()
+	mustTx(t, db, func(tx *Tx) (err error) {
+		turnStored, err = tx.RecordRun(context.Background(), r)
+		return err
+	})
+	return turnStored
 }
 
 func balance(t testing.TB, db *DB, orgID string) agentd.Micros {
@@ -101,7 +128,7 @@ func balance(t testing.TB, db *DB, orgID string) agentd.Micros {
 	return b
 }
 
-func wantCode(t testing.TB, err error, code string) {
+func wantCode(t testing.TB, err error, code agentd.Code) {
 	t.Helper()
 	if got := agentd.ErrorCode(err); got != code {
 		t.Fatalf("error %v has code %q, want %q", err, got, code)
@@ -144,6 +171,9 @@ func TestMigrationsIdempotent(t *testing.T) {
 				t.Errorf("open #%d: migration %s recorded %d times", i+1, f.Name(), n)
 			}
 		}
+		if v, err := db.schemaVersion(ctx); err != nil || v != latestMigration(db.d) || v != len(files) {
+			t.Errorf("open #%d: schema version %d, %v; want the latest migration %d", i+1, v, err, len(files))
+		}
 		// Data survives reopening: migrations were not re-run over it.
 		if b := balance(t, db, orgID); b != 42 {
 			t.Errorf("open #%d: balance %d, want 42", i+1, b)
@@ -161,7 +191,7 @@ func TestOrgs(t *testing.T) {
 
 	t.Run("duplicate name", func(t *testing.T) {
 		err := db.Tx(ctx, func(tx *Tx) error {
-			return tx.CreateOrg(ctx, &Org{ID: agentd.NewID("org"), Name: "acme", Created: 1})
+			return tx.CreateOrg(ctx, &agentd.Org{ID: agentd.NewID("org"), Name: "acme", CreatedAt: now()})
 		})
 		wantCode(t, err, agentd.EAlreadyExists)
 		if n := count(t, db, `SELECT count(*) FROM orgs`); n != 1 {
@@ -173,7 +203,7 @@ func TestOrgs(t *testing.T) {
 		name     string
 		idOrName string
 		wantID   string
-		wantCode string
+		wantCode agentd.Code
 	}{
 		{"by id", acme.ID, acme.ID, ""},
 		{"by name", "acme", acme.ID, ""},
@@ -192,8 +222,8 @@ func TestOrgs(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Org(%q): %v", tt.idOrName, err)
 			}
-			if o.ID != tt.wantID || o.Name != "acme" || o.Balance != 0 {
-				t.Errorf("Org(%q) = %+v", tt.idOrName, o)
+			if o.ID != tt.wantID || o.Name != "acme" || o.Balance != 0 || !o.CreatedAt.Equal(acme.CreatedAt) {
+				t.Errorf("Org(%q) = %+v, want %+v", tt.idOrName, o, acme)
 			}
 		})
 	}
@@ -201,6 +231,29 @@ func TestOrgs(t *testing.T) {
 	t.Run("balance of unknown org", func(t *testing.T) {
 		_, err := db.Balance(ctx, "org-nope")
 		wantCode(t, err, agentd.ENotFound)
+		err = db.Tx(ctx, func(tx *Tx) error {
+			_, err := tx.Balance(ctx, "org-nope")
+			return err
+		})
+		wantCode(t, err, agentd.ENotFound)
+	})
+
+	t.Run("list", func(t *testing.T) {
+		globex := newOrg(t, db, "globex", 77)
+		orgs, err := db.Orgs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []*agentd.Org{acme, globex}
+		slices.SortFunc(want, func(a, b *agentd.Org) int { return strings.Compare(a.ID, b.ID) })
+		if len(orgs) != len(want) {
+			t.Fatalf("Orgs = %d organizations, want %d", len(orgs), len(want))
+		}
+		for i, o := range orgs {
+			if *o != *want[i] {
+				t.Errorf("Orgs[%d] = %+v, want %+v (by id)", i, *o, *want[i])
+			}
+		}
 	})
 }
 
@@ -224,14 +277,17 @@ func TestGrantCredits(t *testing.T) {
 	grants := 0
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var got agentd.Micros
+			var seen agentd.Micros // the balance the transaction reads after the grant
 			err := db.Tx(ctx, func(tx *Tx) (err error) {
-				got, err = tx.GrantCredits(ctx, &Grant{ID: agentd.NewID("grant"), OrgID: o.ID, Amount: tt.amount, KeyID: "key-x", Created: 1})
+				if err := grant(ctx, tx, agentd.NewID("grant"), o.ID, tt.amount); err != nil {
+					return err
+				}
+				seen, err = tx.Balance(ctx, o.ID)
 				return err
 			})
 			if tt.wantErr {
 				if err == nil {
-					t.Fatalf("grant of %d succeeded with balance %d", tt.amount, got)
+					t.Fatalf("grant of %d succeeded with balance %d", tt.amount, seen)
 				}
 				if !strings.Contains(err.Error(), "CHECK") {
 					t.Errorf("error %q does not name the CHECK constraint", err)
@@ -241,8 +297,8 @@ func TestGrantCredits(t *testing.T) {
 					t.Fatalf("grant of %d: %v", tt.amount, err)
 				}
 				grants++
-				if got != tt.wantBalance {
-					t.Errorf("returned balance %d, want %d", got, tt.wantBalance)
+				if seen != tt.wantBalance {
+					t.Errorf("balance read in the transaction %d, want %d", seen, tt.wantBalance)
 				}
 			}
 			if b := balance(t, db, o.ID); b != tt.wantBalance {
@@ -253,14 +309,32 @@ func TestGrantCredits(t *testing.T) {
 			}
 		})
 	}
+	t.Run("writes the absolute balance it is given", func(t *testing.T) {
+		// Billing computes the new balance; the store writes it as is, whatever the
+		// stored balance was.
+		before := balance(t, db, o.ID)
+		mustTx(t, db, func(tx *Tx) error {
+			return tx.GrantCredits(ctx, &Grant{ID: "grant-absolute", OrgID: o.ID, Amount: 5, KeyID: "key-x", Created: 2}, 1234)
+		})
+		if b := balance(t, db, o.ID); b != 1234 || before == 1234-5 {
+			t.Errorf("balance %d (was %d), want exactly 1234", b, before)
+		}
+		var amount agentd.Micros
+		var keyID string
+		var created int64
+		if err := db.queryRow(ctx, `SELECT amount, key_id, created_at FROM credit_grants WHERE id = 'grant-absolute'`).Scan(&amount, &keyID, &created); err != nil {
+			t.Fatal(err)
+		}
+		if amount != 5 || keyID != "key-x" || created != 2 {
+			t.Errorf("grant stored as amount %d, key %q, created %d", amount, keyID, created)
+		}
+		grants++
+	})
 	t.Run("unknown org", func(t *testing.T) {
 		err := db.Tx(ctx, func(tx *Tx) error {
-			_, err := tx.GrantCredits(ctx, &Grant{ID: agentd.NewID("grant"), OrgID: "org-nope", Amount: 1, KeyID: "k", Created: 1})
-			return err
+			return tx.GrantCredits(ctx, &Grant{ID: agentd.NewID("grant"), OrgID: "org-nope", Amount: 1, KeyID: "k", Created: 1}, 1)
 		})
-		if err == nil {
-			t.Fatal("grant to an unknown org succeeded")
-		}
+		wantCode(t, err, agentd.ENotFound)
 		if n := count(t, db, `SELECT count(*) FROM credit_grants WHERE org_id = 'org-nope'`); n != 0 {
 			t.Errorf("%d grants recorded for an unknown org", n)
 		}
@@ -272,8 +346,8 @@ func TestKeys(t *testing.T) {
 	db := openDB(t, Options{})
 	acme := newOrg(t, db, "acme", 0)
 	other := newOrg(t, db, "other", 0)
-	k := &Key{ID: agentd.NewID("key"), OrgID: acme.ID, Name: "ci", Owner: "alice", Prefix: "agd_abcdefgh", Hash: strings.Repeat("ab", 32),
-		Scopes: []agentd.Scope{agentd.ScopeRun, agentd.ScopeAgentsRead}, Created: 100}
+	k := &agentd.Key{ID: agentd.NewID("key"), OrgID: acme.ID, Name: "ci", Owner: "alice", Prefix: "agd_abcdefgh", Hash: strings.Repeat("ab", 32),
+		Scopes: []agentd.Scope{agentd.ScopeRun, agentd.ScopeAgentsRead}, CreatedAt: fromMicros(100)}
 	mustTx(t, db, func(tx *Tx) error { return tx.CreateKey(ctx, k) })
 
 	t.Run("by hash", func(t *testing.T) {
@@ -282,12 +356,17 @@ func TestKeys(t *testing.T) {
 			t.Fatal(err)
 		}
 		if got.ID != k.ID || got.OrgID != acme.ID || got.OrgName != "acme" || got.Owner != "alice" || got.Name != "ci" ||
-			got.Prefix != k.Prefix || !slices.Equal(got.Scopes, k.Scopes) || got.Created != 100 || got.Revoked.Valid {
+			got.Prefix != k.Prefix || !slices.Equal(got.Scopes, k.Scopes) || !got.CreatedAt.Equal(fromMicros(100)) || got.Revoked() ||
+			got.Budget != (agentd.Budget{Period: agentd.PeriodNone}) {
 			t.Errorf("KeyByHash = %+v, want %+v", got, k)
 		}
 	})
 	t.Run("unknown hash", func(t *testing.T) {
 		_, err := db.KeyByHash(ctx, strings.Repeat("cd", 32))
+		wantCode(t, err, agentd.ENotFound)
+	})
+	t.Run("unknown id", func(t *testing.T) {
+		_, err := db.KeyByID(ctx, "key-nope")
 		wantCode(t, err, agentd.ENotFound)
 	})
 	t.Run("duplicate hash", func(t *testing.T) {
@@ -296,23 +375,21 @@ func TestKeys(t *testing.T) {
 		wantCode(t, db.Tx(ctx, func(tx *Tx) error { return tx.CreateKey(ctx, &dup) }), agentd.EAlreadyExists)
 	})
 
+	// Who may revoke which key is package auth's to decide; the store revokes by id.
 	revokes := []struct {
 		name     string
-		orgID    string
 		id       string
 		at       int64
-		wantCode string
+		wantCode agentd.Code
 		wantAt   int64 // revoked_at afterwards; 0 = not revoked
 	}{
-		{"another org's key", other.ID, k.ID, 200, agentd.ENotFound, 0},
-		{"unknown key", acme.ID, "key-nope", 200, agentd.ENotFound, 0},
-		{"own key", acme.ID, k.ID, 300, "", 300},
-		{"twice keeps the first time", acme.ID, k.ID, 400, "", 300},
-		{"operator (any org)", "", k.ID, 500, "", 300},
+		{"unknown key", "key-nope", 200, agentd.ENotFound, 0},
+		{"live key", k.ID, 300, "", 300},
+		{"twice keeps the first time", k.ID, 400, "", 300},
 	}
 	for _, tt := range revokes {
 		t.Run("revoke "+tt.name, func(t *testing.T) {
-			err := db.Tx(ctx, func(tx *Tx) error { return tx.RevokeKey(ctx, tt.orgID, tt.id, tt.at) })
+			err := db.Tx(ctx, func(tx *Tx) error { return tx.RevokeKey(ctx, tt.id, tt.at) })
 			if tt.wantCode != "" {
 				wantCode(t, err, tt.wantCode)
 			} else if err != nil {
@@ -322,15 +399,17 @@ func TestKeys(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.Revoked.Valid != (tt.wantAt != 0) || got.Revoked.Int64 != tt.wantAt {
-				t.Errorf("Revoked = %+v, want at %d", got.Revoked, tt.wantAt)
+			if got.Revoked() != (tt.wantAt != 0) || (tt.wantAt != 0 && !got.RevokedAt.Equal(fromMicros(tt.wantAt))) {
+				t.Errorf("RevokedAt = %v, want at %d", got.RevokedAt, tt.wantAt)
 			}
 		})
 	}
 
+	k2 := &agentd.Key{ID: agentd.NewID("key"), OrgID: acme.ID, Name: "new", Owner: "bob", Prefix: "agd_x", Hash: strings.Repeat("ef", 32),
+		Scopes: []agentd.Scope{agentd.ScopeAdmin}, CreatedAt: fromMicros(900)}
+	mustTx(t, db, func(tx *Tx) error { return tx.CreateKey(ctx, k2) })
+
 	t.Run("list and count", func(t *testing.T) {
-		k2 := &Key{ID: agentd.NewID("key"), OrgID: acme.ID, Name: "new", Owner: "bob", Prefix: "agd_x", Hash: strings.Repeat("ef", 32), Scopes: []agentd.Scope{agentd.ScopeAdmin}, Created: 900}
-		mustTx(t, db, func(tx *Tx) error { return tx.CreateKey(ctx, k2) })
 		keys, err := db.Keys(ctx, acme.ID)
 		if err != nil {
 			t.Fatal(err)
@@ -348,6 +427,123 @@ func TestKeys(t *testing.T) {
 			t.Errorf("KeyByID = %+v, %v", got, err)
 		}
 	})
+
+	// More keys: bob's second key, a live run key and a key of another org's bob.
+	k3 := &agentd.Key{ID: agentd.NewID("key"), OrgID: acme.ID, Name: "bob2", Owner: "bob", Prefix: "agd_y", Hash: strings.Repeat("12", 32),
+		Scopes: []agentd.Scope{agentd.ScopeRun, agentd.ScopeUsage}, CreatedAt: fromMicros(950)}
+	k4 := &agentd.Key{ID: agentd.NewID("key"), OrgID: other.ID, Name: "bob", Owner: "bob", Prefix: "agd_z", Hash: strings.Repeat("34", 32),
+		Scopes: []agentd.Scope{agentd.ScopeRun}, CreatedAt: fromMicros(960)}
+	mustTx(t, db, func(tx *Tx) error {
+		return errors.Join(tx.CreateKey(ctx, k3), tx.CreateKey(ctx, k4))
+	})
+	ids := func(keys []*agentd.Key) []string {
+		out := []string{}
+		for _, k := range keys {
+			out = append(out, k.ID)
+		}
+		return out
+	}
+
+	t.Run("keys of an owner", func(t *testing.T) {
+		tests := []struct {
+			org, owner string
+			want       []string
+		}{
+			{acme.ID, "bob", []string{k2.ID, k3.ID}},
+			{acme.ID, "alice", []string{k.ID}}, // revoked keys are listed too
+			{other.ID, "bob", []string{k4.ID}},
+			{other.ID, "alice", []string{}},
+			{acme.ID, "carol", []string{}},
+		}
+		for _, tt := range tests {
+			want := slices.Clone(tt.want)
+			slices.Sort(want)
+			var got []*agentd.Key
+			mustTx(t, db, func(tx *Tx) (err error) {
+				got, err = tx.KeysOfOwner(ctx, tt.org, tt.owner)
+				return err
+			})
+			if !slices.Equal(ids(got), want) {
+				t.Errorf("KeysOfOwner(%s, %s) = %v, want %v (by id)", tt.org, tt.owner, ids(got), want)
+			}
+			for _, k := range got {
+				if k.Owner != tt.owner || k.OrgID != tt.org {
+					t.Errorf("KeysOfOwner(%s, %s) lists %+v", tt.org, tt.owner, k)
+				}
+			}
+		}
+	})
+
+	t.Run("live keys with a scope", func(t *testing.T) {
+		tests := []struct {
+			org   string
+			scope agentd.Scope
+			want  []string // oldest first
+		}{
+			{acme.ID, agentd.ScopeRun, []string{k3.ID}},   // k has it but is revoked
+			{acme.ID, agentd.ScopeAdmin, []string{k2.ID}}, // granted itself
+			{acme.ID, agentd.ScopeUsage, []string{k3.ID}}, // not through k2's admin
+			{acme.ID, agentd.ScopeOperator, []string{}},   // nobody
+			{other.ID, agentd.ScopeRun, []string{k4.ID}},  // per organization
+			{other.ID, agentd.ScopeAdmin, []string{}},     // none in this org
+			{acme.ID, agentd.ScopeAgentsRead, []string{}}, // only the revoked key
+		}
+		for _, tt := range tests {
+			got, err := db.LiveKeysWithScope(ctx, tt.org, tt.scope)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(ids(got), tt.want) {
+				t.Errorf("LiveKeysWithScope(%s, %s) = %v, want %v", tt.org, tt.scope, ids(got), tt.want)
+			}
+		}
+	})
+
+	t.Run("budgets", func(t *testing.T) {
+		withBudget := &agentd.Key{ID: agentd.NewID("key"), OrgID: acme.ID, Name: "budgeted", Owner: "dan", Prefix: "agd_b", Hash: strings.Repeat("56", 32),
+			Scopes: []agentd.Scope{agentd.ScopeRun}, CreatedAt: now(), Budget: agentd.Budget{Set: true, Limit: 5_000, Period: agentd.PeriodDaily}}
+		mustTx(t, db, func(tx *Tx) error { return tx.CreateKey(ctx, withBudget) })
+		steps := []struct {
+			name   string
+			keyID  string
+			set    *agentd.Budget // nil: only read
+			want   agentd.Budget
+			wantCd agentd.Code
+		}{
+			{"created without a budget", k3.ID, nil, agentd.Budget{Period: agentd.PeriodNone}, ""},
+			{"created with a budget", withBudget.ID, nil, withBudget.Budget, ""},
+			{"set a monthly budget", k3.ID, &agentd.Budget{Set: true, Limit: 7, Period: agentd.PeriodMonthly}, agentd.Budget{Set: true, Limit: 7, Period: agentd.PeriodMonthly}, ""},
+			{"a zero limit is a budget", k3.ID, &agentd.Budget{Set: true, Limit: 0, Period: agentd.PeriodNone}, agentd.Budget{Set: true, Limit: 0, Period: agentd.PeriodNone}, ""},
+			{"remove it", k3.ID, &agentd.Budget{Period: agentd.PeriodNone}, agentd.Budget{Period: agentd.PeriodNone}, ""},
+			{"unknown key", "key-nope", &agentd.Budget{Set: true, Limit: 1, Period: agentd.PeriodDaily}, agentd.Budget{}, agentd.ENotFound},
+		}
+		for _, st := range steps {
+			t.Run(st.name, func(t *testing.T) {
+				if st.set != nil {
+					err := db.Tx(ctx, func(tx *Tx) error { return tx.SetKeyBudget(ctx, st.keyID, *st.set) })
+					if st.wantCd != "" {
+						wantCode(t, err, st.wantCd)
+						_, err := db.KeyBudget(ctx, st.keyID)
+						wantCode(t, err, st.wantCd)
+						return
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+				got, err := db.KeyBudget(ctx, st.keyID)
+				if err != nil || got != st.want {
+					t.Errorf("KeyBudget = %+v, %v; want %+v", got, err, st.want)
+				}
+				if k, err := db.KeyByID(ctx, st.keyID); err != nil || k.Budget != st.want {
+					t.Errorf("KeyByID budget = %+v, %v; want %+v", k.Budget, err, st.want)
+				}
+			})
+		}
+		if n := count(t, db, `SELECT count(*) FROM api_keys WHERE budget IS NULL`); n != 4 {
+			t.Errorf("%d keys without a budget, want 4: setting one key's budget changed another's", n)
+		}
+	})
 }
 
 func TestAgents(t *testing.T) {
@@ -363,7 +559,7 @@ func TestAgents(t *testing.T) {
 			name     string
 			get      func() (*agentd.Agent, error)
 			wantID   string
-			wantCode string
+			wantCode agentd.Code
 		}{
 			{"by id", func() (*agentd.Agent, error) { return db.Agent(ctx, acme.ID, bot.ID) }, bot.ID, ""},
 			{"by name", func() (*agentd.Agent, error) { return db.AgentByName(ctx, acme.ID, "support_bot") }, bot.ID, ""},
@@ -396,6 +592,22 @@ func TestAgents(t *testing.T) {
 		wantCode(t, db.Tx(ctx, func(tx *Tx) error { return tx.CreateAgent(ctx, &dup) }), agentd.EAlreadyExists)
 		// The same name in another organization is fine.
 		newAgent(t, db, other.ID, "support_bot")
+	})
+
+	t.Run("count", func(t *testing.T) {
+		for _, c := range []struct {
+			org  string
+			want int
+		}{{acme.ID, 2}, {other.ID, 1}, {"org-nope", 0}} {
+			var n int
+			mustTx(t, db, func(tx *Tx) (err error) {
+				n, err = tx.CountAgents(ctx, c.org)
+				return err
+			})
+			if n != c.want {
+				t.Errorf("CountAgents(%s) = %d, want %d", c.org, n, c.want)
+			}
+		}
 	})
 
 	t.Run("update makes a new version", func(t *testing.T) {
@@ -442,7 +654,7 @@ func TestAgents(t *testing.T) {
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				as, err := db.Agents(ctx, acme.ID, tt.includeInactive)
+				as, next, err := db.AgentsPage(ctx, acme.ID, tt.includeInactive, "", 100)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -450,14 +662,25 @@ func TestAgents(t *testing.T) {
 				for _, a := range as {
 					ids = append(ids, a.ID)
 				}
-				if !slices.Equal(ids, tt.want) {
-					t.Errorf("Agents = %v, want %v", ids, tt.want)
+				if !slices.Equal(ids, tt.want) || next != "" {
+					t.Errorf("AgentsPage = %v (next %q), want %v", ids, next, tt.want)
+				}
+				refs, next, err := db.AgentRefs(ctx, acme.ID, tt.includeInactive, "", 100)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ids = nil
+				for _, r := range refs {
+					ids = append(ids, r.ID)
+				}
+				if !slices.Equal(ids, tt.want) || next != "" {
+					t.Errorf("AgentRefs = %v (next %q), want %v", ids, next, tt.want)
 				}
 			})
 		}
-		as, err := db.Agents(ctx, newOrg(t, db, "empty", 0).ID, true)
-		if err != nil || as == nil || len(as) != 0 {
-			t.Errorf("Agents of an empty org = %v, %v; want empty non-nil", as, err)
+		as, next, err := db.AgentsPage(ctx, newOrg(t, db, "empty", 0).ID, true, "", 10)
+		if err != nil || as == nil || len(as) != 0 || next != "" {
+			t.Errorf("AgentsPage of an empty org = %v, %q, %v; want empty non-nil", as, next, err)
 		}
 	})
 
@@ -491,8 +714,9 @@ func TestAgents(t *testing.T) {
 		victim := newAgent(t, db, acme.ID, "victim")
 		survivor := newAgent(t, db, acme.ID, "survivor")
 		for _, a := range []*agentd.Agent{victim, victim, survivor} {
-			r := okRun(a, "alice", "s1", 10)
-			mustTx(t, db, func(tx *Tx) error { return tx.RecordRun(ctx, r) })
+			if !recordRun(t, db, okRun(a, "alice", "s1", 10)) {
+				t.Fatal("a run of a live agent stored no turn")
+			}
 		}
 		wantCode(t, db.Tx(ctx, func(tx *Tx) error { return tx.DeleteAgent(ctx, other.ID, victim.ID) }), agentd.ENotFound)
 		if n := count(t, db, `SELECT count(*) FROM session_turns WHERE agent_id = ?`, victim.ID); n != 2 {
@@ -519,10 +743,131 @@ func TestAgents(t *testing.T) {
 	})
 }
 
+// TestAgentsPage: every page size visits every agent of the organization exactly
+// once, in (created_at, id) order, ties in created_at included; AgentRefs pages the
+// same way.
+func TestAgentsPage(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t, Options{})
+	o := newOrg(t, db, "acme", 0)
+	other := newOrg(t, db, "other", 0)
+	base := now()
+	type want struct {
+		id     string
+		active bool
+	}
+	var all []want
+	const n = 13
+	for i := range n {
+		// Groups of three share a creation time, in an order other than their ids'.
+		at := base.Add(time.Duration(i/3) * time.Second)
+		a := &agentd.Agent{
+			ID: agentd.NewID("agent"), OrgID: o.ID, Name: fmt.Sprintf("bot%02d", i), Active: i%4 != 1, Creator: "tester",
+			CreatedAt: at, UpdatedAt: at, Version: agentd.Version{Model: fmt.Sprintf("model-%d", i), CreatedAt: at},
+		}
+		mustTx(t, db, func(tx *Tx) error { return tx.CreateAgent(ctx, a) })
+		all = append(all, want{a.ID, a.Active})
+	}
+	newAgent(t, db, other.ID, "bot00") // another org's: never listed
+	// The expected order: created_at, then id.
+	order := func(includeInactive bool) []string {
+		var ids []string
+		type ca struct {
+			at time.Time
+			id string
+		}
+		var byTime []ca
+		for i, w := range all {
+			if includeInactive || w.active {
+				byTime = append(byTime, ca{base.Add(time.Duration(i/3) * time.Second), w.id})
+			}
+		}
+		slices.SortFunc(byTime, func(a, b ca) int {
+			if c := a.at.Compare(b.at); c != 0 {
+				return c
+			}
+			return strings.Compare(a.id, b.id)
+		})
+		for _, x := range byTime {
+			ids = append(ids, x.id)
+		}
+		return ids
+	}
+	for _, includeInactive := range []bool{false, true} {
+		wantIDs := order(includeInactive)
+		for _, size := range []int{1, 2, 3, 4, 7, len(wantIDs) - 1, len(wantIDs), len(wantIDs) + 1} {
+			t.Run(fmt.Sprintf("inactive %v, limit %d", includeInactive, size), func(t *testing.T) {
+				var got, gotRefs []string
+				cursor, refCursor := "", ""
+				for pages := 0; ; pages++ {
+					if pages > n+1 {
+						t.Fatal("paging does not end")
+					}
+					page, next, err := db.AgentsPage(ctx, o.ID, includeInactive, cursor, size)
+					if err != nil {
+						t.Fatal(err)
+					}
+					refs, refNext, err := db.AgentRefs(ctx, o.ID, includeInactive, refCursor, size)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if len(page) > size || len(refs) > size {
+						t.Fatalf("pages of %d agents and %d refs, limit %d", len(page), len(refs), size)
+					}
+					if next != "" && len(page) != size {
+						t.Fatalf("a short page (%d agents) has a next cursor", len(page))
+					}
+					for _, a := range page {
+						if a.OrgID != o.ID || (!includeInactive && !a.Active) {
+							t.Fatalf("listed %+v", a)
+						}
+						got = append(got, a.ID)
+					}
+					for _, r := range refs {
+						a, err := db.Agent(ctx, o.ID, r.ID)
+						if err != nil {
+							t.Fatal(err)
+						}
+						if r.Name != a.Name || r.Model != a.Version.Model || r.Active != a.Active || !r.CreatedAt.Equal(a.CreatedAt) {
+							t.Errorf("ref %+v of agent %+v", r, a)
+						}
+						gotRefs = append(gotRefs, r.ID)
+					}
+					if next != refNext {
+						t.Errorf("AgentsPage next %q, AgentRefs next %q", next, refNext)
+					}
+					if next == "" {
+						break
+					}
+					cursor, refCursor = next, refNext
+				}
+				if !slices.Equal(got, wantIDs) || !slices.Equal(gotRefs, wantIDs) {
+					t.Errorf("pages visit %v\nrefs visit %v\nwant %v", got, gotRefs, wantIDs)
+				}
+			})
+		}
+	}
+	t.Run("bad cursors", func(t *testing.T) {
+		enc := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+		for _, c := range []string{"!!", enc("123"), enc("x|agent-a"), enc("123|"), enc("123|run-a"), enc("|agent-a")} {
+			_, _, err := db.AgentsPage(ctx, o.ID, true, c, 10)
+			wantCode(t, err, agentd.EInvalid)
+			_, _, err = db.AgentRefs(ctx, o.ID, true, c, 10)
+			wantCode(t, err, agentd.EInvalid)
+		}
+	})
+	t.Run("a cursor of another org lists nothing of it", func(t *testing.T) {
+		page, _, err := db.AgentsPage(ctx, other.ID, true, agentCursor(0, "agent-"), 100)
+		if err != nil || len(page) != 1 || page[0].OrgID != other.ID {
+			t.Errorf("AgentsPage(other) = %v, %v", page, err)
+		}
+	})
+}
+
 // stats is what RecordRun may change, read back in one go.
 type stats struct {
 	balance                agentd.Micros
-	ledger, turns          int
+	ledger, turns, idem    int
 	usage, failed, latency int64
 	lastUsed               *time.Time
 }
@@ -537,8 +882,16 @@ func readStats(t testing.TB, db *DB, orgID, agentID string) stats {
 		balance: balance(t, db, orgID),
 		ledger:  count(t, db, `SELECT count(*) FROM ledger WHERE org_id = ?`, orgID),
 		turns:   count(t, db, `SELECT count(*) FROM session_turns WHERE org_id = ?`, orgID),
+		idem:    count(t, db, `SELECT count(*) FROM idempotency WHERE org_id = ?`, orgID),
 		usage:   a.UsageCount, failed: a.FailedCount, latency: a.TotalLatencyMS, lastUsed: a.LastUsed,
 	}
+}
+
+// withIdem gives r an idempotency record.
+func withIdem(r *Run) *Run {
+	r.Idem = &Idem{OrgID: r.OrgID, KeyID: r.KeyID, Key: "idem-" + r.RunID, RequestHash: "h", RunID: r.RunID, Result: []byte(`{}`),
+		Created: micros(r.CreatedAt), Expires: micros(r.CreatedAt) + 1_000_000}
+	return r
 }
 
 func TestRecordRun(t *testing.T) {
@@ -547,57 +900,137 @@ func TestRecordRun(t *testing.T) {
 	o := newOrg(t, db, "acme", 1000)
 	a := newAgent(t, db, o.ID, "bot")
 
-	failed := okRun(a, "alice", "s1", 0)
-	failed.Outcome, failed.ErrorCode, failed.SaveTurn = OutcomeFailed, agentd.EInferenceFailed, false
+	failed := withIdem(okRun(a, "alice", "s1", 0))
+	failed.Outcome, failed.ErrorCode = agentd.OutcomeFailed, string(agentd.EInferenceFailed) // a turn it must not store
+	cancelled := withIdem(okRun(a, "alice", "s1", 4))
+	cancelled.Outcome = agentd.OutcomeCancelled // pays for what it generated; no turn, no replay
 	noTurn := okRun(a, "alice", "s1", 5)
-	noTurn.SaveTurn = false
+	noTurn.Turn = nil
 
 	tests := []struct {
-		name    string
-		run     *Run
-		wantErr bool
+		name      string
+		run       *Run
+		wantErr   bool
+		wantTurn  bool // RecordRun reports the turn stored
+		wantReply bool // the idempotency record is stored
 		// changes expected relative to before
 		dBalance                  agentd.Micros
 		dLedger, dTurns           int
 		dUsage, dFailed, dLatency int64
 	}{
-		{"ok with turn", okRun(a, "alice", "s1", 300), false, -300, 1, 1, 1, 0, 7},
-		{"ok without session", okRun(a, "alice", "", 100), false, -100, 1, 0, 1, 0, 7},
-		{"ok, agent does not save turns", noTurn, false, -5, 1, 0, 1, 0, 7},
-		{"free run", okRun(a, "alice", "s1", 0), false, 0, 1, 1, 1, 0, 7},
-		{"failed inference", failed, false, 0, 1, 0, 0, 1, 0},
-		{"cost exceeds balance", okRun(a, "alice", "s1", 596), true, 0, 0, 0, 0, 0, 0},
-		{"cost exactly the balance", okRun(a, "alice", "s1", 595), false, -595, 1, 1, 1, 0, 7},
-		{"anything over an empty balance", okRun(a, "alice", "s1", 1), true, 0, 0, 0, 0, 0, 0},
-		{"duplicate run id", &Run{ID: failed.ID, Outcome: OutcomeOK, OrgID: o.ID, AgentID: a.ID}, true, 0, 0, 0, 0, 0, 0},
+		{"ok with turn", okRun(a, "alice", "s1", 300), false, true, false, -300, 1, 1, 1, 0, 7},
+		{"ok with turn and idempotency record", withIdem(okRun(a, "alice", "s1", 1)), false, true, true, -1, 1, 1, 1, 0, 7},
+		{"ok without session", okRun(a, "alice", "", 100), false, false, false, -100, 1, 0, 1, 0, 7},
+		{"ok, agent does not save turns", noTurn, false, false, false, -5, 1, 0, 1, 0, 7},
+		{"free run", okRun(a, "alice", "s1", 0), false, true, false, 0, 1, 1, 1, 0, 7},
+		{"failed inference", failed, false, false, false, 0, 1, 0, 0, 1, 0},
+		{"cancelled", cancelled, false, false, false, -4, 1, 0, 0, 1, 0},
+		{"cost exceeds balance", okRun(a, "alice", "s1", 591), true, false, false, 0, 0, 0, 0, 0, 0},
+		{"cost exactly the balance", okRun(a, "alice", "s1", 590), false, true, false, -590, 1, 1, 1, 0, 7},
+		{"anything over an empty balance", okRun(a, "alice", "s1", 1), true, false, false, 0, 0, 0, 0, 0, 0},
+		{"duplicate run id", &Run{LedgerRow: agentd.LedgerRow{RunID: failed.RunID, Outcome: agentd.OutcomeOK, OrgID: o.ID, AgentID: a.ID}}, true, false, false, 0, 0, 0, 0, 0, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := readStats(t, db, o.ID, a.ID)
-			err := db.Tx(ctx, func(tx *Tx) error { return tx.RecordRun(ctx, tt.run) })
+			var stored bool
+			err := db.Tx(ctx, func(tx *Tx) (err error) {
+				stored, err = tx.RecordRun(ctx, tt.run)
+				return err
+			})
 			if tt.wantErr != (err != nil) {
 				t.Fatalf("RecordRun error = %v, want error %v", err, tt.wantErr)
 			}
+			if stored != tt.wantTurn {
+				t.Errorf("RecordRun reports turn stored %v, want %v", stored, tt.wantTurn)
+			}
 			after := readStats(t, db, o.ID, a.ID)
-			got := [6]int64{int64(after.balance - before.balance), int64(after.ledger - before.ledger), int64(after.turns - before.turns),
-				after.usage - before.usage, after.failed - before.failed, after.latency - before.latency}
-			want := [6]int64{int64(tt.dBalance), int64(tt.dLedger), int64(tt.dTurns), tt.dUsage, tt.dFailed, tt.dLatency}
+			got := [7]int64{int64(after.balance - before.balance), int64(after.ledger - before.ledger), int64(after.turns - before.turns),
+				after.usage - before.usage, after.failed - before.failed, after.latency - before.latency, int64(after.idem - before.idem)}
+			want := [7]int64{int64(tt.dBalance), int64(tt.dLedger), int64(tt.dTurns), tt.dUsage, tt.dFailed, tt.dLatency, 0}
+			if tt.wantReply {
+				want[6] = 1
+			}
 			if got != want {
-				t.Errorf("changes (balance, ledger, turns, usage, failed, latency) = %v, want %v", got, want)
+				t.Errorf("changes (balance, ledger, turns, usage, failed, latency, idempotency) = %v, want %v", got, want)
 			}
 			if tt.dUsage > 0 {
-				if after.lastUsed == nil || after.lastUsed.UnixMicro() != tt.run.Created {
-					t.Errorf("last_used = %v, want %d", after.lastUsed, tt.run.Created)
+				if after.lastUsed == nil || !after.lastUsed.Equal(tt.run.CreatedAt) {
+					t.Errorf("last_used = %v, want %v", after.lastUsed, tt.run.CreatedAt)
 				}
 			} else if !timeEq(after.lastUsed, before.lastUsed) {
 				t.Errorf("last_used changed from %v to %v", before.lastUsed, after.lastUsed)
 			}
-			if tt.wantErr && tt.run.ID != failed.ID {
-				if n := count(t, db, `SELECT count(*) FROM ledger WHERE run_id = ?`, tt.run.ID); n != 0 {
+			if tt.wantErr && tt.run.RunID != failed.RunID {
+				if n := count(t, db, `SELECT count(*) FROM ledger WHERE run_id = ?`, tt.run.RunID); n != 0 {
 					t.Errorf("failed record left %d ledger rows", n)
 				}
 			}
+			if !tt.wantErr {
+				rows, err := db.Ledger(ctx, o.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				i := slices.IndexFunc(rows, func(r agentd.LedgerRow) bool { return r.RunID == tt.run.RunID })
+				if i < 0 || rows[i] != tt.run.LedgerRow {
+					t.Errorf("ledger row stored as %+v, want %+v", rows[max(i, 0)], tt.run.LedgerRow)
+				}
+			}
 		})
+	}
+	if problems, err := db.Check(ctx); err != nil || len(problems) > 0 {
+		t.Errorf("Check after the runs: %v %q", err, problems)
+	}
+}
+
+// TestRecordRunAgentDeleted: a run whose agent was deleted while it was in flight
+// keeps its ledger row and its charge, and drops its turn (a deleted agent has no
+// sessions), saying so.
+func TestRecordRunAgentDeleted(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t, Options{})
+	o := newOrg(t, db, "acme", 1000)
+	gone := newAgent(t, db, o.ID, "gone")
+	kept := newAgent(t, db, o.ID, "kept")
+	r := withIdem(okRun(gone, "alice", "s1", 30))
+	mustTx(t, db, func(tx *Tx) error { return tx.DeleteAgent(ctx, o.ID, gone.ID) })
+	// The same agent id in another organization does not count as the agent.
+	other := newOrg(t, db, "other", 1000)
+	clash := okRun(kept, "alice", "s1", 1)
+	clash.OrgID = other.ID
+
+	tests := []struct {
+		name       string
+		run        *Run
+		wantStored bool
+		wantTurns  int
+	}{
+		{"deleted agent", r, false, 0},
+		{"agent of another org", clash, false, 0},
+		{"live agent", okRun(kept, "alice", "s1", 1), true, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := balance(t, db, tt.run.OrgID)
+			if stored := recordRun(t, db, tt.run); stored != tt.wantStored {
+				t.Errorf("turn stored %v, want %v", stored, tt.wantStored)
+			}
+			if n := count(t, db, `SELECT count(*) FROM session_turns WHERE run_id = ?`, tt.run.RunID); n != tt.wantTurns {
+				t.Errorf("%d turns stored, want %d", n, tt.wantTurns)
+			}
+			if n := count(t, db, `SELECT count(*) FROM ledger WHERE run_id = ?`, tt.run.RunID); n != 1 {
+				t.Errorf("%d ledger rows, want 1: the money record stays", n)
+			}
+			if b := balance(t, db, tt.run.OrgID); b != before-tt.run.Cost {
+				t.Errorf("balance %d, want %d: the charge stays", b, before-tt.run.Cost)
+			}
+		})
+	}
+	if n := count(t, db, `SELECT count(*) FROM idempotency WHERE run_id = ?`, r.RunID); n != 1 {
+		t.Errorf("%d idempotency records of the deleted agent's run, want 1: its result replays", n)
+	}
+	if problems, err := db.Check(ctx); err != nil || len(problems) > 0 {
+		t.Errorf("Check: %v %q", err, problems)
 	}
 }
 
@@ -637,7 +1070,8 @@ func TestRecordRunBatchIsolation(t *testing.T) {
 		wg.Go(func() {
 			errs[i] = exps[i].Tx(ctx, func(tx *Tx) error {
 				txs[i] = tx.tx
-				return tx.RecordRun(ctx, runs[i])
+				_, err := tx.RecordRun(ctx, runs[i])
+				return err
 			})
 		})
 	}
@@ -663,10 +1097,10 @@ func TestRecordRunBatchIsolation(t *testing.T) {
 		if i == bad {
 			want = 0
 		}
-		if got := count(t, db, `SELECT count(*) FROM ledger WHERE run_id = ?`, r.ID); got != want {
+		if got := count(t, db, `SELECT count(*) FROM ledger WHERE run_id = ?`, r.RunID); got != want {
 			t.Errorf("run %d: %d ledger rows, want %d", i, got, want)
 		}
-		if got := count(t, db, `SELECT count(*) FROM session_turns WHERE run_id = ?`, r.ID); got != want {
+		if got := count(t, db, `SELECT count(*) FROM session_turns WHERE run_id = ?`, r.RunID); got != want {
 			t.Errorf("run %d: %d turns, want %d", i, got, want)
 		}
 	}
@@ -686,8 +1120,8 @@ func TestHistory(t *testing.T) {
 
 	record := func(a *agentd.Agent, owner, sid, msg string) {
 		r := okRun(a, owner, sid, 1)
-		r.UserMessage, r.Reply = msg, "re: "+msg
-		mustTx(t, db, func(tx *Tx) error { return tx.RecordRun(ctx, r) })
+		r.Turn.User, r.Turn.Assistant = msg, "re: "+msg
+		recordRun(t, db, r)
 	}
 	for i := range 5 {
 		record(bot, "alice", "s1", fmt.Sprintf("m%d", i))
@@ -697,9 +1131,9 @@ func TestHistory(t *testing.T) {
 	record(otherBot, "alice", "s1", "other org's")
 	record(bot, "alice", "s2", "second session")
 
-	read := func(k SessionKey, limit int) []string {
+	read := func(k agentd.SessionKey, limit int) []string {
 		var got []string
-		err := db.History(ctx, k, func(tr Turn) bool {
+		err := db.History(ctx, k, func(tr agentd.Turn) bool {
 			if tr.Assistant != "re: "+tr.User || tr.UserTokens != 2 || tr.AssistantTokens != 3 {
 				t.Errorf("turn %+v", tr)
 			}
@@ -711,26 +1145,36 @@ func TestHistory(t *testing.T) {
 		}
 		return got
 	}
+	key := func(org, agent, owner, sid string) agentd.SessionKey {
+		return agentd.SessionKey{OrgID: org, AgentID: agent, Owner: owner, SessionID: sid}
+	}
 	tests := []struct {
 		name  string
-		key   SessionKey
+		key   agentd.SessionKey
 		limit int
 		want  []string
 	}{
-		{"newest first", SessionKey{acme.ID, bot.ID, "alice", "s1"}, 100, []string{"m4", "m3", "m2", "m1", "m0"}},
-		{"stops when fn returns false", SessionKey{acme.ID, bot.ID, "alice", "s1"}, 2, []string{"m4", "m3"}},
-		{"stop after one", SessionKey{acme.ID, bot.ID, "alice", "s1"}, 1, []string{"m4"}},
-		{"other owner", SessionKey{acme.ID, bot.ID, "bob", "s1"}, 100, []string{"bob's"}},
-		{"other agent", SessionKey{acme.ID, bot2.ID, "alice", "s1"}, 100, []string{"bot2's"}},
-		{"other org", SessionKey{other.ID, otherBot.ID, "alice", "s1"}, 100, []string{"other org's"}},
-		{"other org, same agent id", SessionKey{other.ID, bot.ID, "alice", "s1"}, 100, nil},
-		{"other session", SessionKey{acme.ID, bot.ID, "alice", "s2"}, 100, []string{"second session"}},
-		{"unknown session", SessionKey{acme.ID, bot.ID, "alice", "s3"}, 100, nil},
+		{"newest first", key(acme.ID, bot.ID, "alice", "s1"), 100, []string{"m4", "m3", "m2", "m1", "m0"}},
+		{"stops when fn returns false", key(acme.ID, bot.ID, "alice", "s1"), 2, []string{"m4", "m3"}},
+		{"stop after one", key(acme.ID, bot.ID, "alice", "s1"), 1, []string{"m4"}},
+		{"other owner", key(acme.ID, bot.ID, "bob", "s1"), 100, []string{"bob's"}},
+		{"other agent", key(acme.ID, bot2.ID, "alice", "s1"), 100, []string{"bot2's"}},
+		{"other org", key(other.ID, otherBot.ID, "alice", "s1"), 100, []string{"other org's"}},
+		{"other org, same agent id", key(other.ID, bot.ID, "alice", "s1"), 100, nil},
+		{"other session", key(acme.ID, bot.ID, "alice", "s2"), 100, []string{"second session"}},
+		{"unknown session", key(acme.ID, bot.ID, "alice", "s3"), 100, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := read(tt.key, tt.limit); !slices.Equal(got, tt.want) {
 				t.Errorf("History = %q, want %q", got, tt.want)
+			}
+			n, err := db.CountTurns(ctx, tt.key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.limit >= 100 && n != len(tt.want) {
+				t.Errorf("CountTurns = %d, want %d", n, len(tt.want))
 			}
 		})
 	}
@@ -755,8 +1199,7 @@ func TestGroupCommitConcurrent(t *testing.T) {
 				mu.Lock()
 				txs[tx.tx]++
 				mu.Unlock()
-				_, err := tx.GrantCredits(ctx, &Grant{ID: fmt.Sprintf("grant-%03d", i), OrgID: o.ID, Amount: 1, KeyID: "k", Created: int64(i)})
-				return err
+				return grant(ctx, tx, fmt.Sprintf("grant-%03d", i), o.ID, 1)
 			})
 		})
 	}
@@ -784,7 +1227,7 @@ func TestExpectation(t *testing.T) {
 	const maxWait = 3 * time.Second
 	insert := func(db *DB, name string) func(tx *Tx) error {
 		return func(tx *Tx) error {
-			return tx.CreateOrg(ctx, &Org{ID: agentd.NewID("org"), Name: name, Created: 1})
+			return tx.CreateOrg(ctx, &agentd.Org{ID: agentd.NewID("org"), Name: name, CreatedAt: fromMicros(1)})
 		}
 	}
 	tests := []struct {
@@ -855,7 +1298,7 @@ func TestTxPanic(t *testing.T) {
 	ctx := context.Background()
 	db := openDB(t, Options{})
 	err := db.Tx(ctx, func(tx *Tx) error {
-		if err := tx.CreateOrg(ctx, &Org{ID: agentd.NewID("org"), Name: "ghost", Created: 1}); err != nil {
+		if err := tx.CreateOrg(ctx, &agentd.Org{ID: agentd.NewID("org"), Name: "ghost", CreatedAt: fromMicros(1)}); err != nil {
 			return err
 		}
 		panic("boom")
@@ -869,7 +1312,7 @@ func TestTxPanic(t *testing.T) {
 	// The writer is still alive and writes.
 	for i := range 3 {
 		mustTx(t, db, func(tx *Tx) error {
-			return tx.CreateOrg(ctx, &Org{ID: agentd.NewID("org"), Name: fmt.Sprintf("after-%d", i), Created: 1})
+			return tx.CreateOrg(ctx, &agentd.Org{ID: agentd.NewID("org"), Name: fmt.Sprintf("after-%d", i), CreatedAt: fromMicros(1)})
 		})
 	}
 	if n := count(t, db, `SELECT count(*) FROM orgs`); n != 3 {
@@ -927,8 +1370,7 @@ func TestCloseWhileWriting(t *testing.T) {
 		wg.Go(func() {
 			<-start
 			errs[i] = db.Tx(ctx, func(tx *Tx) error {
-				_, err := tx.GrantCredits(ctx, &Grant{ID: fmt.Sprintf("grant-%03d", i), OrgID: o.ID, Amount: 1, KeyID: "k", Created: 1})
-				return err
+				return grant(ctx, tx, fmt.Sprintf("grant-%03d", i), o.ID, 1)
 			})
 		})
 	}
@@ -974,25 +1416,24 @@ func TestLedgerTotals(t *testing.T) {
 	other := newOrg(t, db, "other", 500)
 	a := newAgent(t, db, acme.ID, "bot")
 	for _, amt := range []agentd.Micros{1000, 250, -50} {
-		mustTx(t, db, func(tx *Tx) error {
-			_, err := tx.GrantCredits(ctx, &Grant{ID: agentd.NewID("grant"), OrgID: acme.ID, Amount: amt, KeyID: "k", Created: 1})
-			return err
-		})
+		mustTx(t, db, func(tx *Tx) error { return grant(ctx, tx, agentd.NewID("grant"), acme.ID, amt) })
 	}
 	for _, cost := range []agentd.Micros{100, 0, 33} {
-		r := okRun(a, "alice", "", cost)
-		mustTx(t, db, func(tx *Tx) error { return tx.RecordRun(ctx, r) })
+		recordRun(t, db, okRun(a, "alice", "", cost))
 	}
 	f := okRun(a, "alice", "", 0)
-	f.Outcome = OutcomeFailed
-	mustTx(t, db, func(tx *Tx) error { return tx.RecordRun(ctx, f) })
+	f.Outcome = agentd.OutcomeFailed
+	recordRun(t, db, f)
+	c := okRun(a, "alice", "", 17)
+	c.Outcome = agentd.OutcomeCancelled // charged, but not a successful run
+	recordRun(t, db, c)
 
 	tests := []struct {
 		name  string
 		orgID string
 		want  Totals
 	}{
-		{"org with runs", acme.ID, Totals{Runs: 3, Cost: 133, Grants: 1200}},
+		{"org with runs", acme.ID, Totals{Runs: 3, Cost: 133, Grants: 1200}}, // ok runs only
 		{"org without runs", other.ID, Totals{Runs: 0, Cost: 0, Grants: 500}},
 		{"unknown org", "org-nope", Totals{}},
 	}
@@ -1009,8 +1450,8 @@ func TestLedgerTotals(t *testing.T) {
 	}
 	// The books balance: grants − charges = balance.
 	tot, _ := db.LedgerTotals(ctx, acme.ID)
-	if b := balance(t, db, acme.ID); b != tot.Grants-tot.Cost {
-		t.Errorf("balance %d != grants %d − cost %d", b, tot.Grants, tot.Cost)
+	if b := balance(t, db, acme.ID); b != tot.Grants-tot.Cost-c.Cost {
+		t.Errorf("balance %d != grants %d − cost %d − cancelled %d", b, tot.Grants, tot.Cost, c.Cost)
 	}
 }
 
@@ -1039,7 +1480,8 @@ func BenchmarkRecordRunParallel(b *testing.B) {
 						if tx.tx != last {
 							last, commits = tx.tx, commits+1
 						}
-						return tx.RecordRun(ctx, r)
+						_, err := tx.RecordRun(ctx, r)
+						return err
 					})
 					if err != nil {
 						b.Error(err)
@@ -1075,9 +1517,21 @@ func TestNotFoundCodes(t *testing.T) {
 			return tx.UpdateAgent(ctx, &gone, true)
 		}},
 		{"GrantCredits to a missing org", func(tx *Tx) error {
-			_, err := tx.GrantCredits(ctx, &Grant{ID: agentd.NewID("grant"), OrgID: "org-gone", Amount: 1, KeyID: "k", Created: 1})
-			return err
+			return tx.GrantCredits(ctx, &Grant{ID: agentd.NewID("grant"), OrgID: "org-gone", Amount: 1, KeyID: "k", Created: 1}, 1)
 		}},
+		{"Balance of a missing org", func(tx *Tx) error {
+			return grant(ctx, tx, agentd.NewID("grant"), "org-gone", 1)
+		}},
+		{"RevokeKey of a missing key", func(tx *Tx) error { return tx.RevokeKey(ctx, "key-gone", 1) }},
+		{"SetKeyBudget of a missing key", func(tx *Tx) error {
+			return tx.SetKeyBudget(ctx, "key-gone", agentd.Budget{Set: true, Limit: 1, Period: agentd.PeriodDaily})
+		}},
+		{"UpdateAgent, agent deleted", func(tx *Tx) error {
+			gone := *a
+			gone.ID = "agent-gone"
+			return tx.UpdateAgent(ctx, &gone, false)
+		}},
+		{"DeleteAgent, agent deleted", func(tx *Tx) error { return tx.DeleteAgent(ctx, o.ID, "agent-gone") }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1113,15 +1567,12 @@ func TestBatchOutcomesAreTruthful(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			db := openDB(t, Options{MaxWait: time.Second})
 			o := newOrg(t, db, "acme", 0)
-			grant := func(id string) func(tx *Tx) error {
-				return func(tx *Tx) error {
-					_, err := tx.GrantCredits(ctx, &Grant{ID: id, OrgID: o.ID, Amount: 1, KeyID: "k", Created: 1})
-					return err
-				}
+			grantOne := func(id string) func(tx *Tx) error {
+				return func(tx *Tx) error { return grant(ctx, tx, id, o.ID, 1) }
 			}
 			// One batch, in this order: a good write, the bad one, a good write.
 			es := []*Expectation{db.Expect(), db.Expect(), db.Expect()}
-			fns := []func(tx *Tx) error{grant("before"), func(tx *Tx) error { return tt.bad(ctx, tx, o.ID) }, grant("after")}
+			fns := []func(tx *Tx) error{grantOne("before"), func(tx *Tx) error { return tt.bad(ctx, tx, o.ID) }, grantOne("after")}
 			errs := make([]error, len(fns))
 			var wg sync.WaitGroup
 			for i := range fns {

@@ -3,7 +3,9 @@ package store
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -23,9 +25,9 @@ func dayOf(micros int64) string { return fromMicros(micros).Format(time.DateOnly
 
 // rollup adds the run r to its day's usage_daily row. It is called by RecordRun
 // right after the ledger insert, inside the same savepoint.
-func (t *Tx) rollup(ctx context.Context, r *Run) error {
+func (t *Tx) rollup(ctx context.Context, r *agentd.LedgerRow) error {
 	runs, failed, latency := 1, 0, r.LatencyMS
-	if r.Outcome != OutcomeOK {
+	if r.Outcome != agentd.OutcomeOK {
 		runs, failed, latency = 0, 1, 0
 	}
 	_, err := t.exec(ctx, `INSERT INTO usage_daily (org_id, day, agent_id, agent_name, model, key_id,
@@ -39,33 +41,12 @@ func (t *Tx) rollup(ctx context.Context, r *Run) error {
 		output_tokens = usage_daily.output_tokens + excluded.output_tokens,
 		cost = usage_daily.cost + excluded.cost,
 		latency_ms = usage_daily.latency_ms + excluded.latency_ms`,
-		r.OrgID, dayOf(r.Created), r.AgentID, r.AgentName, r.Model, r.KeyID,
+		r.OrgID, dayOf(micros(r.CreatedAt)), r.AgentID, r.AgentName, r.Model, r.KeyID,
 		runs, failed, r.InputTokens, r.OutputTokens, r.Cost, latency)
 	if err != nil {
 		return fmt.Errorf("usage rollup: %w", err)
 	}
 	return nil
-}
-
-// Ledger page sizes.
-const (
-	DefaultLedgerPage = 100
-	MaxLedgerPage     = 1000
-)
-
-// LedgerFilter selects ledger rows of one organization. Empty strings and zero
-// times match everything.
-type LedgerFilter struct {
-	OrgID string
-	// From (inclusive) and To (exclusive) bound created_at, in Unix microseconds;
-	// 0 leaves that side open.
-	From, To int64
-	// AgentID, KeyID and Model match exactly; Model is the model that answered.
-	AgentID, KeyID, Model string
-	// Cursor is a previous page's next cursor, "" for the first page.
-	Cursor string
-	// Limit is the page size: DefaultLedgerPage when ≤ 0, at most MaxLedgerPage.
-	Limit int
 }
 
 // errLedgerCursor is the error for a cursor that LedgerPage did not make. Its
@@ -98,10 +79,14 @@ func parseLedgerCursor(c string) (created int64, runID string, err error) {
 const ledgerColumns = `run_id, created_at, org_id, key_id, owner, agent_id, agent_name, agent_version,
 	session_id, model_requested, model, input_tokens, output_tokens, usage_source, cost, latency_ms, outcome, error_code`
 
-func scanRun(s interface{ Scan(...any) error }, r *Run) error {
-	return s.Scan(&r.ID, &r.Created, &r.OrgID, &r.KeyID, &r.Owner, &r.AgentID, &r.AgentName, &r.AgentVersion,
+func scanRow(s interface{ Scan(...any) error }, r *agentd.LedgerRow) error {
+	var created int64
+	var outcome string
+	err := s.Scan(&r.RunID, &created, &r.OrgID, &r.KeyID, &r.Owner, &r.AgentID, &r.AgentName, &r.AgentVersion,
 		&r.SessionID, &r.ModelRequested, &r.Model, &r.InputTokens, &r.OutputTokens, &r.UsageSource, &r.Cost, &r.LatencyMS,
-		&r.Outcome, &r.ErrorCode)
+		&outcome, &r.ErrorCode)
+	r.CreatedAt, r.Outcome = fromMicros(created), agentd.Outcome(outcome)
+	return err
 }
 
 // LedgerPage returns one page of an organization's ledger rows matching f, in
@@ -109,13 +94,13 @@ func scanRun(s interface{ Scan(...any) error }, r *Run) error {
 // Pages are keyset-paginated: a page costs the same wherever it is, and rows
 // written while a client pages appear at most once. A cursor LedgerPage did not
 // make is an EInvalid error.
-func (db *DB) LedgerPage(ctx context.Context, f LedgerFilter) (runs []Run, next string, err error) {
+func (db *DB) LedgerPage(ctx context.Context, f agentd.LedgerFilter) (runs []agentd.LedgerRow, next string, err error) {
 	defer wrap(&err, "store.LedgerPage(%q)", f.OrgID)
 	limit := f.Limit
 	if limit <= 0 {
-		limit = DefaultLedgerPage
+		limit = agentd.DefaultLedgerPage
 	}
-	limit = min(limit, MaxLedgerPage)
+	limit = min(limit, agentd.MaxLedgerPage)
 	var q strings.Builder
 	q.WriteString(`SELECT ` + ledgerColumns + ` FROM ledger WHERE org_id = ?`)
 	args := []any{f.OrgID}
@@ -123,11 +108,11 @@ func (db *DB) LedgerPage(ctx context.Context, f LedgerFilter) (runs []Run, next 
 		q.WriteString(" AND " + sql)
 		args = append(args, v)
 	}
-	if f.From != 0 {
-		cond("created_at >= ?", f.From)
+	if !f.From.IsZero() {
+		cond("created_at >= ?", micros(f.From))
 	}
-	if f.To != 0 {
-		cond("created_at < ?", f.To)
+	if !f.To.IsZero() {
+		cond("created_at < ?", micros(f.To))
 	}
 	if f.AgentID != "" {
 		cond("agent_id = ?", f.AgentID)
@@ -155,10 +140,10 @@ func (db *DB) LedgerPage(ctx context.Context, f LedgerFilter) (runs []Run, next 
 		return nil, "", err
 	}
 	defer rows.Close()
-	runs = make([]Run, 0, min(limit, 64))
+	runs = make([]agentd.LedgerRow, 0, min(limit, 64))
 	for rows.Next() {
-		var r Run
-		if err := scanRun(rows, &r); err != nil {
+		var r agentd.LedgerRow
+		if err := scanRow(rows, &r); err != nil {
 			return nil, "", err
 		}
 		runs = append(runs, r)
@@ -169,40 +154,21 @@ func (db *DB) LedgerPage(ctx context.Context, f LedgerFilter) (runs []Run, next 
 	if len(runs) > limit {
 		runs = runs[:limit]
 		last := runs[limit-1]
-		next = ledgerCursor(last.Created, last.ID)
+		next = ledgerCursor(micros(last.CreatedAt), last.RunID)
 	}
 	return runs, next, nil
 }
 
-// Summary groupings.
-const (
-	GroupByDay   = "day"
-	GroupByAgent = "agent"
-	GroupByModel = "model"
-	GroupByKey   = "key"
-)
-
 // GroupBys lists the groupings UsageSummary accepts.
-var GroupBys = []string{GroupByDay, GroupByAgent, GroupByModel, GroupByKey}
+var GroupBys = []string{agentd.GroupByDay, agentd.GroupByAgent, agentd.GroupByModel, agentd.GroupByKey}
 
-// SummaryRow is the usage of one group over a range of days.
-type SummaryRow struct {
-	// Group is the day (YYYY-MM-DD), the agent's name, the model id or the key id.
-	Group string
-	// AgentID is set when grouping by agent: names can be reused after a delete.
-	AgentID      string
-	Runs         int64 // successful
-	Failed       int64
-	InputTokens  int64
-	OutputTokens int64
-	Cost         agentd.Micros
-	// AvgLatencyMS is the mean latency of the successful runs; 0 when none.
-	AvgLatencyMS float64
-
+// summaryRow is a UsageRow being summed, with its latency total.
+type summaryRow struct {
+	agentd.UsageRow
 	latencyMS int64
 }
 
-func (r *SummaryRow) add(o SummaryRow) {
+func (r *summaryRow) add(o summaryRow) {
 	r.Runs += o.Runs
 	r.Failed += o.Failed
 	r.InputTokens += o.InputTokens
@@ -233,17 +199,17 @@ func dayRange(fromDay, toDay string) (string, []any, error) {
 // inclusive, YYYY-MM-DD UTC, "" for open) by groupBy, one of GroupBys. Rows are in
 // order of their group (agents by name). Being built from rollups, it is whole
 // even for days whose raw ledger rows were pruned.
-func (db *DB) UsageSummary(ctx context.Context, orgID, groupBy, fromDay, toDay string) (out []SummaryRow, err error) {
+func (db *DB) UsageSummary(ctx context.Context, orgID, groupBy, fromDay, toDay string) (_ []agentd.UsageRow, err error) {
 	defer wrap(&err, "store.UsageSummary(%q, %q)", orgID, groupBy)
 	var col string
 	switch groupBy {
-	case GroupByDay:
+	case agentd.GroupByDay:
 		col = "day"
-	case GroupByModel:
+	case agentd.GroupByModel:
 		col = "model"
-	case GroupByKey:
+	case agentd.GroupByKey:
 		col = "key_id"
-	case GroupByAgent:
+	case agentd.GroupByAgent:
 		// Grouped by id, and by name so that each group's latest name can be picked.
 		col = "agent_id, agent_name"
 	default:
@@ -261,22 +227,23 @@ func (db *DB) UsageSummary(ctx context.Context, orgID, groupBy, fromDay, toDay s
 	}
 	defer rows.Close()
 	type agentGroup struct {
-		row     SummaryRow
+		row     summaryRow
 		lastDay string
 	}
+	var out []summaryRow
 	byAgent := map[string]*agentGroup{}
 	for rows.Next() {
-		var r SummaryRow
+		var r summaryRow
 		var lastDay string
 		dest := []any{&r.Group}
-		if groupBy == GroupByAgent {
+		if groupBy == agentd.GroupByAgent {
 			dest = []any{&r.AgentID, &r.Group}
 		}
 		dest = append(dest, &lastDay, &r.Runs, &r.Failed, &r.InputTokens, &r.OutputTokens, &r.Cost, &r.latencyMS)
 		if err := rows.Scan(dest...); err != nil {
 			return nil, err
 		}
-		if groupBy != GroupByAgent {
+		if groupBy != agentd.GroupByAgent {
 			out = append(out, r)
 			continue
 		}
@@ -298,44 +265,22 @@ func (db *DB) UsageSummary(ctx context.Context, orgID, groupBy, fromDay, toDay s
 	for _, g := range byAgent {
 		out = append(out, g.row)
 	}
-	slices.SortFunc(out, func(a, b SummaryRow) int {
+	slices.SortFunc(out, func(a, b summaryRow) int {
 		return cmp.Or(cmp.Compare(a.Group, b.Group), cmp.Compare(a.AgentID, b.AgentID))
 	})
-	for i := range out {
-		if out[i].Runs > 0 {
-			out[i].AvgLatencyMS = float64(out[i].latencyMS) / float64(out[i].Runs)
+	res := make([]agentd.UsageRow, len(out))
+	for i, r := range out {
+		res[i] = r.UsageRow
+		if r.Runs > 0 {
+			res[i].AvgLatencyMS = float64(r.latencyMS) / float64(r.Runs)
 		}
 	}
-	if out == nil {
-		out = []SummaryRow{}
-	}
-	return out, nil
-}
-
-// ModelUsage is the usage of one answering model.
-type ModelUsage struct {
-	Model        string
-	Runs         int64 // successful
-	Failed       int64
-	InputTokens  int64
-	OutputTokens int64
-	Cost         agentd.Micros
-}
-
-// UsageTotals is an organization's usage over a range of days.
-type UsageTotals struct {
-	Runs         int64 // successful
-	Failed       int64
-	InputTokens  int64
-	OutputTokens int64
-	Cost         agentd.Micros
-	// Models is the usage per answering model, most successful runs first.
-	Models []ModelUsage
+	return res, nil
 }
 
 // UsageTotals sums an organization's rollups from fromDay to toDay (inclusive,
 // YYYY-MM-DD, "" for open), for one agent when agentID is not "".
-func (db *DB) UsageTotals(ctx context.Context, orgID, fromDay, toDay, agentID string) (_ *UsageTotals, err error) {
+func (db *DB) UsageTotals(ctx context.Context, orgID, fromDay, toDay, agentID string) (_ *agentd.UsageTotals, err error) {
 	defer wrap(&err, "store.UsageTotals(%q)", orgID)
 	cond, args, err := dayRange(fromDay, toDay)
 	if err != nil {
@@ -352,9 +297,9 @@ func (db *DB) UsageTotals(ctx context.Context, orgID, fromDay, toDay, agentID st
 		return nil, err
 	}
 	defer rows.Close()
-	t := &UsageTotals{Models: []ModelUsage{}}
+	t := &agentd.UsageTotals{Models: []agentd.ModelUsage{}}
 	for rows.Next() {
-		var m ModelUsage
+		var m agentd.ModelUsage
 		if err := rows.Scan(&m.Model, &m.Runs, &m.Failed, &m.InputTokens, &m.OutputTokens, &m.Cost); err != nil {
 			return nil, err
 		}
@@ -368,7 +313,7 @@ func (db *DB) UsageTotals(ctx context.Context, orgID, fromDay, toDay, agentID st
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	slices.SortFunc(t.Models, func(a, b ModelUsage) int {
+	slices.SortFunc(t.Models, func(a, b agentd.ModelUsage) int {
 		return cmp.Or(cmp.Compare(b.Runs, a.Runs), cmp.Compare(a.Model, b.Model))
 	})
 	return t, nil
@@ -376,9 +321,9 @@ func (db *DB) UsageTotals(ctx context.Context, orgID, fromDay, toDay, agentID st
 
 // PruneLedger deletes up to limit ledger rows created before before (Unix
 // microseconds) and returns how many it deleted; a caller repeats until that is
-// fewer than limit. Each organization loses its oldest rows first, so its remaining
-// rows always cover whole days after the day of its oldest one (CheckRollups relies
-// on that). Rollups are never pruned: summaries and totals stay whole.
+// fewer than limit. Each organization loses its oldest rows first, and records in
+// ledger_pruned that its rows from before on are whole, which is what Check
+// compares. Rollups are never pruned: summaries, totals and budgets stay whole.
 func (db *DB) PruneLedger(ctx context.Context, before int64, limit int) (n int, err error) {
 	defer wrap(&err, "store.PruneLedger")
 	if limit <= 0 {
@@ -418,6 +363,12 @@ func (db *DB) PruneLedger(ctx context.Context, before int64, limit int) (n int, 
 			if err != nil {
 				return err
 			}
+			if c > 0 {
+				if _, err := t.exec(ctx, `INSERT INTO ledger_pruned (org_id, pruned_before) VALUES (?, ?)
+					ON CONFLICT (org_id) DO UPDATE SET pruned_before = max(pruned_before, excluded.pruned_before)`, org, before); err != nil {
+					return err
+				}
+			}
 			n += int(c)
 		}
 		return nil
@@ -439,15 +390,18 @@ func (s rollupSums) String() string {
 }
 
 // CheckRollups compares the rollups with the ledger and describes every
-// difference. Retention prunes each organization's oldest rows, so only the days
-// after the day of an organization's oldest remaining row are known to be whole;
-// those days' rollups must equal the sums of their ledger rows exactly, row for
-// row (day, agent, model, key). Earlier days are not checked. It reads the whole
-// ledger.
+// difference. The days whose raw rows retention has not touched (those starting at
+// or after the organization's ledger_pruned mark, or every day of an organization
+// never pruned) are whole: their rollups must equal the sums of their ledger rows
+// exactly, row for row (day, agent, model, key). Earlier days are not checked. It
+// reads the whole ledger.
 func (db *DB) CheckRollups(ctx context.Context) (problems []string, err error) {
 	defer wrap(&err, "store.CheckRollups")
+	pruned, err := db.prunedMarks(ctx)
+	if err != nil {
+		return nil, err
+	}
 	ledger := map[rollupKey]*rollupSums{}
-	oldest := map[string]string{} // org → day of its oldest ledger row
 	rows, err := db.query(ctx, `SELECT org_id, created_at, agent_id, model, key_id, outcome,
 		input_tokens, output_tokens, cost, latency_ms FROM ledger`)
 	if err != nil {
@@ -463,15 +417,12 @@ func (db *DB) CheckRollups(ctx context.Context) (problems []string, err error) {
 			return nil, err
 		}
 		k.day = dayOf(created)
-		if d, ok := oldest[k.org]; !ok || k.day < d {
-			oldest[k.org] = k.day
-		}
 		s := ledger[k]
 		if s == nil {
 			s = &rollupSums{}
 			ledger[k] = s
 		}
-		if outcome == OutcomeOK {
+		if outcome == string(agentd.OutcomeOK) {
 			s.runs++
 			s.latency += latency
 		} else {
@@ -493,8 +444,12 @@ func (db *DB) CheckRollups(ctx context.Context) (problems []string, err error) {
 	}
 	defer rows.Close()
 	whole := func(k rollupKey) bool {
-		d, ok := oldest[k.org]
-		return ok && k.day > d
+		mark, ok := pruned[k.org]
+		if !ok {
+			return true
+		}
+		day, err := time.Parse(time.DateOnly, k.day)
+		return err == nil && mark <= day.UnixMicro()
 	}
 	describe := func(k rollupKey) string {
 		return fmt.Sprintf("org %s day %s agent %s model %s key %s", k.org, k.day, k.agent, k.model, k.key)
@@ -527,4 +482,45 @@ func (db *DB) CheckRollups(ctx context.Context) (problems []string, err error) {
 	}
 	slices.Sort(problems)
 	return problems, nil
+}
+
+// prunedMarks returns, per organization that retention has pruned, the time from
+// which its ledger rows are whole (unix micros).
+func (db *DB) prunedMarks(ctx context.Context) (map[string]int64, error) {
+	rows, err := db.query(ctx, `SELECT org_id, pruned_before FROM ledger_pruned`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	marks := map[string]int64{}
+	for rows.Next() {
+		var org string
+		var before int64
+		if err := rows.Scan(&org, &before); err != nil {
+			return nil, err
+		}
+		marks[org] = before
+	}
+	return marks, rows.Err()
+}
+
+// LedgerWhole reports whether an organization's ledger still holds every row it
+// ever had from since on (retention has not pruned past since).
+func (db *DB) LedgerWhole(ctx context.Context, orgID string, since time.Time) (bool, error) {
+	var before int64
+	err := db.queryRow(ctx, `SELECT pruned_before FROM ledger_pruned WHERE org_id = ?`, orgID).Scan(&before)
+	if errors.Is(err, sql.ErrNoRows) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("store.LedgerWhole(%q): %w", orgID, err)
+	}
+	return before <= micros(since), nil
+}
+
+// LedgerSpent sums the costs of a key's ledger rows created at or after since.
+func (db *DB) LedgerSpent(ctx context.Context, keyID string, since time.Time) (spent agentd.Micros, err error) {
+	defer wrap(&err, "store.LedgerSpent(%q)", keyID)
+	err = db.queryRow(ctx, `SELECT COALESCE(sum(cost), 0) FROM ledger WHERE key_id = ? AND created_at >= ?`, keyID, micros(since)).Scan(&spent)
+	return spent, err
 }

@@ -24,7 +24,7 @@ const dayMicros = int64(24 * time.Hour / time.Microsecond)
 
 // usageWorld is a few organizations, agents, models and keys to draw runs from.
 type usageWorld struct {
-	orgs   []*Org
+	orgs   []*agentd.Org
 	agents map[string][]*agentd.Agent // by org id
 	models []string
 	keys   []string
@@ -56,15 +56,15 @@ func (w *usageWorld) genRuns(rng *rand.Rand, n, days int) []*Run {
 			created = prev // a tie
 		}
 		prev = created
-		r := &Run{
-			ID: fmt.Sprintf("run-%04d-%s", rng.IntN(10000), agentd.NewID("r")), Created: created,
+		r := &Run{LedgerRow: agentd.LedgerRow{
+			RunID: fmt.Sprintf("run-%04d-%s", rng.IntN(10000), agentd.NewID("r")), CreatedAt: fromMicros(created),
 			OrgID: o.ID, KeyID: w.keys[rng.IntN(len(w.keys))], Owner: "owner",
 			AgentID: a.ID, AgentName: a.Name, AgentVersion: 1,
 			ModelRequested: "offline", Model: w.models[rng.IntN(len(w.models))],
-			UsageSource: agentd.UsageProvider, LatencyMS: rng.Int64N(500), Outcome: OutcomeOK,
-		}
+			UsageSource: agentd.UsageProvider, LatencyMS: rng.Int64N(500), Outcome: agentd.OutcomeOK,
+		}}
 		if rng.IntN(7) == 0 {
-			r.Outcome, r.ErrorCode, r.UsageSource = OutcomeFailed, agentd.EInferenceFailed, agentd.UsageEstimated
+			r.Outcome, r.ErrorCode, r.UsageSource = agentd.OutcomeFailed, string(agentd.EInferenceFailed), agentd.UsageEstimated
 		} else {
 			r.InputTokens, r.OutputTokens = 1+rng.IntN(2000), rng.IntN(800)
 			r.Cost = agentd.Micros(rng.Int64N(5000))
@@ -91,7 +91,7 @@ func recordWith(t testing.TB, db *DB, runs []*Run, workers int) {
 				batch := runs[i:min(i+perTx, len(runs))]
 				err := db.Tx(ctx, func(tx *Tx) error {
 					for _, r := range batch {
-						if err := tx.RecordRun(ctx, r); err != nil {
+						if _, err := tx.RecordRun(ctx, r); err != nil {
 							return err
 						}
 					}
@@ -122,10 +122,10 @@ type dailyRow struct {
 func expectRollups(runs []*Run) map[rollupKey]dailyRow {
 	want := map[rollupKey]dailyRow{}
 	for _, r := range runs {
-		k := rollupKey{r.OrgID, dayOf(r.Created), r.AgentID, r.Model, r.KeyID}
+		k := rollupKey{r.OrgID, runDay(r), r.AgentID, r.Model, r.KeyID}
 		d := want[k]
 		d.AgentName = r.AgentName
-		if r.Outcome == OutcomeOK {
+		if r.Outcome == agentd.OutcomeOK {
 			d.Runs++
 			d.LatencyMS += r.LatencyMS
 		} else {
@@ -187,6 +187,9 @@ func diffRollups(t testing.TB, got, want map[rollupKey]dailyRow) {
 	}
 }
 
+// runDay is the UTC day of r, as usage_daily names it.
+func runDay(r *Run) string { return dayOf(micros(r.CreatedAt)) }
+
 func checkClean(t testing.TB, db *DB) {
 	t.Helper()
 	problems, err := db.CheckRollups(context.Background())
@@ -216,7 +219,7 @@ func TestRollupsEqualLedger(t *testing.T) {
 	// An agent renamed at the start of day 6: it is summarized under its new name.
 	renamed := w.agents[w.orgs[0].ID][0]
 	for _, r := range runs {
-		if r.AgentID == renamed.ID && r.Created >= usageDay0+6*dayMicros {
+		if r.AgentID == renamed.ID && micros(r.CreatedAt) >= usageDay0+6*dayMicros {
 			r.AgentName = "support_renamed"
 		}
 	}
@@ -243,7 +246,7 @@ func TestRollupsEqualLedger(t *testing.T) {
 			t.Run(fmt.Sprintf("%s %s-%s", o.Name, rg.from, rg.to), func(t *testing.T) {
 				var in []*Run
 				for _, r := range mine {
-					d := dayOf(r.Created)
+					d := runDay(r)
 					if (rg.from == "" || d >= rg.from) && (rg.to == "" || d <= rg.to) {
 						in = append(in, r)
 					}
@@ -262,7 +265,7 @@ func TestRollupsEqualLedger(t *testing.T) {
 		}
 	}
 	t.Run("renamed agent is summarized under its latest name", func(t *testing.T) {
-		rows, err := db.UsageSummary(ctx, w.orgs[0].ID, GroupByAgent, "", "")
+		rows, err := db.UsageSummary(ctx, w.orgs[0].ID, agentd.GroupByAgent, "", "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -291,21 +294,24 @@ func TestRollupsEqualLedger(t *testing.T) {
 func checkSummaries(t *testing.T, db *DB, orgID, from, to string, runs []*Run) {
 	t.Helper()
 	keyOf := map[string]func(r *Run) string{
-		GroupByDay:   func(r *Run) string { return dayOf(r.Created) },
-		GroupByAgent: func(r *Run) string { return r.AgentID },
-		GroupByModel: func(r *Run) string { return r.Model },
-		GroupByKey:   func(r *Run) string { return r.KeyID },
+		agentd.GroupByDay:   runDay,
+		agentd.GroupByAgent: func(r *Run) string { return r.AgentID },
+		agentd.GroupByModel: func(r *Run) string { return r.Model },
+		agentd.GroupByKey:   func(r *Run) string { return r.KeyID },
+	}
+	if len(keyOf) != len(GroupBys) {
+		t.Fatalf("GroupBys = %v: a grouping is not tested", GroupBys)
 	}
 	for _, g := range GroupBys {
-		want := map[string]*SummaryRow{}
+		want := map[string]*summaryRow{}
 		for _, r := range runs {
 			k := keyOf[g](r)
 			s := want[k]
 			if s == nil {
-				s = &SummaryRow{Group: k}
+				s = &summaryRow{UsageRow: agentd.UsageRow{Group: k}}
 				want[k] = s
 			}
-			if r.Outcome == OutcomeOK {
+			if r.Outcome == agentd.OutcomeOK {
 				s.Runs++
 				s.latencyMS += r.LatencyMS
 			} else {
@@ -322,12 +328,12 @@ func checkSummaries(t *testing.T, db *DB, orgID, from, to string, runs []*Run) {
 		if len(got) != len(want) {
 			t.Errorf("group by %s: %d groups, want %d", g, len(got), len(want))
 		}
-		if !slices.IsSortedFunc(got, func(a, b SummaryRow) int { return cmp.Compare(a.Group, b.Group) }) {
+		if !slices.IsSortedFunc(got, func(a, b agentd.UsageRow) int { return cmp.Compare(a.Group, b.Group) }) {
 			t.Errorf("group by %s: rows not in order of group", g)
 		}
 		for _, row := range got {
 			k := row.Group
-			if g == GroupByAgent {
+			if g == agentd.GroupByAgent {
 				k = row.AgentID
 			}
 			w := want[k]
@@ -353,15 +359,15 @@ func checkTotals(t *testing.T, db *DB, orgID, from, to, agentID string, runs []*
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := UsageTotals{}
-	perModel := map[string]*ModelUsage{}
+	want := agentd.UsageTotals{}
+	perModel := map[string]*agentd.ModelUsage{}
 	for _, r := range runs {
 		m := perModel[r.Model]
 		if m == nil {
-			m = &ModelUsage{Model: r.Model}
+			m = &agentd.ModelUsage{Model: r.Model}
 			perModel[r.Model] = m
 		}
-		if r.Outcome == OutcomeOK {
+		if r.Outcome == agentd.OutcomeOK {
 			want.Runs++
 			m.Runs++
 		} else {
@@ -393,12 +399,13 @@ func checkTotals(t *testing.T, db *DB, orgID, from, to, agentID string, runs []*
 }
 
 // TestCheckRollupsFindsDamage: the checker is worth running only if it notices a
-// rollup that disagrees with the ledger.
+// rollup that disagrees with the ledger, on any day of an organization never
+// pruned, its first day included.
 func TestCheckRollupsFindsDamage(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {
 		name string
-		// damage gets the org and a day after its first day that has runs.
+		// damage gets the org and a day that has runs.
 		damage string
 		want   string
 	}{
@@ -408,29 +415,31 @@ func TestCheckRollupsFindsDamage(t *testing.T) {
 		{"rollup without runs", `INSERT INTO usage_daily (org_id, day, agent_id, agent_name, model, key_id, runs) VALUES (?, ?, 'agent-ghost', 'ghost', 'offline', 'key-a', 1)`, "the ledger has no rows"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			db := openDB(t, Options{Synchronous: "OFF"})
-			w := newUsageWorld(t, db)
-			runs := w.genRuns(newRNG(t), 60, 3)
-			// Every day of org 0 has a run.
-			for d := range 3 {
-				runs[d].OrgID, runs[d].Created = w.orgs[0].ID, usageDay0+int64(d)*dayMicros+1
-				runs[d].AgentID = w.agents[w.orgs[0].ID][0].ID
-			}
-			record(t, db, runs)
-			checkClean(t, db)
-			mustTx(t, db, func(tx *Tx) error {
-				_, err := tx.exec(ctx, tt.damage, w.orgs[0].ID, dayOf(usageDay0+2*dayMicros))
-				return err
+		for _, day := range []int{0, 2} {
+			t.Run(fmt.Sprintf("%s on day %d", tt.name, day), func(t *testing.T) {
+				db := openDB(t, Options{Synchronous: "OFF"})
+				w := newUsageWorld(t, db)
+				runs := w.genRuns(newRNG(t), 60, 3)
+				// Every day of org 0 has a run, the first one later than midnight.
+				for d := range 3 {
+					runs[d].OrgID, runs[d].CreatedAt = w.orgs[0].ID, fromMicros(usageDay0+int64(d)*dayMicros+1)
+					runs[d].AgentID = w.agents[w.orgs[0].ID][0].ID
+				}
+				record(t, db, runs)
+				checkClean(t, db)
+				mustTx(t, db, func(tx *Tx) error {
+					_, err := tx.exec(ctx, tt.damage, w.orgs[0].ID, dayOf(usageDay0+int64(day)*dayMicros))
+					return err
+				})
+				problems, err := db.CheckRollups(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(problems) != 1 || !strings.Contains(problems[0], tt.want) || !strings.Contains(problems[0], w.orgs[0].ID) {
+					t.Errorf("CheckRollups = %q, want one problem about %s containing %q", problems, w.orgs[0].ID, tt.want)
+				}
 			})
-			problems, err := db.CheckRollups(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(problems) != 1 || !strings.Contains(problems[0], tt.want) || !strings.Contains(problems[0], w.orgs[0].ID) {
-				t.Errorf("CheckRollups = %q, want one problem about %s containing %q", problems, w.orgs[0].ID, tt.want)
-			}
-		})
+		}
 	}
 }
 
@@ -438,7 +447,7 @@ func TestCheckRollupsFindsDamage(t *testing.T) {
 func sortedRuns(runs []*Run) []*Run {
 	out := slices.Clone(runs)
 	slices.SortFunc(out, func(a, b *Run) int {
-		return cmp.Or(cmp.Compare(a.Created, b.Created), cmp.Compare(a.ID, b.ID))
+		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), cmp.Compare(a.RunID, b.RunID))
 	})
 	return out
 }
@@ -454,29 +463,32 @@ func TestLedgerPage(t *testing.T) {
 	ordered := sortedRuns(runs)
 	org := w.orgs[0]
 	agent := w.agents[org.ID][2]
-	mid := ordered[len(ordered)/2].Created
+	mid := ordered[len(ordered)/2].CreatedAt
+	day2, day3 := fromMicros(usageDay0+dayMicros), fromMicros(usageDay0+2*dayMicros)
 	filters := []struct {
 		name  string
-		f     LedgerFilter
+		f     agentd.LedgerFilter
 		match func(r *Run) bool
 	}{
-		{"everything", LedgerFilter{}, func(r *Run) bool { return true }},
-		{"agent", LedgerFilter{AgentID: agent.ID}, func(r *Run) bool { return r.AgentID == agent.ID }},
-		{"key", LedgerFilter{KeyID: "key-b"}, func(r *Run) bool { return r.KeyID == "key-b" }},
-		{"model", LedgerFilter{Model: "gpt-x"}, func(r *Run) bool { return r.Model == "gpt-x" }},
-		{"from", LedgerFilter{From: mid}, func(r *Run) bool { return r.Created >= mid }},
-		{"to", LedgerFilter{To: mid}, func(r *Run) bool { return r.Created < mid }},
-		{"day two, key, model", LedgerFilter{From: usageDay0 + dayMicros, To: usageDay0 + 2*dayMicros, KeyID: "key-a", Model: "offline"},
+		{"everything", agentd.LedgerFilter{}, func(r *Run) bool { return true }},
+		{"agent", agentd.LedgerFilter{AgentID: agent.ID}, func(r *Run) bool { return r.AgentID == agent.ID }},
+		{"key", agentd.LedgerFilter{KeyID: "key-b"}, func(r *Run) bool { return r.KeyID == "key-b" }},
+		{"model", agentd.LedgerFilter{Model: "gpt-x"}, func(r *Run) bool { return r.Model == "gpt-x" }},
+		{"from", agentd.LedgerFilter{From: mid}, func(r *Run) bool { return !r.CreatedAt.Before(mid) }},
+		{"to", agentd.LedgerFilter{To: mid}, func(r *Run) bool { return r.CreatedAt.Before(mid) }},
+		{"from and to, in another time zone", agentd.LedgerFilter{From: day2.In(time.FixedZone("X", 5*3600)), To: day3.In(time.FixedZone("Y", -7*3600))},
+			func(r *Run) bool { return !r.CreatedAt.Before(day2) && r.CreatedAt.Before(day3) }},
+		{"day two, key, model", agentd.LedgerFilter{From: day2, To: day3, KeyID: "key-a", Model: "offline"},
 			func(r *Run) bool {
-				return r.Created >= usageDay0+dayMicros && r.Created < usageDay0+2*dayMicros && r.KeyID == "key-a" && r.Model == "offline"
+				return !r.CreatedAt.Before(day2) && r.CreatedAt.Before(day3) && r.KeyID == "key-a" && r.Model == "offline"
 			}},
-		{"nothing", LedgerFilter{Model: "no-such-model"}, func(r *Run) bool { return false }},
+		{"nothing", agentd.LedgerFilter{Model: "no-such-model"}, func(r *Run) bool { return false }},
 	}
 	for _, ft := range filters {
 		var want []string
 		for _, r := range ordered {
 			if r.OrgID == org.ID && ft.match(r) {
-				want = append(want, r.ID)
+				want = append(want, r.RunID)
 			}
 		}
 		for _, size := range []int{1, 7, 50, 1000} {
@@ -500,9 +512,9 @@ func TestLedgerPage(t *testing.T) {
 					}
 					for _, r := range page {
 						if r.OrgID != org.ID {
-							t.Fatalf("row %s of another organization", r.ID)
+							t.Fatalf("row %s of another organization", r.RunID)
 						}
-						got = append(got, r.ID)
+						got = append(got, r.RunID)
 					}
 					if next == "" {
 						break
@@ -517,17 +529,17 @@ func TestLedgerPage(t *testing.T) {
 	}
 
 	t.Run("rows are complete", func(t *testing.T) {
-		page, _, err := db.LedgerPage(ctx, LedgerFilter{OrgID: org.ID, Limit: 1000})
+		page, _, err := db.LedgerPage(ctx, agentd.LedgerFilter{OrgID: org.ID, Limit: 1000})
 		if err != nil {
 			t.Fatal(err)
 		}
 		byID := map[string]*Run{}
 		for _, r := range runs {
-			byID[r.ID] = r
+			byID[r.RunID] = r
 		}
 		for _, r := range page {
-			if *byID[r.ID] != r {
-				t.Fatalf("stored %+v, recorded %+v", r, *byID[r.ID])
+			if byID[r.RunID].LedgerRow != r {
+				t.Fatalf("stored %+v, recorded %+v", r, byID[r.RunID].LedgerRow)
 			}
 		}
 	})
@@ -538,8 +550,8 @@ func TestLedgerPage(t *testing.T) {
 			r.OrgID, r.AgentID = w.orgs[1].ID, w.agents[w.orgs[1].ID][0].ID
 		}
 		record(t, db, many)
-		for _, c := range []struct{ limit, want int }{{0, DefaultLedgerPage}, {-3, DefaultLedgerPage}, {5000, MaxLedgerPage}, {MaxLedgerPage, MaxLedgerPage}} {
-			page, next, err := db.LedgerPage(ctx, LedgerFilter{OrgID: w.orgs[1].ID, Limit: c.limit})
+		for _, c := range []struct{ limit, want int }{{0, agentd.DefaultLedgerPage}, {-3, agentd.DefaultLedgerPage}, {5000, agentd.MaxLedgerPage}, {agentd.MaxLedgerPage, agentd.MaxLedgerPage}} {
+			page, next, err := db.LedgerPage(ctx, agentd.LedgerFilter{OrgID: w.orgs[1].ID, Limit: c.limit})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -552,7 +564,7 @@ func TestLedgerPage(t *testing.T) {
 	t.Run("malformed cursor", func(t *testing.T) {
 		b64 := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 		for _, c := range []string{"!!!", "abc=", b64("123"), b64("123:"), b64("x:run-1"), b64("-5:run-1"), b64(":run-1"), b64("99999999999999999999:r")} {
-			_, _, err := db.LedgerPage(ctx, LedgerFilter{OrgID: org.ID, Cursor: c})
+			_, _, err := db.LedgerPage(ctx, agentd.LedgerFilter{OrgID: org.ID, Cursor: c})
 			wantCode(t, err, agentd.EInvalid)
 			var e *agentd.Error
 			if errors.As(err, &e) && (len(e.Violations) != 1 || fmt.Sprint(e.Violations[0].Loc) != "[query cursor]") {
@@ -560,7 +572,7 @@ func TestLedgerPage(t *testing.T) {
 			}
 		}
 		// A well-formed cursor from anywhere in the keyspace is fine.
-		if _, _, err := db.LedgerPage(ctx, LedgerFilter{OrgID: org.ID, Cursor: ledgerCursor(0, "a")}); err != nil {
+		if _, _, err := db.LedgerPage(ctx, agentd.LedgerFilter{OrgID: org.ID, Cursor: ledgerCursor(0, "a")}); err != nil {
 			t.Errorf("valid cursor: %v", err)
 		}
 	})
@@ -575,8 +587,8 @@ func TestPruneLedger(t *testing.T) {
 	runs := w.genRuns(newRNG(t), 400, 6)
 	record(t, db, runs)
 	before := readRollups(t, db)
-	summary := func() []SummaryRow {
-		rows, err := db.UsageSummary(ctx, w.orgs[0].ID, GroupByDay, "", "")
+	summary := func() []agentd.UsageRow {
+		rows, err := db.UsageSummary(ctx, w.orgs[0].ID, agentd.GroupByDay, "", "")
 		if err != nil {
 			t.Fatal(err)
 		}

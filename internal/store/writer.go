@@ -18,9 +18,10 @@ var ErrQueueFull = &agentd.Error{Code: agentd.EUnavailable, Message: "the databa
 var errClosed = &agentd.Error{Code: agentd.EUnavailable, Message: "the server is shutting down"}
 
 type writeReq struct {
-	fn        func(*sql.Tx, *stmtCache) error
+	fn        func(*Tx) error
 	announced bool       // counted in writer.expected until the writer takes it
 	done      chan error // buffered(1)
+	hooks     []func()   // registered by fn through Tx.OnCommit
 }
 
 // writer is the single goroutine that owns the write connection. It takes what is
@@ -28,6 +29,7 @@ type writeReq struct {
 // yet, and commits them all in one transaction.
 type writer struct {
 	db       *sql.DB
+	d        dialect
 	stmts    *stmtCache
 	queue    chan *writeReq
 	maxBatch int
@@ -42,14 +44,14 @@ type writer struct {
 
 var reqPool = sync.Pool{New: func() any { return &writeReq{done: make(chan error, 1)} }}
 
-func newWriter(db *sql.DB, maxBatch int, maxWait time.Duration) *writer {
+func newWriter(db *sql.DB, d dialect, maxBatch int, maxWait time.Duration) *writer {
 	if maxBatch <= 0 {
 		maxBatch = 256
 	}
 	if maxWait <= 0 {
 		maxWait = time.Millisecond
 	}
-	w := &writer{db: db, stmts: newStmtCache(db), queue: make(chan *writeReq, 4096), maxBatch: maxBatch, maxWait: maxWait, stop: make(chan struct{})}
+	w := &writer{db: db, d: d, stmts: newStmtCache(db), queue: make(chan *writeReq, 4096), maxBatch: maxBatch, maxWait: maxWait, stop: make(chan struct{})}
 	w.wg.Add(1)
 	go w.loop()
 	return w
@@ -60,7 +62,7 @@ func newWriter(db *sql.DB, maxBatch int, maxWait time.Duration) *writer {
 // reports failure for a write that committed.
 // When announced, the write was counted in expected and stops counting once queued
 // (or refused).
-func (w *writer) do(ctx context.Context, fn func(*sql.Tx, *stmtCache) error, announced bool) error {
+func (w *writer) do(ctx context.Context, fn func(*Tx) error, announced bool) error {
 	r := reqPool.Get().(*writeReq)
 	r.fn, r.announced = fn, announced
 	if err := w.enqueue(r); err != nil {
@@ -72,7 +74,8 @@ func (w *writer) do(ctx context.Context, fn func(*sql.Tx, *stmtCache) error, ann
 		return err
 	}
 	err := <-r.done
-	r.fn = nil
+	clear(r.hooks) // drop what the closures hold
+	r.fn, r.hooks = nil, r.hooks[:0]
 	reqPool.Put(r)
 	return err
 }
@@ -186,7 +189,8 @@ func (w *writer) fill(batch []*writeReq, timer *time.Timer) []*writeReq {
 }
 
 // commit runs every write of the batch in its own savepoint inside one transaction,
-// and tells each caller the truth about its own write.
+// runs the commit hooks of the writes that committed, in order, and tells each
+// caller the truth about its own write.
 func (w *writer) commit(batch []*writeReq) {
 	errs, broken, _ := w.try(batch)
 	if !broken {
@@ -210,26 +214,44 @@ func (w *writer) commit(batch []*writeReq) {
 	}
 }
 
-// try runs batch in one transaction. broken reports that the transaction ended
-// under a write, in which case nothing was committed, errs is nil and cause is
-// the write's error (SQLite's reason, such as a full database).
+// try runs batch in one transaction and, once it has committed, the hooks of each
+// write that succeeded, in batch order. broken reports that the transaction ended
+// under a write, in which case nothing was committed, errs is nil and cause is the
+// write's error (SQLite's reason, such as a full database).
 func (w *writer) try(batch []*writeReq) (errs []error, broken bool, cause error) {
 	ctx := context.Background()
 	errs = make([]error, len(batch))
+	for _, r := range batch {
+		r.hooks = r.hooks[:0]
+	}
 	w.stmts.prepare(ctx) // the connection is free between transactions
 	tx, err := w.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fill(errs, fmt.Errorf("begin: %w", err)), false, nil
 	}
+	t := &Tx{tx: tx, d: w.d, c: w.stmts}
 	for i, r := range batch {
-		if errs[i], broken = runSavepoint(ctx, tx, w.stmts, r.fn); broken {
+		t.hooks = r.hooks[:0]
+		errs[i], broken = runSavepoint(ctx, t, r.fn)
+		if errs[i] == nil {
+			r.hooks = t.hooks
+		} else {
+			r.hooks = t.hooks[:0] // rolled back: its hooks never run
+		}
+		if broken {
 			tx.Rollback()
 			return nil, true, errs[i]
 		}
 	}
+	t.hooks = nil
 	if err := tx.Commit(); err != nil {
 		tx.Rollback()
 		return fill(errs, fmt.Errorf("commit: %w", err)), false, nil
+	}
+	for _, r := range batch {
+		for _, h := range r.hooks {
+			h()
+		}
 	}
 	return errs, false, nil
 }
@@ -244,8 +266,8 @@ func fill(errs []error, err error) []error {
 // runSavepoint runs fn in a savepoint. broken reports that the savepoint could not
 // be rolled back or released, which means the transaction itself is gone: continuing
 // would run later writes outside it.
-func runSavepoint(ctx context.Context, tx *sql.Tx, c *stmtCache, fn func(*sql.Tx, *stmtCache) error) (err error, broken bool) {
-	if _, err := c.exec(ctx, tx, "SAVEPOINT w"); err != nil {
+func runSavepoint(ctx context.Context, t *Tx, fn func(*Tx) error) (err error, broken bool) {
+	if _, err := t.c.exec(ctx, t.tx, "SAVEPOINT w"); err != nil {
 		return err, true
 	}
 	func() {
@@ -254,14 +276,14 @@ func runSavepoint(ctx context.Context, tx *sql.Tx, c *stmtCache, fn func(*sql.Tx
 				err = fmt.Errorf("write panicked: %v", p)
 			}
 		}()
-		err = fn(tx, c)
+		err = fn(t)
 	}()
 	if err != nil {
-		if _, rerr := c.exec(ctx, tx, "ROLLBACK TO w"); rerr != nil {
+		if _, rerr := t.c.exec(ctx, t.tx, "ROLLBACK TO w"); rerr != nil {
 			return err, true
 		}
 	}
-	if _, rerr := c.exec(ctx, tx, "RELEASE w"); rerr != nil {
+	if _, rerr := t.c.exec(ctx, t.tx, "RELEASE w"); rerr != nil {
 		return err, true
 	}
 	return err, false

@@ -1,21 +1,23 @@
-package run
+package session
 
 import (
 	"container/list"
 	"sync"
 
-	"github.com/agentd/agentd/internal/prompt"
+	"github.com/agentd/agentd"
 )
 
 // recentTurns keeps the newest turns of recently used sessions in memory, so that
-// a turn's history is read from SQLite only when its session was not used lately.
-// Without it the history read is the largest cost of a session turn, and it grows
-// with the length of the history that fits the model's window.
+// a turn's history is read from the database only when its session was not used
+// lately. Without it the history read is the largest cost of a session turn, and it
+// grows with the length of the history that fits the model's window.
 //
-// It is correct on a single node because a session's turns are serialized by its
-// lease: the turn holding the lease reads the cache, and appends its own turn after
-// the turn is committed, before releasing the lease. Anything that deletes turns
-// (the sessions API, the idle sweeper) must forget the session.
+// It is a cache of session_turns written only by the holder of the session's
+// lease (Service.Begin's Turn): the turn reads the cache or fills it from the
+// database, and appends its own turn in the commit hook of the transaction that
+// stores it. Deleting a session (Service.Delete, Service.SweepIdle) takes the lease
+// and forgets the session when the delete commits. Readers without the lease
+// (estimates) only read it.
 type recentTurns struct {
 	maxBytes        int // total text kept, over all sessions
 	maxSessionBytes int // text kept for one session; older turns are dropped
@@ -28,7 +30,7 @@ type recentTurns struct {
 
 type recentEntry struct {
 	key   string
-	turns []prompt.Turn // a suffix of the session, oldest first
+	turns []agentd.Turn // a suffix of the session, oldest first
 	total int           // the session's number of turns
 	bytes int
 }
@@ -40,11 +42,11 @@ func newRecentTurns(maxBytes int) *recentTurns {
 	return &recentTurns{maxBytes: maxBytes, maxSessionBytes: max(maxBytes/16, 1), entries: map[string]*list.Element{}}
 }
 
-func turnBytes(t prompt.Turn) int { return len(t.User) + len(t.Assistant) + 64 }
+func turnBytes(t agentd.Turn) int { return len(t.User) + len(t.Assistant) + 64 }
 
 // get returns key's cached turns (oldest first, not to be modified) and the
 // session's turn count.
-func (c *recentTurns) get(key string) (turns []prompt.Turn, total int, ok bool) {
+func (c *recentTurns) get(key string) (turns []agentd.Turn, total int, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	el := c.entries[key]
@@ -57,7 +59,7 @@ func (c *recentTurns) get(key string) (turns []prompt.Turn, total int, ok bool) 
 }
 
 // put caches turns (oldest first, the newest of a session of total turns).
-func (c *recentTurns) put(key string, turns []prompt.Turn, total int) {
+func (c *recentTurns) put(key string, turns []agentd.Turn, total int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.removeLocked(key)
@@ -72,7 +74,7 @@ func (c *recentTurns) put(key string, turns []prompt.Turn, total int) {
 }
 
 // add appends a committed turn to key's entry, if key is cached.
-func (c *recentTurns) add(key string, t prompt.Turn) {
+func (c *recentTurns) add(key string, t agentd.Turn) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	el := c.entries[key]
@@ -98,7 +100,7 @@ func (c *recentTurns) trim(e *recentEntry) {
 		drop++
 	}
 	if drop > 0 {
-		e.turns = append([]prompt.Turn(nil), e.turns[drop:]...)
+		e.turns = append([]agentd.Turn(nil), e.turns[drop:]...)
 	}
 }
 

@@ -1,0 +1,243 @@
+package auth
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/clock"
+	"github.com/agentd/agentd/internal/store"
+)
+
+// Authority ranks what a key may do to other keys. The order is strict: no key
+// mints, revokes, re-budgets or shares the sessions of a key above its own.
+type Authority int
+
+// Authorities, lowest first.
+const (
+	// AuthorityNone: a key that manages no keys (run, usage, agents:*).
+	AuthorityNone Authority = iota
+	// AuthorityAdmin manages the keys of its own organization, up to admin.
+	AuthorityAdmin
+	// AuthorityOperator manages every key of every organization.
+	AuthorityOperator
+)
+
+// AuthorityOf is the authority that scopes carry.
+func AuthorityOf(scopes []agentd.Scope) Authority {
+	a := AuthorityNone
+	for _, s := range scopes {
+		switch s {
+		case agentd.ScopeOperator:
+			return AuthorityOperator
+		case agentd.ScopeAdmin:
+			a = AuthorityAdmin
+		}
+	}
+	return a
+}
+
+// Service manages keys.
+type Service struct {
+	db    *store.DB
+	auth  *Authenticator
+	clock clock.Clock
+}
+
+// NewService returns the key service over db; revocations evict from a.
+func NewService(db *store.DB, a *Authenticator, clk clock.Clock) *Service {
+	return &Service{db: db, auth: a, clock: clk}
+}
+
+// KeySpec is a key to mint.
+type KeySpec struct {
+	Name string
+	// Scopes default to run. Each must be one p holds.
+	Scopes []agentd.Scope
+	// Org is the organization (id or name) the key belongs to; "" for p's own.
+	// Only an operator names another.
+	Org string
+	// Owner scopes the key's sessions; "" makes the key its own owner. Keys that
+	// share an owner share sessions, so an owner already used by keys above p's
+	// authority, or one shaped like a key's own identity ("key-…"), is refused.
+	Owner  string
+	Budget agentd.Budget
+}
+
+// MaxOwnerLen bounds an owner.
+const MaxOwnerLen = 128
+
+// Mint creates a key as p and returns it with its secret, which is never stored
+// and never shown again.
+func (s *Service) Mint(ctx context.Context, p *agentd.Principal, spec KeySpec) (*agentd.Key, string, error) {
+	mine := AuthorityOf(p.Scopes)
+	if mine < AuthorityAdmin {
+		return nil, "", agentd.Errorf(agentd.EForbidden, "this key lacks the %q scope", agentd.ScopeAdmin)
+	}
+	name := strings.TrimSpace(spec.Name)
+	if name == "" || len(spec.Name) > 128 {
+		return nil, "", agentd.Invalid("name is required: 1 to 128 characters", "missing", "body", "name")
+	}
+	scopes := spec.Scopes
+	if scopes == nil {
+		scopes = []agentd.Scope{agentd.ScopeRun}
+	}
+	if len(scopes) == 0 {
+		return nil, "", agentd.Invalid("scopes must name at least one scope", "too_short", "body", "scopes")
+	}
+	for i, sc := range scopes {
+		if !agentd.ValidScope(sc) {
+			return nil, "", agentd.Invalid("unknown scope "+string(sc)+"; scopes are operator, admin, agents:write, agents:read, run, usage", "enum", "body", "scopes", i)
+		}
+		if !p.Can(sc) {
+			return nil, "", agentd.Errorf(agentd.EForbidden, "a key cannot grant the %q scope it does not hold", sc)
+		}
+	}
+	orgID, orgName := p.OrgID, p.OrgName
+	if spec.Org != "" && spec.Org != p.OrgID && spec.Org != p.OrgName {
+		if mine < AuthorityOperator {
+			return nil, "", agentd.Errorf(agentd.EForbidden, "only an operator key can create keys for another organization")
+		}
+		org, err := s.db.Org(ctx, spec.Org)
+		if err != nil {
+			return nil, "", err
+		}
+		orgID, orgName = org.ID, org.Name
+	}
+	if len(spec.Owner) > MaxOwnerLen {
+		return nil, "", agentd.Invalid(fmt.Sprintf("owner must be at most %d characters", MaxOwnerLen), "string_too_long", "body", "owner")
+	}
+	if strings.HasPrefix(spec.Owner, "key-") {
+		return nil, "", agentd.Invalid("owner may not start with \"key-\": that is the form of a key's own identity, which belongs to that key alone", "value_error", "body", "owner")
+	}
+	secret := Mint()
+	k := &agentd.Key{
+		ID: agentd.NewID("key"), OrgID: orgID, OrgName: orgName, Name: name, Prefix: Prefix(secret), Hash: Hash(secret),
+		Scopes: scopes, CreatedAt: s.clock.Now().UTC().Truncate(time.Microsecond), Budget: spec.Budget,
+	}
+	k.Owner = k.ID
+	if spec.Owner != "" {
+		k.Owner = spec.Owner
+	}
+	err := s.db.Tx(ctx, func(tx *store.Tx) error {
+		if spec.Owner != "" {
+			// Sharing an owner shares sessions: only with keys within p's authority.
+			sharing, err := tx.KeysOfOwner(ctx, orgID, spec.Owner)
+			if err != nil {
+				return err
+			}
+			for _, o := range sharing {
+				if AuthorityOf(o.Scopes) > mine {
+					return agentd.Errorf(agentd.EForbidden, "owner %q is used by a key with more authority than this one; choose another owner", spec.Owner)
+				}
+			}
+		}
+		return tx.CreateKey(ctx, k)
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return k, secret, nil
+}
+
+// Manage returns the key named id if p may change it: a key of p's organization (any
+// organization for an operator) whose authority is not above p's. Another
+// organization's key is ENotFound, as if it did not exist; one above p's authority
+// is EForbidden.
+func (s *Service) Manage(ctx context.Context, p *agentd.Principal, id string) (*agentd.Key, error) {
+	mine := AuthorityOf(p.Scopes)
+	if mine < AuthorityAdmin {
+		return nil, agentd.Errorf(agentd.EForbidden, "this key lacks the %q scope", agentd.ScopeAdmin)
+	}
+	k, err := s.db.KeyByID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if k.OrgID != p.OrgID && mine < AuthorityOperator {
+		return nil, agentd.Errorf(agentd.ENotFound, "key %q not found", id)
+	}
+	if AuthorityOf(k.Scopes) > mine {
+		return nil, agentd.Errorf(agentd.EForbidden, "key %q has more authority than this key; only an operator key can change it", id)
+	}
+	return k, nil
+}
+
+// Revoke revokes the key id as p (see Manage for who may). From the commit on, the
+// key is refused on every request.
+func (s *Service) Revoke(ctx context.Context, p *agentd.Principal, id string) error {
+	k, err := s.Manage(ctx, p, id)
+	if err != nil {
+		return err
+	}
+	at := s.clock.Now().UnixMicro()
+	return s.db.Tx(ctx, func(tx *store.Tx) error {
+		if err := tx.RevokeKey(ctx, k.ID, at); err != nil {
+			return err
+		}
+		tx.OnCommit(func() { s.auth.Evict(k.ID) })
+		return nil
+	})
+}
+
+// List lists the keys of p's organization, or as an operator of the organization
+// org (id or name; "" for p's own).
+func (s *Service) List(ctx context.Context, p *agentd.Principal, org string) ([]*agentd.Key, error) {
+	mine := AuthorityOf(p.Scopes)
+	if mine < AuthorityAdmin {
+		return nil, agentd.Errorf(agentd.EForbidden, "this key lacks the %q scope", agentd.ScopeAdmin)
+	}
+	orgID := p.OrgID
+	if org != "" && org != p.OrgID && org != p.OrgName {
+		if mine < AuthorityOperator {
+			return nil, agentd.Errorf(agentd.EForbidden, "only an operator key can list another organization's keys")
+		}
+		o, err := s.db.Org(ctx, org)
+		if err != nil {
+			return nil, err
+		}
+		orgID = o.ID
+	}
+	keys, err := s.db.Keys(ctx, orgID)
+	if keys == nil && err == nil {
+		keys = []*agentd.Key{}
+	}
+	return keys, err
+}
+
+// Bootstrap makes sure someone can sign in as an operator of org, the default
+// organization. With secret set (AGENTD_BOOTSTRAP_KEY), that key exists: it is
+// created if new, even beside other keys, which is how a lost operator key is
+// replaced; a key that was revoked stays revoked (its secret may have leaked), and
+// note says so. With secret "", on the first start only (no key exists yet), a new
+// operator key is minted and returned as minted, to be shown once.
+func (s *Service) Bootstrap(ctx context.Context, org *agentd.Org, secret string) (minted, note string, err error) {
+	if secret != "" {
+		k, err := s.db.KeyByHash(ctx, Hash(secret))
+		switch {
+		case err == nil && k.Revoked():
+			return "", "AGENTD_BOOTSTRAP_KEY names a key that was revoked; it stays revoked. Set AGENTD_BOOTSTRAP_KEY to a new secret (at least 16 characters) and restart to add a new operator key.", nil
+		case err == nil:
+			return "", "", nil
+		case agentd.ErrorCode(err) != agentd.ENotFound:
+			return "", "", err
+		}
+	} else {
+		n, err := s.db.CountKeys(ctx)
+		if err != nil || n > 0 {
+			return "", "", err
+		}
+		secret = Mint()
+		minted = secret
+	}
+	k := &agentd.Key{
+		ID: agentd.NewID("key"), OrgID: org.ID, OrgName: org.Name, Name: "bootstrap", Prefix: Prefix(secret), Hash: Hash(secret),
+		Scopes: []agentd.Scope{agentd.ScopeOperator}, CreatedAt: s.clock.Now().UTC().Truncate(time.Microsecond),
+	}
+	k.Owner = k.ID
+	if err := s.db.Tx(ctx, func(tx *store.Tx) error { return tx.CreateKey(ctx, k) }); err != nil {
+		return "", "", err
+	}
+	return minted, "", nil
+}
