@@ -24,6 +24,11 @@ const (
 	EInferenceFailed   = "inference_failed"    // 500
 	EUnavailable       = "unavailable"         // 503
 	EInternal          = "internal"            // 500
+
+	// Requests that net/http refuses before any handler runs (api.Listener).
+	EHeaderTooLarge      = "header_too_large"           // 431: the request line and headers exceed the limit
+	ENotImplemented      = "not_implemented"            // 501: a transfer encoding the server does not support
+	EVersionNotSupported = "http_version_not_supported" // 505: a protocol version the server does not speak
 )
 
 // Error is an error meant for the client: Code picks the status, Message is safe to

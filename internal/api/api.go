@@ -118,6 +118,10 @@ var statuses = map[string]int{
 	agentd.EInferenceFailed:   http.StatusInternalServerError,
 	agentd.EUnavailable:       http.StatusServiceUnavailable,
 	agentd.EInternal:          http.StatusInternalServerError,
+
+	agentd.EHeaderTooLarge:      http.StatusRequestHeaderFieldsTooLarge,
+	agentd.ENotImplemented:      http.StatusNotImplemented,
+	agentd.EVersionNotSupported: http.StatusHTTPVersionNotSupported,
 }
 
 // Status returns the HTTP status of an error code.

@@ -110,6 +110,7 @@ func TestStatusTable(t *testing.T) {
 		agentd.EUnauthenticated: 401, agentd.EForbidden: 403, agentd.ENotFound: 404, agentd.EMethodNotAllowed: 405,
 		agentd.EConflict: 409, agentd.ESessionBusy: 409, agentd.EPayloadTooLarge: 413, agentd.EInsufficientQuota: 402,
 		agentd.ERateLimited: 429, agentd.EInferenceFailed: 500, agentd.EUnavailable: 503, agentd.EInternal: 500,
+		agentd.EHeaderTooLarge: 431, agentd.ENotImplemented: 501, agentd.EVersionNotSupported: 505,
 	}
 	for code, status := range want {
 		if got := Status(code); got != status {

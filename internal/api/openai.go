@@ -99,6 +99,12 @@ var openAITypes = map[string]string{
 	agentd.EInferenceFailed:   "server_error",
 	agentd.EUnavailable:       "server_error",
 	agentd.EInternal:          "server_error",
+
+	// api.Listener answers these in agentd's shape whatever the path; listed so
+	// that the table stays complete.
+	agentd.EHeaderTooLarge:      "invalid_request_error",
+	agentd.ENotImplemented:      "invalid_request_error",
+	agentd.EVersionNotSupported: "invalid_request_error",
 }
 
 // openAICodes are the OpenAI error codes that clients match, where agentd's code

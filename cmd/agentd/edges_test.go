@@ -1,0 +1,123 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// rawResponses writes req as it is on a new connection to the server (a Go
+// client would refuse to send most of these) and reads every response until the
+// server closes the connection.
+func rawResponses(t *testing.T, s *testServer, req string) []*http.Response {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", strings.TrimPrefix(s.URL, "http://"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	go c.Write([]byte(req)) // the server stops reading an oversized request
+	br := bufio.NewReader(c)
+	var out []*http.Response
+	for {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return out
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body = io.NopCloser(strings.NewReader(string(b)))
+		out = append(out, resp)
+		if resp.Close {
+			return out
+		}
+	}
+}
+
+// apiError checks that resp is an error in the API's shape: the status, JSON with
+// a correct length, the code, and a detail containing detail.
+func apiError(t *testing.T, resp *http.Response, status int, code, detail string) {
+	t.Helper()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != status {
+		t.Errorf("status %d, want %d: %s", resp.StatusCode, status, b)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type %q: %q", ct, b)
+	}
+	if cl := resp.Header.Get("Content-Length"); cl != "" && cl != strconv.Itoa(len(b)) {
+		t.Errorf("Content-Length %s for %d bytes", cl, len(b))
+	}
+	var e struct {
+		Detail string `json:"detail"`
+		Code   string `json:"code"`
+	}
+	if err := json.Unmarshal(b, &e); err != nil {
+		t.Fatalf("body %q is not JSON: %v", b, err)
+	}
+	if e.Code != code || !strings.Contains(e.Detail, detail) {
+		t.Errorf("body %s: want code %q, detail with %q", b, code, detail)
+	}
+}
+
+// TestMalformedRequests: what net/http refuses before any handler runs (headers
+// over the limit, malformed request lines and headers, transfer encodings and
+// protocol versions it does not support) is answered in the API's error shape
+// with net/http's status, and the connection is closed.
+func TestMalformedRequests(t *testing.T) {
+	s := startServer(t, "", nil)
+	run := "POST /api/v3/agents/run-agents/bot/run HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+	// serve.go's MaxHeaderBytes is 64 KiB; net/http allows 4096 bytes beyond it.
+	big := strings.Repeat("a", 64<<10+4096+1024)
+	for _, tc := range []struct {
+		name, req string
+		status    int
+		code      string
+		detail    string
+	}{
+		{"oversized header", run + "X-Big: " + big + "\r\n\r\n{}", 431, "header_too_large", "too large"},
+		{"oversized header under /v1", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Big: " + big + "\r\n\r\n", 431, "header_too_large", "too large"},
+		{"control character in a header value", run + "X-Session-ID: a\x01b\r\n\r\n{}", 400, "bad_request", "malformed request"},
+		{"control character under /v1", "GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \x01\r\n\r\n", 400, "bad_request", "malformed request"},
+		{"space in a header name", run + "X Session: a\r\n\r\n{}", 400, "bad_request", "invalid header name"},
+		{"bad method", "P@ST /api/v3/agents HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request", "malformed request"},
+		{"space in the path", "GET /api/v3/agents/a b HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request", "malformed request"},
+		{"missing Host", "GET /healthz HTTP/1.1\r\n\r\n", 400, "bad_request", "missing required Host header"},
+		{"malformed Host", "GET /healthz HTTP/1.1\r\nHost: a/b c\r\n\r\n", 400, "bad_request", "malformed Host header"},
+		{"unsupported transfer encoding", run[:strings.Index(run, "Content-Length")] + "Transfer-Encoding: gzip\r\n\r\n{}", 501, "not_implemented", "transfer encoding"},
+		{"unsupported protocol version", "GET /healthz HTTP/3.0\r\nHost: x\r\n\r\n", 505, "http_version_not_supported", "protocol version"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rs := rawResponses(t, s, tc.req)
+			if len(rs) != 1 {
+				t.Fatalf("%d responses, want 1", len(rs))
+			}
+			if !rs[0].Close {
+				t.Errorf("connection not closed")
+			}
+			apiError(t, rs[0], tc.status, tc.code, tc.detail)
+		})
+	}
+	// A good request, then a bad one on the same connection: the first answer is
+	// the server's own, the second is rewritten.
+	rs := rawResponses(t, s, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nX-A: \x7f\r\n\r\n")
+	if len(rs) != 2 {
+		t.Fatalf("%d responses, want 2", len(rs))
+	}
+	if b, _ := io.ReadAll(rs[0].Body); rs[0].StatusCode != 200 || !strings.Contains(string(b), `"ok"`) || rs[0].Header.Get("Date") == "" {
+		t.Errorf("healthz on the same connection: %d %s", rs[0].StatusCode, b)
+	}
+	apiError(t, rs[1], 400, "bad_request", "malformed request")
+	// The server still serves.
+	resp, err := http.Get(s.URL + "/healthz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("healthz after: %v %v", resp, err)
+	}
+	resp.Body.Close()
+}
