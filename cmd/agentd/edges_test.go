@@ -121,3 +121,71 @@ func TestMalformedRequests(t *testing.T) {
 	}
 	resp.Body.Close()
 }
+
+// noRedirects is a client that returns redirects instead of following them.
+var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+// TestUncleanPaths: a path with an empty, "." or ".." segment is a 404 saying so
+// (in OpenAI's envelope under /v1), never a redirect; trailing slashes and
+// percent-encoded segments work as before.
+func TestUncleanPaths(t *testing.T) {
+	s := startServer(t, "", nil)
+	ctx := t.Context()
+	if _, err := s.client(s.Key).CreateAgent(ctx, supportBot()); err != nil {
+		t.Fatal(err)
+	}
+	do := func(method, path, body string) (*http.Response, string) {
+		t.Helper()
+		req, err := http.NewRequest(method, s.URL+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+s.Key)
+		resp, err := noRedirects.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.Header.Get("Location") != "" {
+			t.Errorf("%s %s redirects to %s", method, path, resp.Header.Get("Location"))
+		}
+		return resp, string(b)
+	}
+	run := `{"message":"how do i reset my password"}`
+	for _, tc := range []struct{ method, path, body string }{
+		{"GET", "/api/v3//agents", ""},
+		{"GET", "/api/v3/agents/../keys", ""},
+		{"GET", "/api/v3/./agents", ""},
+		{"GET", "//healthz", ""},
+		{"GET", "/api/v3/agents/%2e%2e/keys", ""},
+		{"POST", "/api/v3/agents/run-agents//support_bot/run", run},
+		{"POST", "/api/v3/agents/run-agents/x/../support_bot/run/", run},
+	} {
+		resp, b := do(tc.method, tc.path, tc.body)
+		apiError(t, &http.Response{StatusCode: resp.StatusCode, Header: resp.Header, Body: io.NopCloser(strings.NewReader(b))}, 404, "not_found", "not canonical")
+	}
+	for _, path := range []string{"/v1//chat/completions", "/v1/./chat/completions", "/v1/x/../chat/completions"} {
+		resp, b := do("POST", path, `{"model":"agent/support_bot","messages":[{"role":"user","content":"hi"}]}`)
+		var e struct {
+			Error struct{ Message, Type, Code string }
+		}
+		if err := json.Unmarshal([]byte(b), &e); err != nil || resp.StatusCode != 404 || e.Error.Code != "not_found" ||
+			e.Error.Type != "not_found_error" || !strings.Contains(e.Error.Message, "not canonical") {
+			t.Errorf("POST %s: %d %s", path, resp.StatusCode, b)
+		}
+	}
+	// Trailing slashes and escapes work as before: %5F is "_", and %2F is a slash
+	// inside the agent-name segment (no such agent), not a path separator.
+	for _, path := range []string{"/api/v3/agents/run-agents/support_bot/run/", "/api/v3/agents/run-agents/support%5Fbot/run", "/api/v3/agents/run-agents/support%5Fbot/run//"} {
+		if resp, b := do("POST", path, run); resp.StatusCode != 200 || !strings.Contains(b, "Reset password") {
+			t.Errorf("POST %s: %d %s", path, resp.StatusCode, b)
+		}
+	}
+	for _, path := range []string{"/api/v3/agents/run-agents/support%2Fbot/run", "/api/v3/agents/run-agents/support%2Fbot/run/"} {
+		resp, b := do("POST", path, run)
+		if resp.StatusCode != 404 || strings.Contains(b, "not canonical") || strings.Contains(b, "no route") {
+			t.Errorf("POST %s: %d %s", path, resp.StatusCode, b)
+		}
+	}
+}
