@@ -189,3 +189,65 @@ func TestUncleanPaths(t *testing.T) {
 		}
 	}
 }
+
+// TestInvalidUTF8: a body that is not valid UTF-8, or has an unpaired surrogate
+// escape in a string, is refused (422 in FastAPI's shape; 400 in OpenAI's
+// envelope on its routes) instead of being decoded with U+FFFD in its place,
+// and nothing runs.
+func TestInvalidUTF8(t *testing.T) {
+	s := startServer(t, "", nil)
+	ctx := t.Context()
+	if _, err := s.client(s.Key).CreateAgent(ctx, supportBot()); err != nil {
+		t.Fatal(err)
+	}
+	post := func(path, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", s.URL+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+s.Key)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	run := "/api/v3/agents/run-agents/support_bot/run"
+	for name, body := range map[string]string{
+		"invalid byte":        "{\"message\":\"reset my password \xff\"}",
+		"overlong encoding":   "{\"message\":\"\xc0\xaf\"}",
+		"encoded surrogate":   "{\"message\":\"\xed\xa0\x80\"}",
+		"lone high surrogate": `{"message":"reset my password \ud800"}`,
+		"lone low surrogate":  `{"message":"\udc00 reset"}`,
+		"surrogate in a key":  `{"message":"hi","\ud800":1}`,
+		"streamed, lone high": `{"message":"\ud83d","stream":true}`,
+	} {
+		code, b := post(run, body)
+		var e struct {
+			Detail []struct {
+				Loc  []any  `json:"loc"`
+				Msg  string `json:"msg"`
+				Type string `json:"type"`
+			} `json:"detail"`
+			Code string `json:"code"`
+		}
+		if err := json.Unmarshal([]byte(b), &e); err != nil || code != 422 || e.Code != "invalid" || len(e.Detail) != 1 ||
+			len(e.Detail[0].Loc) == 0 || e.Detail[0].Loc[0] != "body" || e.Detail[0].Type != "json_invalid" {
+			t.Errorf("%s: %d %s", name, code, b)
+		}
+	}
+	// OpenAI's routes: their 400, the same cause.
+	code, b := post("/v1/chat/completions", `{"model":"agent/support_bot","messages":[{"role":"user","content":"hi \udfff"}]}`)
+	if code != 400 || !strings.Contains(b, `"error":{`) || !strings.Contains(b, "surrogate") || !strings.Contains(b, `"type":"invalid_request_error"`) {
+		t.Errorf("chat with a lone surrogate: %d %s", code, b)
+	}
+	checkLedger(t, s, "default", 0, 0)
+	// Valid pairs and an escaped backslash before "ud800" are text, and run.
+	for _, body := range []string{`{"message":"how do i reset my password \ud83d\ude42"}`, `{"message":"how do i reset my password \\ud800"}`} {
+		if code, b := post(run, body); code != 200 || !strings.Contains(b, "Reset password") {
+			t.Errorf("%s: %d %s", body, code, b)
+		}
+	}
+	checkLedger(t, s, "default", 2, 0)
+}
