@@ -2,7 +2,10 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/csv"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -10,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agentd/agentd/client"
 )
 
 // rawResponses writes req as it is on a new connection to the server (a Go
@@ -250,4 +255,96 @@ func TestInvalidUTF8(t *testing.T) {
 		}
 	}
 	checkLedger(t, s, "default", 2, 0)
+}
+
+// TestUsageCSVFormulaInjection: text a caller controls (a key's owner, a session
+// id) that a spreadsheet would run as a formula is exported with a leading
+// quote; the numbers stay numbers, and the JSON records stay as they are.
+func TestUsageCSVFormulaInjection(t *testing.T) {
+	s := startServer(t, "models:\n  - {id: metered, provider: offline, price: {input: 1000, output: 1000}}\n", nil)
+	ctx := t.Context()
+	op := s.client(s.Key)
+	if _, err := op.GrantCredits(ctx, "default", 10); err != nil {
+		t.Fatal(err)
+	}
+	bot := supportBot()
+	bot.Model = client.Ptr("metered")
+	if _, err := op.CreateAgent(ctx, bot); err != nil {
+		t.Fatal(err)
+	}
+	const owner = `=HYPERLINK("http://x")`
+	k, err := op.CreateKey(ctx, client.KeySpec{Name: "formula", Owner: owner, Scopes: []string{"run"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1, err := s.client(k.Secret).Run(ctx, "support_bot", "how do i reset my password", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := op.Run(ctx, "support_bot", "what are your opening hours", "-cmd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := op.UsageCSV(ctx, client.UsageFilter{}, &buf); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(&buf).ReadAll()
+	if err != nil || len(rows) != 3 {
+		t.Fatalf("CSV: %d rows, %v", len(rows), err)
+	}
+	col := map[string]int{}
+	for i, name := range rows[0] {
+		col[name] = i
+	}
+	page, err := op.UsageRecords(ctx, client.UsageFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	records := map[string]client.UsageRecord{}
+	for _, rec := range page.Data {
+		records[rec.RunID] = rec
+	}
+	byRun := map[string][]string{}
+	for _, row := range rows[1:] {
+		byRun[row[col["run_id"]]] = row
+	}
+	for _, tc := range []struct {
+		res            *client.RunResult
+		owner, session string
+	}{
+		{r1, "'" + owner, ""},
+		{r2, "", "'-cmd"},
+	} {
+		row, rec := byRun[tc.res.RunID], records[tc.res.RunID]
+		if row == nil || rec.RunID == "" {
+			t.Fatalf("run %s: CSV row %v, record %+v", tc.res.RunID, row, rec)
+		}
+		if tc.owner != "" && row[col["owner"]] != tc.owner {
+			t.Errorf("owner cell %q, want %q", row[col["owner"]], tc.owner)
+		}
+		if tc.session != "" && row[col["session_id"]] != tc.session {
+			t.Errorf("session cell %q, want %q", row[col["session_id"]], tc.session)
+		}
+		for name, want := range map[string]string{
+			"input_tokens": strconv.Itoa(tc.res.Usage.InputTokens), "output_tokens": strconv.Itoa(tc.res.Usage.OutputTokens),
+			"total_tokens": strconv.Itoa(tc.res.Usage.TotalTokens), "agent_version": "1",
+			"cost": fmt.Sprintf("%.6f", rec.Cost), "latency_ms": strconv.FormatInt(rec.LatencyMS, 10),
+			"key_id": rec.KeyID, "agent_name": "support_bot", "model": "metered", "outcome": "ok",
+		} {
+			if got := row[col[name]]; got != want {
+				t.Errorf("%s cell %q, want %q", name, got, want)
+			}
+		}
+		if rec.Cost <= 0 {
+			t.Errorf("record cost %v: the test needs a priced run", rec.Cost)
+		}
+	}
+	// JSON is not a spreadsheet: the values are as they were given.
+	if got := records[r1.RunID].Owner; got != owner {
+		t.Errorf("JSON owner %q", got)
+	}
+	if got := records[r2.RunID].SessionID; got == nil || *got != "-cmd" {
+		t.Errorf("JSON session id %v", got)
+	}
 }
