@@ -348,3 +348,88 @@ func TestUsageCSVFormulaInjection(t *testing.T) {
 		t.Errorf("JSON session id %v", got)
 	}
 }
+
+// TestStreamedIdempotentReplay: a streamed run repeated with its Idempotency-Key
+// is a replay, marked Idempotent-Replayed: true as the unstreamed one is, with
+// the same run id, the stored reply, and no new ledger row or charge.
+func TestStreamedIdempotentReplay(t *testing.T) {
+	s := startServer(t, "models:\n  - {id: metered, provider: offline, price: {input: 1000, output: 1000}}\n", nil)
+	ctx := t.Context()
+	op := s.client(s.Key)
+	if _, err := op.GrantCredits(ctx, "default", 10); err != nil {
+		t.Fatal(err)
+	}
+	bot := supportBot()
+	bot.Model = client.Ptr("metered")
+	if _, err := op.CreateAgent(ctx, bot); err != nil {
+		t.Fatal(err)
+	}
+	stream := func() (http.Header, string, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", s.URL+"/api/v3/agents/run-agents/support_bot/run",
+			strings.NewReader(`{"message":"how do i reset my password","stream":true}`))
+		req.Header.Set("Authorization", "Bearer "+s.Key)
+		req.Header.Set("Idempotency-Key", "stream-order-1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+			t.Fatalf("stream: %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+		var text strings.Builder
+		var done map[string]any
+		event := ""
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			line := sc.Text()
+			if name, ok := strings.CutPrefix(line, "event: "); ok {
+				event = name
+				continue
+			}
+			data, ok := strings.CutPrefix(line, "data: ")
+			if !ok {
+				continue
+			}
+			switch event {
+			case "delta":
+				var d struct{ Text string }
+				json.Unmarshal([]byte(data), &d)
+				text.WriteString(d.Text)
+			case "done":
+				if err := json.Unmarshal([]byte(data), &done); err != nil {
+					t.Fatalf("done event %q: %v", data, err)
+				}
+			}
+			event = ""
+		}
+		if done == nil {
+			t.Fatal("no done event")
+		}
+		return resp.Header, text.String(), done
+	}
+	h1, text1, done1 := stream()
+	before, err := op.Billing(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, _ := ledger(t, s)
+	h2, text2, done2 := stream()
+	if h1.Get("Idempotent-Replayed") != "" || h2.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("Idempotent-Replayed: %q, then %q", h1.Get("Idempotent-Replayed"), h2.Get("Idempotent-Replayed"))
+	}
+	if done1["run_id"] == nil || done2["run_id"] != done1["run_id"] || text2 != text1 || done2["response"] != done1["response"] {
+		t.Errorf("replay: run %v %q, original: run %v %q", done2["run_id"], text2, done1["run_id"], text1)
+	}
+	after, err := op.Billing(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Balance != before.Balance || after.Held != 0 {
+		t.Errorf("the replay charged: balance %v then %v, held %v", before.Balance, after.Balance, after.Held)
+	}
+	if again, _ := ledger(t, s); len(again) != len(rows) || len(rows) != 1 {
+		t.Errorf("ledger rows: %d after the run, %d after the replay", len(rows), len(again))
+	}
+}
