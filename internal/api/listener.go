@@ -34,8 +34,10 @@ import (
 const plainErrorHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
 
 // Listener wraps ln so that the answers net/http writes itself, before any
-// handler runs, are JSON in the API's error shape. It must wrap the raw
-// listener, beneath any TLS (where it would see only ciphertext).
+// handler runs, are JSON in the API's error shape. It is for plain-TCP
+// listeners (serve has no TLS): beneath TLS it would see only ciphertext and
+// change nothing, and above it net/http would no longer see a *tls.Conn (no
+// handshake timeout, no HTTP/2 by ALPN).
 func Listener(ln net.Listener) net.Listener { return &jsonErrorListener{ln} }
 
 type jsonErrorListener struct{ net.Listener }
