@@ -73,15 +73,15 @@ func (c *jsonErrorConn) CloseWrite() error {
 	return nil
 }
 
-// transportErrors are the statuses net/http answers on its own, with the code
-// and message agentd gives each. A status not listed here is passed through.
-var transportErrors = map[int]struct{ code, msg string }{
+// transportErrors are the statuses net/http answers on its own, with the error
+// agentd gives each. A status not listed here is passed through.
+var transportErrors = map[int]*agentd.Error{
 	// net/http gives a reason for some 400s (an invalid header name, Host header)
 	// and none for the rest (the request line, a control character in a header).
-	400: {agentd.EBadRequest, "malformed request: the request line or a header is not valid HTTP/1.1"},
-	431: {agentd.EHeaderTooLarge, "request header fields too large: the request line and headers exceed the server's limit"},
-	501: {agentd.ENotImplemented, "unsupported transfer encoding"},
-	505: {agentd.EVersionNotSupported, "unsupported protocol version: use HTTP/1.1 (or HTTP/1.0)"},
+	400: {Code: agentd.EBadRequest, Message: "malformed request: the request line or a header is not valid HTTP/1.1"},
+	431: {Code: agentd.EHeaderTooLarge, Message: "request header fields too large: the request line and headers exceed the server's limit"},
+	501: {Code: agentd.ENotImplemented, Message: "unsupported transfer encoding"},
+	505: {Code: agentd.EVersionNotSupported, Message: "unsupported protocol version: use HTTP/1.1 (or HTTP/1.0)"},
 }
 
 // rewriteTransportError returns the JSON answer replacing p when p is one of
@@ -107,15 +107,15 @@ func rewriteTransportError(p []byte) ([]byte, bool) {
 	if !known || !(bytes.Equal(body, line) || status == 501 && string(body) == "Unsupported transfer encoding") {
 		return nil, false
 	}
-	msg := te.msg
+	msg := te.Message
 	// "400 Bad Request: invalid header name": the reason net/http gives.
 	if _, reason, ok := bytes.Cut(line, []byte(": ")); ok && status == 400 {
 		msg = "malformed request: " + string(reason)
 	}
-	if Status(te.code) != status {
+	if Status(te.Code) != status {
 		return nil, false // the status table and this one disagree; keep net/http's answer
 	}
-	js, err := json.Marshal(map[string]string{"detail": msg, "code": te.code})
+	js, err := json.Marshal(map[string]any{"detail": msg, "code": te.Code})
 	if err != nil {
 		return nil, false
 	}

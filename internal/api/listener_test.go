@@ -194,3 +194,13 @@ func TestTransportErrorsCoverNetHTTP(t *testing.T) {
 		t.Errorf("net/http writes its own answers in %d places, this test knows 4", n)
 	}
 }
+
+// TestTransportErrorStatuses: each rewritten answer keeps net/http's status, and
+// the status table gives its code that status.
+func TestTransportErrorStatuses(t *testing.T) {
+	for status, e := range transportErrors {
+		if got := Status(e.Code); got != status {
+			t.Errorf("net/http's %d is answered with code %q, whose status is %d", status, e.Code, got)
+		}
+	}
+}
