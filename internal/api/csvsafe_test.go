@@ -1,11 +1,6 @@
 package api
 
-import (
-	"strings"
-	"testing"
-
-	"github.com/agentd/agentd/internal/store"
-)
+import "testing"
 
 func TestCSVText(t *testing.T) {
 	for in, want := range map[string]string{
@@ -28,27 +23,20 @@ func TestCSVText(t *testing.T) {
 	}
 }
 
-// TestCSVRecordEscapesText: every text column is escaped, no number is.
-func TestCSVRecordEscapesText(t *testing.T) {
-	r := &store.Run{ID: "run-1", Created: 1_700_000_000_000_000, OrgID: "org-1", KeyID: "=key", Owner: "=owner",
-		AgentID: "agent-1", AgentName: "+agent", AgentVersion: 3, SessionID: "-session", ModelRequested: "@requested",
-		Model: "\tmodel", InputTokens: 12, OutputTokens: 5, UsageSource: "=source", Cost: -1_500_000, LatencyMS: 42,
-		Outcome: "\routcome", ErrorCode: "-error"}
+// TestEscapeCSVText: the text columns are escaped, the others (ids, times and
+// numbers agentd formats itself) are not. The export's own test, through the
+// server, checks csvRecord's cells.
+func TestEscapeCSVText(t *testing.T) {
 	row := make([]string, len(csvColumns))
-	csvRecord(row, r)
-	text := map[int]bool{}
-	for _, i := range csvTextColumns {
-		text[i] = true
-		if !strings.HasPrefix(row[i], "'") {
-			t.Errorf("column %s = %q, not escaped", csvColumns[i], row[i])
-		}
+	for i := range row {
+		row[i] = "-1"
 	}
+	escapeCSVText(row)
+	text := map[string]bool{"key_id": true, "owner": true, "agent_name": true, "session_id": true, "model_requested": true,
+		"model": true, "usage_source": true, "outcome": true, "error_code": true}
 	for i, name := range csvColumns {
-		if !text[i] && strings.HasPrefix(row[i], "'") {
-			t.Errorf("column %s = %q, escaped", name, row[i])
+		if want := map[bool]string{true: "'-1", false: "-1"}[text[name]]; row[i] != want {
+			t.Errorf("column %s = %q, want %q", name, row[i], want)
 		}
-	}
-	if row[11] != "12" || row[12] != "5" || row[13] != "17" || row[15] != "-1.500000" || row[16] != "42" || row[7] != "3" {
-		t.Errorf("numbers changed: %q", row)
 	}
 }
