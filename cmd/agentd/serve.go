@@ -134,11 +134,12 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 2)
-	go func() { errc <- hs.Serve(ln) }()
+	// api.Listener: what net/http answers itself (431, malformed requests) is JSON too.
+	go func() { errc <- hs.Serve(api.Listener(ln)) }()
 	if admin != nil {
 		fmt.Fprintf(stdout, "agentd admin listening on http://%s/debug/pprof/\n", admin.ln.Addr())
 		go func() {
-			if err := admin.Serve(admin.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := admin.Serve(api.Listener(admin.ln)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- err
 			}
 		}()

@@ -59,17 +59,14 @@ func (s *Server) keepAlive() time.Duration {
 }
 
 // Handler returns the root handler: every route, with trailing slashes accepted
-// (no redirect: a 307 on POST breaks naive clients).
+// and unclean paths refused (no redirect: a 307 on POST breaks naive clients).
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	s.routes(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if p := r.URL.Path; len(p) > 1 && strings.HasSuffix(p, "/") {
-			r.URL.Path = strings.TrimRight(p, "/")
-			if r.URL.Path == "" {
-				r.URL.Path = "/"
-			}
-			r.URL.RawPath = ""
+		trimTrailingSlashes(r.URL)
+		if s.refuseUncleanPath(w, r) { // 404, where ServeMux would redirect (paths.go)
+			return
 		}
 		if _, pattern := mux.Handler(r); pattern == "" {
 			s.writeError(w, r, noRoute(mux, r))

@@ -33,6 +33,9 @@ func decodeJSON(data []byte, v any) error {
 	if len(strings.TrimSpace(string(data))) == 0 {
 		return agentd.Invalid("Field required", "missing", "body")
 	}
+	if err := checkJSONText(data); err != nil { // what json.Unmarshal would replace with U+FFFD
+		return err
+	}
 	err := json.Unmarshal(data, v)
 	if err == nil {
 		return nil

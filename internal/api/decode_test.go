@@ -74,7 +74,8 @@ func locStrings(loc []any) []string {
 // FuzzDecodeRun: any body and session header either decodes to a valid message or
 // fails with a client error; never a panic, never an internal error.
 func FuzzDecodeRun(f *testing.F) {
-	for _, seed := range []string{`{"message":"hi"}`, `{"message":""}`, `{}`, `[]`, `{"message":1}`, `{"message":"\u0000"}`, "\xff", `{"message":"a","message":"b"}`} {
+	for _, seed := range []string{`{"message":"hi"}`, `{"message":""}`, `{}`, `[]`, `{"message":1}`, `{"message":"\u0000"}`, "\xff", `{"message":"a","message":"b"}`,
+		`{"message":"\ud83d\ude42"}`, `{"message":"\ud800"}`, `{"message":"\\ud800"}`, "{\"message\":\"\xc0\xaf\"}"} {
 		f.Add([]byte(seed), "sess-1")
 	}
 	s := &Server{MaxBodyBytes: 4096, MaxMessageChars: 64}
@@ -97,6 +98,10 @@ func FuzzDecodeRun(f *testing.F) {
 		if msg == "" || !utf8.ValidString(msg) || utf8.RuneCountInString(msg) > s.MaxMessageChars {
 			t.Fatalf("accepted invalid message %q", msg)
 		}
+		if !utf8.Valid(body) {
+			t.Fatalf("accepted a body that is not UTF-8: %q", body)
+		}
+		noSilentReplacement(t, body, msg)
 		if sid != "" && !sessionIDPattern.MatchString(sid) {
 			t.Fatalf("accepted invalid session id %q", sid)
 		}

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/internal/llm"
@@ -349,6 +350,7 @@ func FuzzChatRequest(f *testing.F) {
 		`{"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}],"n":2}`,
 		`{"model":"m","messages":[{"role":"user","content":null}],"tools":[],"max_tokens":0}`,
 		`{"model":"agent/","messages":"hi"}`, `[]`, `{}`, "\xff", `{"messages":[{"content":" \"x"}]}`,
+		`{"model":"m","messages":[{"role":"user","content":"\udc00"}]}`, `{"model":"m\ud83d\ude42","messages":[{"role":"user","content":"\\ud800"}]}`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -371,5 +373,13 @@ func FuzzChatRequest(f *testing.F) {
 		if c.model == "" || len(c.messages) == 0 || c.messages[len(c.messages)-1].Role != llm.RoleUser {
 			t.Fatalf("accepted %q as %+v", body, c)
 		}
+		if !utf8.Valid(body) {
+			t.Fatalf("accepted a body that is not UTF-8: %q", body)
+		}
+		decoded := []string{c.model}
+		for _, m := range c.messages {
+			decoded = append(decoded, m.Content)
+		}
+		noSilentReplacement(t, body, decoded...)
 	})
 }

@@ -190,8 +190,16 @@ func (s *Server) runStream(w http.ResponseWriter, r *http.Request, req *run.Requ
 		st.event("", []byte("[DONE]"))
 		return nil
 	}
-	if res.Replayed && res.Response != "" {
-		delta(res.Response) // a replay has no live pieces: the stored reply is one
+	if res.Replayed {
+		// Before the first byte, as without a stream. What is left is written at
+		// once: no keep-alive may start the response (or touch its headers) now.
+		st.close()
+		if !st.Started() {
+			w.Header().Set("Idempotent-Replayed", "true")
+		}
+		if res.Response != "" {
+			delta(res.Response) // a replay has no live pieces: the stored reply is one
+		}
 	}
 	b, err := json.Marshal(toRunResponse(res))
 	if err != nil {

@@ -208,6 +208,7 @@ func csvRecord(row []string, r *agentd.LedgerRow) {
 	row[11], row[12] = strconv.Itoa(r.InputTokens), strconv.Itoa(r.OutputTokens)
 	row[13], row[14] = strconv.Itoa(r.InputTokens+r.OutputTokens), r.UsageSource
 	row[15], row[16], row[17], row[18] = credits6(r.Cost), strconv.FormatInt(r.LatencyMS, 10), string(r.Outcome), r.ErrorCode
+	escapeCSVText(row) // no text cell is a formula (csvsafe.go)
 }
 
 // credits6 formats m in credits with exactly six decimals.
