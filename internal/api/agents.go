@@ -162,7 +162,9 @@ func (s *Server) createAgent(w http.ResponseWriter, r *http.Request, p *agentd.P
 const (
 	// agentPage is how many agents a streamed listing reads at a time: with agents
 	// of up to agents.max_bytes each, a listing holds at most this many in memory.
-	agentPage        = 8
+	agentPage = 8
+	// refPage is how many agents' names /v1/models reads at a time.
+	refPage          = 500
 	defaultAgentPage = 50
 	maxAgentPage     = 200
 )

@@ -730,7 +730,7 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request, p *agentd.Pr
 		owner = "agentd"
 	}
 	for cursor := ""; ; {
-		refs, next, err := s.Agents.Refs(r.Context(), p, false, cursor, agentPage)
+		refs, next, err := s.Agents.Refs(r.Context(), p, false, cursor, refPage)
 		if err != nil {
 			return err
 		}
