@@ -21,6 +21,7 @@ import (
 type testServer struct {
 	URL    string
 	Key    string // the bootstrap operator key
+	Banner string // what the server printed before it listened (a minted key, if any)
 	dbPath string
 	cancel context.CancelFunc
 	done   chan error
@@ -53,7 +54,17 @@ func startServer(t testing.TB, config string, env map[string]string) *testServer
 // callback); nil hooks run it exactly as main does.
 func startServerWith(t testing.TB, config string, env map[string]string, hooks *serveHooks) *testServer {
 	t.Helper()
-	dir := t.TempDir()
+	return startServerIn(t, t.TempDir(), config, env, hooks, nil)
+}
+
+// startServerIn is startServerWith on the database dir/agentd.db, which may already
+// exist: stopping one server and starting another on the same dir is a real
+// restart. stderr, when not nil, receives the server's log.
+func startServerIn(t testing.TB, dir, config string, env map[string]string, hooks *serveHooks, stderr io.Writer) *testServer {
+	t.Helper()
+	if stderr == nil {
+		stderr = io.Discard
+	}
 	args := []string{"serve", "--addr", "127.0.0.1:0", "--db", "sqlite:" + filepath.Join(dir, "agentd.db")}
 	if config != "" {
 		f := filepath.Join(dir, "agentd.yaml")
@@ -77,20 +88,23 @@ func startServerWith(t testing.TB, config string, env map[string]string, hooks *
 	go func() {
 		var err error
 		if hooks == nil {
-			err = run(ctx, args, getenv, strings.NewReader(""), pw, io.Discard)
+			err = run(ctx, args, getenv, strings.NewReader(""), pw, stderr)
 		} else {
-			err = serve(ctx, args[1:], getenv, pw, io.Discard, hooks)
+			err = serve(ctx, args[1:], getenv, pw, stderr, hooks)
 		}
 		pw.CloseWithError(fmt.Errorf("server exited: %v", err))
 		s.done <- err
 	}()
 	sc := bufio.NewScanner(pr)
+	var banner strings.Builder
 	for sc.Scan() {
 		if u, ok := strings.CutPrefix(sc.Text(), "agentd listening on "); ok {
 			s.URL = u
 			break
 		}
+		banner.WriteString(sc.Text() + "\n")
 	}
+	s.Banner = banner.String()
 	if s.URL == "" {
 		cancel()
 		t.Fatalf("server did not start: %v", sc.Err())
