@@ -130,7 +130,7 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, p *agentd.Pri
 	if err := s.decode(w, r, &req); err != nil {
 		return err
 	}
-	k, err := s.Keys.Manage(r.Context(), p, r.PathValue("id"))
+	k, err := s.Keys.Manage(r.Context(), p, r.PathValue("id"), auth.Budget)
 	if err != nil {
 		return err
 	}

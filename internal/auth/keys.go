@@ -142,11 +142,25 @@ func (s *Service) Mint(ctx context.Context, p *agentd.Principal, spec KeySpec) (
 	return k, secret, nil
 }
 
-// Manage returns the key named id if p may change it: a key of p's organization (any
-// organization for an operator) whose authority is not above p's. Another
-// organization's key is ENotFound, as if it did not exist; one above p's authority
+// Action is what a key does to another.
+type Action int
+
+// Actions on keys.
+const (
+	// Revoke: a key of p's authority or below (an admin may revoke a fellow admin,
+	// or itself).
+	Revoke Action = iota
+	// Budget: a key strictly below p's authority, or any key for an operator: a
+	// budget is set by someone the key answers to, so no key lifts its own limit
+	// or a peer's.
+	Budget
+)
+
+// Manage returns the key named id if p may do act to it: a key of p's organization
+// (any organization for an operator) within p's authority for act. Another
+// organization's key is ENotFound, as if it did not exist; one beyond p's authority
 // is EForbidden.
-func (s *Service) Manage(ctx context.Context, p *agentd.Principal, id string) (*agentd.Key, error) {
+func (s *Service) Manage(ctx context.Context, p *agentd.Principal, id string, act Action) (*agentd.Key, error) {
 	mine := AuthorityOf(p.Scopes)
 	if mine < AuthorityAdmin {
 		return nil, agentd.Errorf(agentd.EForbidden, "this key lacks the %q scope", agentd.ScopeAdmin)
@@ -158,8 +172,12 @@ func (s *Service) Manage(ctx context.Context, p *agentd.Principal, id string) (*
 	if k.OrgID != p.OrgID && mine < AuthorityOperator {
 		return nil, agentd.Errorf(agentd.ENotFound, "key %q not found", id)
 	}
-	if AuthorityOf(k.Scopes) > mine {
+	theirs := AuthorityOf(k.Scopes)
+	if theirs > mine {
 		return nil, agentd.Errorf(agentd.EForbidden, "key %q has more authority than this key; only an operator key can change it", id)
+	}
+	if act == Budget && theirs == mine && mine < AuthorityOperator {
+		return nil, agentd.Errorf(agentd.EForbidden, "key %q has as much authority as this key; its budget is set by a key above it", id)
 	}
 	return k, nil
 }
@@ -167,7 +185,7 @@ func (s *Service) Manage(ctx context.Context, p *agentd.Principal, id string) (*
 // Revoke revokes the key id as p (see Manage for who may). From the commit on, the
 // key is refused on every request.
 func (s *Service) Revoke(ctx context.Context, p *agentd.Principal, id string) error {
-	k, err := s.Manage(ctx, p, id)
+	k, err := s.Manage(ctx, p, id, Revoke)
 	if err != nil {
 		return err
 	}

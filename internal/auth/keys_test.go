@@ -52,12 +52,15 @@ func TestAuthorityIsAStrictOrder(t *testing.T) {
 		want agentd.Code
 	}{
 		{"admin revokes the operator", func() error { return svc.Revoke(ctx, admin, operator.KeyID) }, agentd.EForbidden},
-		{"admin re-budgets the operator", func() error { _, err := svc.Manage(ctx, admin, operator.KeyID); return err }, agentd.EForbidden},
-		{"admin manages a run key", func() error { _, err := svc.Manage(ctx, admin, runner.KeyID); return err }, ""},
-		{"admin manages another admin", func() error { _, err := svc.Manage(ctx, admin, peer.KeyID); return err }, ""},
-		{"a run key manages nothing", func() error { _, err := svc.Manage(ctx, runner, runner.KeyID); return err }, agentd.EForbidden},
+		{"admin re-budgets the operator", func() error { _, err := svc.Manage(ctx, admin, operator.KeyID, auth.Budget); return err }, agentd.EForbidden},
+		{"admin budgets a run key", func() error { _, err := svc.Manage(ctx, admin, runner.KeyID, auth.Budget); return err }, ""},
+		{"admin revokes a fellow admin", func() error { _, err := svc.Manage(ctx, admin, peer.KeyID, auth.Revoke); return err }, ""},
+		{"admin lifts a fellow admin's budget", func() error { _, err := svc.Manage(ctx, admin, peer.KeyID, auth.Budget); return err }, agentd.EForbidden},
+		{"admin lifts its own budget", func() error { _, err := svc.Manage(ctx, admin, admin.KeyID, auth.Budget); return err }, agentd.EForbidden},
+		{"an operator budgets an operator", func() error { _, err := svc.Manage(ctx, operator, operator.KeyID, auth.Budget); return err }, ""},
+		{"a run key manages nothing", func() error { _, err := svc.Manage(ctx, runner, runner.KeyID, auth.Revoke); return err }, agentd.EForbidden},
 		{"another organization's admin", func() error { return svc.Revoke(ctx, foreign, runner.KeyID) }, agentd.ENotFound},
-		{"an operator reaches every organization", func() error { _, err := svc.Manage(ctx, operator, foreign.KeyID); return err }, ""},
+		{"an operator reaches every organization", func() error { _, err := svc.Manage(ctx, operator, foreign.KeyID, auth.Budget); return err }, ""},
 		{"admin mints an operator key", func() error {
 			_, _, err := svc.Mint(ctx, admin, auth.KeySpec{Name: "x", Scopes: []agentd.Scope{agentd.ScopeOperator}})
 			return err

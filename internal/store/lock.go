@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -11,9 +12,12 @@ import (
 // fileLock makes one process the only writer of a SQLite file: holds, session
 // leases and the idempotency in-flight set live in that process's memory, so a
 // second process writing the same file would spend the same balance twice. The lock
-// is an exclusive advisory lock on PATH.lock, which the kernel releases when the
-// process dies, however it dies; the file holds the holder's pid for the message
-// the next process prints.
+// is an exclusive advisory lock on REALPATH.lock, beside the database with symlinks
+// resolved (so that a second path to the same file meets the same lock), which the
+// kernel releases when the process dies, however it dies; the file holds the
+// holder's pid for the message the next process prints. Hard links to a database
+// are not supported, as SQLite itself says: its own -wal and -shm files are named
+// after the path.
 type fileLock struct {
 	f *os.File
 }
@@ -24,7 +28,7 @@ var ErrLocked = errors.New("the database is in use by another agentd process")
 // lockFile takes the lock of the database at path, or fails at once naming the
 // file and, where it can, the process holding it.
 func lockFile(path string) (*fileLock, error) {
-	name := path + ".lock"
+	name := realPath(path) + ".lock"
 	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", name, err)
@@ -47,6 +51,18 @@ func lockFile(path string) (*fileLock, error) {
 		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	return &fileLock{f: f}, nil
+}
+
+// realPath is path with every symlink resolved: the file's own name, or, for a
+// database not created yet, its resolved directory and its name.
+func realPath(path string) string {
+	if p, err := filepath.EvalSymlinks(path); err == nil {
+		return p
+	}
+	if dir, err := filepath.EvalSymlinks(filepath.Dir(path)); err == nil {
+		return filepath.Join(dir, filepath.Base(path))
+	}
+	return path
 }
 
 // release gives the lock up. It leaves the file in place: removing it could let

@@ -446,3 +446,69 @@ func TestStateOwnersMigration(t *testing.T) {
 		t.Errorf("budget after the migration %+v, %v; want %+v", b, err, budgeted.Budget)
 	}
 }
+
+// TestLockThroughSymlink: a second path to the same database (a symlink to the
+// file, or to its directory) meets the same lock; a second server that reached the
+// file another way would otherwise hold the same balance in memory twice.
+func TestLockThroughSymlink(t *testing.T) {
+	ctx := context.Background()
+	file := tempFile(t)
+	db := openFile(t, file, Options{})
+	defer db.Close()
+	other := t.TempDir()
+	viaFile := filepath.Join(other, "link.db")
+	viaDir := filepath.Join(other, "dir")
+	if err := os.Symlink(file, viaFile); err != nil {
+		t.Skipf("no symlinks here: %v", err)
+	}
+	if err := os.Symlink(filepath.Dir(file), viaDir); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{viaFile, filepath.Join(viaDir, filepath.Base(file))} {
+		second, err := Open(ctx, "sqlite:"+path, Options{})
+		if err == nil {
+			second.Close()
+			t.Fatalf("a second Open through %s succeeded", path)
+		}
+		if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), fmt.Sprintf("(pid %d)", os.Getpid())) {
+			t.Errorf("Open through %s: %v, want ErrLocked naming this process", path, err)
+		}
+	}
+}
+
+// TestOpenPathWithURICharacters: a database path with characters a file: URI
+// gives meaning to (?, #, %) opens exactly that file, beside its own lock, and two
+// such paths are two databases.
+func TestOpenPathWithURICharacters(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	var dbs []*DB
+	for _, name := range []string{"a?1.db", "a?2.db", "b#c.db", "d%41.db"} {
+		file := filepath.Join(dir, name)
+		db := openFile(t, file, Options{})
+		dbs = append(dbs, db)
+		newOrg(t, db, "acme", 1) // each is its own database: the name is free in each
+		if _, err := os.Stat(file); err != nil {
+			t.Errorf("%s: the database is not at its path: %v", name, err)
+		}
+		if _, err := os.Stat(file + ".lock"); err != nil {
+			t.Errorf("%s: no lock beside it: %v", name, err)
+		}
+		ro, err := Open(ctx, "sqlite:"+file, Options{ReadOnly: true})
+		if err != nil {
+			t.Fatalf("%s read-only: %v", name, err)
+		}
+		if n := count(t, ro, `SELECT count(*) FROM orgs`); n != 1 {
+			t.Errorf("%s read-only sees %d orgs, want 1", name, n)
+		}
+		ro.Close()
+	}
+	for _, stray := range []string{"a", "b", "d"} {
+		if _, err := os.Stat(filepath.Join(dir, stray)); err == nil {
+			t.Errorf("a database was created at %q, a prefix of a path", stray)
+		}
+	}
+	for _, db := range dbs {
+		db.Close()
+	}
+}

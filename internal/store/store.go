@@ -128,7 +128,7 @@ func Open(ctx context.Context, dsn string, opts Options) (_ *DB, err error) {
 		q.Add("_pragma", "max_page_count("+strconv.FormatInt(max(opts.MaxBytes/pageSize, 1), 10)+")")
 	}
 	q.Set("_txlock", "immediate")
-	base := "file:" + file + "?" + q.Encode()
+	base := "file:" + uriPath(file) + "?" + q.Encode()
 
 	write, err := sql.Open("sqlite", base)
 	if err != nil {
@@ -140,7 +140,7 @@ func Open(ctx context.Context, dsn string, opts Options) (_ *DB, err error) {
 	write.SetConnMaxIdleTime(0)
 
 	q.Add("_pragma", "query_only(1)")
-	read, err := sql.Open("sqlite", "file:"+file+"?"+q.Encode())
+	read, err := sql.Open("sqlite", "file:"+uriPath(file)+"?"+q.Encode())
 	if err != nil {
 		write.Close()
 		return nil, err
@@ -159,6 +159,12 @@ func Open(ctx context.Context, dsn string, opts Options) (_ *DB, err error) {
 	return db, nil
 }
 
+// uriPath escapes a file path for a SQLite file: URI, whose query and fragment
+// start at ? and # and whose path decodes %XX: unescaped, "a?b" would open "a".
+func uriPath(file string) string {
+	return strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(file)
+}
+
 // openReadOnly opens an existing file for reading, refusing one whose schema is
 // not the one this build writes (it never migrates).
 func openReadOnly(ctx context.Context, file string, now func() time.Time) (*DB, error) {
@@ -169,7 +175,7 @@ func openReadOnly(ctx context.Context, file string, now func() time.Time) (*DB, 
 	q.Set("mode", "ro")
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "query_only(1)")
-	read, err := sql.Open("sqlite", "file:"+file+"?"+q.Encode())
+	read, err := sql.Open("sqlite", "file:"+uriPath(file)+"?"+q.Encode())
 	if err != nil {
 		return nil, err
 	}
