@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -157,6 +158,9 @@ type heldRequest struct {
 func newHeldServer(t *testing.T) *heldServer {
 	s := &heldServer{t: t, arrivals: make(chan *heldRequest, 256), closing: make(chan struct{})}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Read the body: only then does the server watch the connection, and end
+		// the request's context when the client leaves.
+		io.Copy(io.Discard, r.Body)
 		h := &heldRequest{Request: r, status: make(chan int, 1)}
 		s.arrivals <- h
 		select {
