@@ -126,9 +126,39 @@ func newWorker(t *Target, i int) *worker {
 	return w
 }
 
+// clock is a load test's time: the machine's (wallClock), or a test's.
+type clock interface {
+	Now() time.Time
+	// SleepUntil returns once t has come (at once if it has), or when ctx is done.
+	SleepUntil(ctx context.Context, t time.Time)
+}
+
+// wallClock is the machine's clock.
+type wallClock struct{}
+
+func (wallClock) Now() time.Time { return time.Now() }
+
+func (wallClock) SleepUntil(ctx context.Context, t time.Time) {
+	d := time.Until(t)
+	if d <= 0 {
+		return
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+	case <-ctx.Done():
+	}
+}
+
 // Load runs a load test of t through client: closed loop, or open loop when
 // o.Rate > 0. It returns early, with what it measured so far, when ctx is done.
 func Load(ctx context.Context, client *http.Client, t Target, o LoadOptions) (*Result, error) {
+	return load(ctx, wallClock{}, client, t, o)
+}
+
+// load is Load on clock clk.
+func load(ctx context.Context, clk clock, client *http.Client, t Target, o LoadOptions) (*Result, error) {
 	if o.Concurrency < 1 {
 		return nil, fmt.Errorf("load: concurrency %d: want at least 1", o.Concurrency)
 	}
@@ -142,7 +172,7 @@ func Load(ctx context.Context, client *http.Client, t Target, o LoadOptions) (*R
 	for i := range workers {
 		workers[i] = newWorker(&t, i)
 	}
-	start := time.Now()
+	start := clk.Now()
 	win := window{start: start.Add(o.Warmup)}
 	win.end = win.start.Add(o.Duration)
 
@@ -156,12 +186,7 @@ func Load(ctx context.Context, client *http.Client, t Target, o LoadOptions) (*R
 		cb.Add(1)
 		go func() {
 			defer cb.Done()
-			t := time.NewTimer(time.Until(at))
-			defer t.Stop()
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-			}
+			clk.SleepUntil(ctx, at)
 			f()
 		}()
 	}
@@ -170,15 +195,15 @@ func Load(ctx context.Context, client *http.Client, t Target, o LoadOptions) (*R
 
 	var open openLoop
 	if o.Rate > 0 {
-		open.run(ctx, client, &t, workers, o.Rate, start, win)
+		open.run(ctx, clk, client, &t, workers, o.Rate, start, win)
 	} else {
-		closedLoop(ctx, client, &t, workers, win)
+		closedLoop(ctx, clk, client, &t, workers, win)
 	}
 	cb.Wait()
 
 	res := &Result{Errors: map[string]int64{}, ErrorSample: map[string]string{}, Scheduled: open.scheduled, Dropped: open.dropped}
 	res.Elapsed = o.Duration
-	if now := time.Now(); now.Before(win.end) { // cut short by ctx
+	if now := clk.Now(); now.Before(win.end) { // cut short by ctx
 		res.Elapsed = max(now.Sub(win.start), 0)
 	}
 	for _, w := range workers {
@@ -203,18 +228,18 @@ func (w window) holds(t time.Time) bool { return !t.Before(w.start) && t.Before(
 
 // closedLoop: every worker sends until the window closes; requests answered
 // within the window are measured.
-func closedLoop(ctx context.Context, client *http.Client, t *Target, workers []*worker, win window) {
+func closedLoop(ctx context.Context, clk clock, client *http.Client, t *Target, workers []*worker, win window) {
 	var wg sync.WaitGroup
 	for _, w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
-				begin := time.Now()
+				begin := clk.Now()
 				if !begin.Before(win.end) {
 					return
 				}
-				s := send(ctx, client, t, w.header, w.br)
+				s := send(ctx, clk, client, t, w.header, w.br)
 				end := begin.Add(s.Latency)
 				w.res.add(s, win.holds(end), s.Latency)
 			}
@@ -229,7 +254,7 @@ type openLoop struct {
 	scheduled, dropped int64
 }
 
-func (l *openLoop) run(ctx context.Context, client *http.Client, t *Target, workers []*worker, rate float64, start time.Time, win window) {
+func (l *openLoop) run(ctx context.Context, clk clock, client *http.Client, t *Target, workers []*worker, rate float64, start time.Time, win window) {
 	backlog := make(chan time.Time, len(workers))
 	var wg sync.WaitGroup
 	for _, w := range workers {
@@ -237,12 +262,12 @@ func (l *openLoop) run(ctx context.Context, client *http.Client, t *Target, work
 		go func() {
 			defer wg.Done()
 			for at := range backlog {
-				begin := time.Now()
+				begin := clk.Now()
 				measured := win.holds(at)
 				if measured && begin.Sub(at) > lateAfter {
 					w.res.Late++
 				}
-				s := send(ctx, client, t, w.header, w.br)
+				s := send(ctx, clk, client, t, w.header, w.br)
 				w.res.add(s, measured, begin.Add(s.Latency).Sub(at))
 			}
 		}()
@@ -253,9 +278,7 @@ func (l *openLoop) run(ctx context.Context, client *http.Client, t *Target, work
 		if !at.Before(win.end) {
 			break
 		}
-		if d := time.Until(at); d > 0 {
-			sleepUntil(ctx, d)
-		}
+		clk.SleepUntil(ctx, at)
 		measured := win.holds(at)
 		if measured {
 			l.scheduled++
@@ -270,15 +293,6 @@ func (l *openLoop) run(ctx context.Context, client *http.Client, t *Target, work
 	}
 	close(backlog)
 	wg.Wait()
-}
-
-func sleepUntil(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }
 
 // add records one request: its errors always, its latency when measured.
@@ -324,10 +338,10 @@ func Send(ctx context.Context, client *http.Client, t *Target, h http.Header, br
 		tt.Method = http.MethodPost
 		t = &tt
 	}
-	return send(ctx, client, t, h, br)
+	return send(ctx, wallClock{}, client, t, h, br)
 }
 
-func send(ctx context.Context, client *http.Client, t *Target, h http.Header, br *bufio.Reader) (s Sample) {
+func send(ctx context.Context, clk clock, client *http.Client, t *Target, h http.Header, br *bufio.Reader) (s Sample) {
 	var body io.Reader = http.NoBody
 	if t.Body != nil {
 		body = bytes.NewReader(t.Body)
@@ -337,9 +351,9 @@ func send(ctx context.Context, client *http.Client, t *Target, h http.Header, br
 		return Sample{Err: "request", Detail: err.Error()}
 	}
 	req.Header = h
-	start := time.Now()
+	start := clk.Now()
 	defer func() {
-		s.Latency = time.Since(start)
+		s.Latency = clk.Now().Sub(start)
 		if s.Err != "" && ctx.Err() != nil {
 			s.Err = errCancelled
 		}
@@ -384,7 +398,7 @@ func send(ctx context.Context, client *http.Client, t *Target, h http.Header, br
 			if bytes.Equal(data, []byte("[DONE]")) {
 				done = true
 			} else if s.TTFB == 0 && hasContent(data) {
-				s.TTFB = time.Since(start)
+				s.TTFB = clk.Now().Sub(start)
 			}
 		case bytes.HasPrefix(line, []byte("event: error")), bytes.HasPrefix(line, []byte("event:error")):
 			errorEvent = true

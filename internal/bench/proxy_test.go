@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -72,15 +73,34 @@ func TestProxyPassesRequestsThrough(t *testing.T) {
 }
 
 func TestProxyStreamsThrough(t *testing.T) {
-	// Pieces 100ms apart: the proxy must pass each one on as it arrives.
-	up := httptest.NewServer(NewUpstream(UpstreamOptions{Tokens: 3, StreamInterval: 100 * time.Millisecond}))
+	// The upstream sends the role chunk and the first piece, then waits until the
+	// client has read that piece through the proxy before it sends the rest: the
+	// proxy must pass each piece on as it arrives.
+	u := NewUpstream(UpstreamOptions{Tokens: 3, StreamInterval: time.Hour})
+	firstRead := make(chan struct{})
+	var pauses atomic.Int32
+	var gaveUp atomic.Bool
+	giveUp := stuck(t)
+	u.pause = func(r *http.Request, d time.Duration) bool {
+		if pauses.Add(1) > 1 {
+			return true
+		}
+		select {
+		case <-firstRead:
+		case <-r.Context().Done():
+			return false
+		case <-giveUp:
+			gaveUp.Store(true)
+		}
+		return true
+	}
+	up := httptest.NewServer(u)
 	defer up.Close()
 	p := NewProxy(up.URL, 4)
 	defer p.Close()
 	srv := httptest.NewServer(p)
 	defer srv.Close()
 
-	start := time.Now()
 	resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json",
 		strings.NewReader(`{"model":"m","stream":true,"stream_options":{"include_usage":true}}`))
 	if err != nil {
@@ -91,19 +111,20 @@ func TestProxyStreamsThrough(t *testing.T) {
 		t.Fatalf("content type %q", resp.Header.Get("Content-Type"))
 	}
 	var lines []string
-	var firstContent time.Duration
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		if l := sc.Text(); l != "" {
 			lines = append(lines, l)
-			if firstContent == 0 && hasContent([]byte(l)) {
-				firstContent = time.Since(start)
+			if len(lines) == 2 {
+				if !hasContent([]byte(l)) {
+					t.Errorf("second line %q: want the first piece", l)
+				}
+				close(firstRead)
 			}
 		}
 	}
-	whole := time.Since(start)
-	if firstContent == 0 || firstContent > whole-150*time.Millisecond {
-		t.Errorf("first content after %v of %v: the stream was not flushed through", firstContent, whole)
+	if gaveUp.Load() {
+		t.Error("the first piece did not reach the client while the upstream held the rest: the stream was not flushed through")
 	}
 	if len(lines) != 7 || lines[len(lines)-1] != "data: [DONE]" {
 		t.Errorf("%d lines ending %q, want role, 3 pieces, finish, usage, [DONE]", len(lines), lines[len(lines)-1])

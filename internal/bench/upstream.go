@@ -49,6 +49,13 @@ type Upstream struct {
 	models     []byte   // GET /v1/models
 
 	bufs sync.Pool // *bytes.Buffer for request bodies
+
+	// pause waits d for a request (Latency, StreamInterval), false when its
+	// client leaves first; draw is a random number in [0, 1) (ErrorRate,
+	// ResetRate). NewUpstream sets them to sleepCtx and rand.Float64; a test may
+	// set its own before serving.
+	pause func(r *http.Request, d time.Duration) bool
+	draw  func() float64
 }
 
 // upstreamID and upstreamCreated are fixed: the replies are precomputed.
@@ -78,7 +85,7 @@ func NewUpstream(o UpstreamOptions) *Upstream {
 	if o.PromptTokens <= 0 {
 		o.PromptTokens = 24
 	}
-	u := &Upstream{opt: o}
+	u := &Upstream{opt: o, pause: sleepCtx, draw: rand.Float64}
 	u.bufs.New = func() any { return new(bytes.Buffer) }
 	model, _ := json.Marshal(o.Model)
 	var text bytes.Buffer
@@ -150,14 +157,14 @@ func (u *Upstream) complete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if p := u.opt.ResetRate; p > 0 && rand.Float64() < p {
+	if p := u.opt.ResetRate; p > 0 && u.draw() < p {
 		reset(w)
 		return
 	}
-	if d := u.opt.Latency; d > 0 && !sleepCtx(r, d) {
+	if d := u.opt.Latency; d > 0 && !u.pause(r, d) {
 		return
 	}
-	if p := u.opt.ErrorRate; p > 0 && rand.Float64() < p {
+	if p := u.opt.ErrorRate; p > 0 && u.draw() < p {
 		h := w.Header()
 		h["Content-Type"] = jsonType
 		h["Content-Length"] = []string{strconv.Itoa(len(serverErrorBody))}
@@ -185,7 +192,7 @@ func (u *Upstream) complete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for i, p := range u.pieces {
-		if i > 0 && u.opt.StreamInterval > 0 && !sleepCtx(r, u.opt.StreamInterval) {
+		if i > 0 && u.opt.StreamInterval > 0 && !u.pause(r, u.opt.StreamInterval) {
 			return
 		}
 		if !send(p) {

@@ -2,15 +2,19 @@ package bench
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"reflect"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -304,28 +308,84 @@ func TestStreamFlags(t *testing.T) {
 	}
 }
 
-func TestUpstreamTiming(t *testing.T) {
-	srv := httptest.NewServer(NewUpstream(UpstreamOptions{Latency: 30 * time.Millisecond, Tokens: 4, StreamInterval: 20 * time.Millisecond}))
-	defer srv.Close()
-	start := time.Now()
-	resp := post(t, srv.URL+"/v1/chat/completions", chatRequest)
-	io.Copy(io.Discard, resp.Body)
-	if d := time.Since(start); d < 30*time.Millisecond {
-		t.Errorf("reply after %v, want ≥ the 30ms latency", d)
+func TestUpstreamPauses(t *testing.T) {
+	// The upstream waits Latency before the first byte of a reply and
+	// StreamInterval between two pieces of a stream: the test records what the
+	// reply held at each pause, and ends the reply where the client leaves.
+	u := NewUpstream(UpstreamOptions{Latency: 30 * time.Millisecond, Tokens: 4, StreamInterval: 20 * time.Millisecond})
+	type pause struct {
+		d       time.Duration
+		written string // the reply so far
+		flushed bool
 	}
-	start = time.Now()
-	resp = post(t, srv.URL+"/v1/chat/completions", `{"stream":true}`)
-	first := time.Since(start)
-	io.Copy(io.Discard, resp.Body)
-	if whole := time.Since(start); first < 30*time.Millisecond || whole < 30*time.Millisecond+3*20*time.Millisecond {
-		t.Errorf("stream: headers after %v, end after %v; want ≥ 30ms and ≥ 90ms", first, whole)
+	var pauses []pause
+	var rec *httptest.ResponseRecorder
+	leaveAt := 0 // the client leaves during this pause (1: the first); 0: never
+	u.pause = func(r *http.Request, d time.Duration) bool {
+		pauses = append(pauses, pause{d, rec.Body.String(), rec.Flushed})
+		return len(pauses) != leaveAt
+	}
+	serve := func(body string) string {
+		pauses, rec = nil, httptest.NewRecorder()
+		u.ServeHTTP(rec, httptest.NewRequest("POST", "/v1/chat/completions", strings.NewReader(body)))
+		return rec.Body.String()
+	}
+	first, p := string(u.first), func(i int) string { return string(u.pieces[i]) }
+	latency := pause{30 * time.Millisecond, "", false}
+	interval := func(written string) pause { return pause{20 * time.Millisecond, written, true} }
+	check := func(what, got, want string, wantPauses ...pause) {
+		t.Helper()
+		if got != want {
+			t.Errorf("%s: reply\n%s\nwant\n%s", what, got, want)
+		}
+		if !reflect.DeepEqual(pauses, wantPauses) {
+			t.Errorf("%s: pauses %+v\nwant %+v", what, pauses, wantPauses)
+		}
+	}
+
+	check("completion", serve(chatRequest), string(u.completion), latency)
+	check("stream", serve(`{"stream":true}`), first+p(0)+p(1)+p(2)+p(3)+string(u.finish)+string(doneEvent),
+		latency, interval(first+p(0)), interval(first+p(0)+p(1)), interval(first+p(0)+p(1)+p(2)))
+	leaveAt = 1
+	check("client gone during the latency", serve(`{"stream":true}`), "", latency)
+	leaveAt = 3
+	check("client gone between pieces", serve(`{"stream":true}`), first+p(0)+p(1),
+		latency, interval(first+p(0)), interval(first+p(0)+p(1)))
+}
+
+func TestSleepCtx(t *testing.T) {
+	r := httptest.NewRequest("POST", "/", nil)
+	start := time.Now()
+	if !sleepCtx(r, 10*time.Millisecond) {
+		t.Error("sleepCtx: false with the client still there")
+	}
+	// A timer never fires early, however loaded the machine: a lower bound only.
+	if d := time.Since(start); d < 10*time.Millisecond {
+		t.Errorf("sleepCtx(10ms) returned after %v", d)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan bool)
+	go func() { done <- sleepCtx(r.WithContext(ctx), time.Hour) }()
+	cancel()
+	if <-done {
+		t.Error("sleepCtx: true when the client left")
 	}
 }
 
 func TestUpstreamRates(t *testing.T) {
-	srv := httptest.NewServer(NewUpstream(UpstreamOptions{ErrorRate: 0.1, ResetRate: 0.05}))
+	// The draws come from a seeded source, so the counts are the same on every
+	// run; the test checks they are what the rates ask for.
+	u := NewUpstream(UpstreamOptions{ErrorRate: 0.1, ResetRate: 0.05})
+	var mu sync.Mutex
+	rng := rand.New(rand.NewPCG(1, 2))
+	u.draw = func() float64 {
+		mu.Lock()
+		defer mu.Unlock()
+		return rng.Float64()
+	}
+	srv := httptest.NewServer(u)
 	defer srv.Close()
-	c := NewClient(4, 10*time.Second)
+	c := NewClient(4, 0)
 	const n = 1000
 	var ok, errs, resets int
 	for range n {
@@ -348,7 +408,8 @@ func TestUpstreamRates(t *testing.T) {
 			t.Fatalf("status %d", resp.StatusCode)
 		}
 	}
-	// Binomial: ±4 standard deviations. Errors are drawn from the requests not reset.
+	// Within 4 standard deviations of the binomial's mean. Errors are drawn from
+	// the requests not reset.
 	if resets < 50-28 || resets > 50+28 {
 		t.Errorf("%d resets in %d requests, want about 50", resets, n)
 	}
