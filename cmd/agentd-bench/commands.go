@@ -215,7 +215,11 @@ func loadCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		bench.ResetPeakRSS(*pid)
 	}
-	res, err := bench.Load(ctx, bench.NewClient(*c, 60*time.Second), t, bench.LoadOptions{
+	client := bench.NewClient(*c, 60*time.Second)
+	// Connections opened but never used would hold up the gateway's graceful
+	// shutdown when the load is over.
+	defer client.CloseIdleConnections()
+	res, err := bench.Load(ctx, client, t, bench.LoadOptions{
 		Concurrency: *c, Rate: *rate, Warmup: *warmup, Duration: *d, OnStart: sample(&before), OnEnd: sample(&after),
 	})
 	if err != nil {
