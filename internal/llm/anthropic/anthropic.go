@@ -258,13 +258,19 @@ type usage struct {
 }
 
 // llmUsage counts cache writes and reads as input: they are billed input tokens,
-// at their own rates.
+// at their own rates. A negative part, or parts whose sum would overflow, make the
+// input count -1: impossible counts stay visibly impossible, for the caller to
+// refuse, instead of wrapping or cancelling out into a plausible number.
 func (u *usage) llmUsage() llm.Usage {
-	return llm.Usage{
-		InputTokens:  u.InputTokens + u.CacheCreationInputTokens + u.CacheReadInputTokens,
-		OutputTokens: u.OutputTokens,
-		Source:       llm.SourceProvider,
+	in := u.InputTokens
+	for _, part := range []int{u.CacheCreationInputTokens, u.CacheReadInputTokens} {
+		if in < 0 || part < 0 || in > math.MaxInt-part {
+			in = -1
+			break
+		}
+		in += part
 	}
+	return llm.Usage{InputTokens: in, OutputTokens: u.OutputTokens, Source: llm.SourceProvider}
 }
 
 // merge keeps the larger of each count: Anthropic's counts are cumulative, and
