@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/client"
@@ -149,6 +148,10 @@ func TestKillUnderLoad(t *testing.T) {
 			}
 			s.Close()
 		}
+		// The kill comes once this round has answered killAfter runs, while the
+		// workers keep sending more.
+		const killAfter = 16
+		var answered tally
 		var wg sync.WaitGroup
 		for w := range 8 {
 			sid := fmt.Sprintf("w%d", w)
@@ -172,10 +175,11 @@ func TestKillUnderLoad(t *testing.T) {
 					got = append(got, success{sid, msg, res.RunID})
 					next[sid] = n + 1
 					mu.Unlock()
+					answered.add("run")
 				}
 			})
 		}
-		time.Sleep(500 * time.Millisecond)
+		answered.wait(t, "run", killAfter)
 		p.cmd.Process.Kill() // SIGKILL: no shutdown, no flush
 		p.cmd.Wait()
 		wg.Wait()

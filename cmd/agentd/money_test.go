@@ -276,12 +276,19 @@ func TestIdempotencyStorm(t *testing.T) {
 // as 20 whole user/assistant pairs, in the order they were sent.
 func TestSessionTurnsFIFO(t *testing.T) {
 	u := newUpstream(t, nil)
-	s := startServer(t, fmt.Sprintf(`
+	u.echoGate = make(chan struct{})
+	var gateOnce sync.Once
+	openGate := func() { gateOnce.Do(func() { close(u.echoGate) }) }
+	t.Cleanup(openGate) // before the server stops: it waits for runs in flight
+	// The fake clock makes a turn queued on the busy session visible: its wait
+	// arms a timer (the sweep loop arms the other one).
+	clk := newSweepClock()
+	s := startServerWith(t, fmt.Sprintf(`
 providers:
   - {name: up, kind: openai, base_url: %s/v1}
 models:
   - {id: echo, provider: up, upstream_model: echo-slow, context_window: 100000, max_output_tokens: 100}
-`, u.URL), nil)
+`, u.URL), nil, &serveHooks{clock: clk})
 	ctx := context.Background()
 	op := s.client(s.Key)
 	if _, err := op.CreateAgent(ctx, client.AgentSpec{Name: client.Ptr("echo"), Description: client.Ptr("d"), Model: client.Ptr("echo"), MaxToken: client.Ptr(50)}); err != nil {
@@ -294,11 +301,13 @@ models:
 				t.Error(err)
 			}
 		})
-		// Each turn takes 40 ms upstream; sending every 20 ms queues them in order,
-		// with 20 ms for each request to reach the session's queue.
-		waitFor(t, func() bool { return u.count("echo-slow") >= 1 })
-		time.Sleep(20 * time.Millisecond)
+		if i == 0 {
+			u.arrived.wait(t, "echo-slow", 1) // turn 0 holds the session, held upstream
+		} else {
+			waitTimers(t, clk, 1+i) // turn i waits in the session's queue before turn i+1 is sent
+		}
 	}
+	openGate()
 	wg.Wait()
 	db, err := store.Open(ctx, "sqlite:"+s.dbPath, store.Options{ReadOnly: true})
 	if err != nil {
@@ -345,17 +354,6 @@ func jsonField(body, field string) string {
 	}
 	v, _ := m[field].(string)
 	return v
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 10s")
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func mustOrg(t *testing.T, db *store.DB) *agentd.Org {
@@ -534,13 +532,9 @@ func (c *sweepClock) hooks() *serveHooks {
 // sweepers have run a round at the new time.
 func (c *sweepClock) sweep(t *testing.T, d time.Duration) {
 	t.Helper()
-	c.WaitTimers(1) // the sweep loop waits for its next round
+	waitTimers(t, c, 1) // the sweep loop waits for its next round
 	c.Advance(d)
-	select {
-	case <-c.rounds:
-	case <-time.After(30 * time.Second):
-		t.Fatal("no sweep round after moving the clock")
-	}
+	await(t, c.rounds, "a sweep round after moving the clock")
 }
 
 // TestSweepers: the server's sweepers delete idle sessions and prune ledger rows

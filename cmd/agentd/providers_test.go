@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/client"
@@ -23,14 +22,17 @@ import (
 // upstream is an OpenAI-compatible chat-completions server and an Anthropic
 // Messages server in one, speaking their documented wire formats. Each upstream
 // model name follows a script: a list of statuses, one per request, the last one
-// repeating (200 answers).
+// repeating (200 answers). Model echo-slow answers the last user message back
+// once echoGate is closed (at once when it is nil).
 type upstream struct {
 	*httptest.Server
-	mu      sync.Mutex
-	scripts map[string][]int
-	calls   map[string]int
-	bodies  map[string][]map[string]any
-	headers map[string][]http.Header
+	mu       sync.Mutex
+	scripts  map[string][]int
+	calls    map[string]int
+	bodies   map[string][]map[string]any
+	headers  map[string][]http.Header
+	arrived  tally // requests by upstream model, counted as they arrive
+	echoGate chan struct{}
 }
 
 func newUpstream(t testing.TB, scripts map[string][]int) *upstream {
@@ -56,6 +58,7 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	script := u.scripts[model]
 	u.mu.Unlock()
+	u.arrived.add(model)
 	status := 200
 	if len(script) > 0 {
 		status = script[min(n, len(script)-1)]
@@ -63,8 +66,14 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	anthropic := r.URL.Path == "/v1/messages"
 	if model == "echo-slow" {
-		// Answers the last user message back after 40 ms, so that turns overlap.
-		time.Sleep(40 * time.Millisecond)
+		// Held until the test opens the gate, so that turns queue behind it.
+		if u.echoGate != nil {
+			select {
+			case <-u.echoGate:
+			case <-r.Context().Done():
+				return
+			}
+		}
 		msgs, _ := body["messages"].([]any)
 		last, _ := msgs[len(msgs)-1].(map[string]any)
 		reply, _ := json.Marshal("echo: " + fmt.Sprint(last["content"]))

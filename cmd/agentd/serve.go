@@ -40,6 +40,10 @@ type serveHooks struct {
 	swept func()
 	// clock replaces the system clock for everything that decides by time.
 	clock clock.Clock
+	// handled is called after each request's handler has returned.
+	handled func(*http.Request)
+	// httpServer is called with the API server before it serves.
+	httpServer func(*http.Server)
 }
 
 // serve runs the server until ctx is done.
@@ -125,6 +129,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			inflight.Add(1)
 			defer inflight.Done()
+			if hooks.handled != nil {
+				defer hooks.handled(r)
+			}
 			handler.ServeHTTP(w, r)
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -132,6 +139,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if hooks.httpServer != nil {
+		hooks.httpServer(hs)
 	}
 	errc := make(chan error, 2)
 	// api.Listener: what net/http answers itself (431, malformed requests) is JSON too.

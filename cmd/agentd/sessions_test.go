@@ -14,12 +14,17 @@ import (
 	"time"
 
 	"github.com/agentd/agentd/client"
+	"github.com/agentd/agentd/internal/clock/clocktest"
 )
 
 // TestSessionsAPI walks the sessions endpoints: list with pagination, read turns
 // with each run's usage, delete, and what the caller may and may not see.
 func TestSessionsAPI(t *testing.T) {
-	s := startServer(t, "", nil)
+	// The server's clock moves a second between turns: each session's last
+	// activity is distinct, whatever the machine's clock does.
+	clk := clocktest.New(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC))
+	start := clk.Now()
+	s := startServerWith(t, "", nil, &serveHooks{clock: clk})
 	ctx := context.Background()
 	op := s.client(s.Key)
 	a, err := op.CreateAgent(ctx, supportBot())
@@ -44,7 +49,7 @@ func TestSessionsAPI(t *testing.T) {
 		}
 		runs[tu.session] = append(runs[tu.session], r)
 		messages[tu.session] = append(messages[tu.session], tu.message)
-		time.Sleep(2 * time.Millisecond) // distinct last activity
+		clk.Advance(time.Second) // distinct last activity
 	}
 	if _, err := op.Run(ctx, a.Name, "hello there", ""); err != nil { // stateless: no session
 		t.Fatal(err)
@@ -94,7 +99,7 @@ func TestSessionsAPI(t *testing.T) {
 			}
 			c, err1 := time.Parse(time.RFC3339, si.CreatedAt)
 			l, err2 := time.Parse(time.RFC3339, si.LastActive)
-			if err1 != nil || err2 != nil || l.Before(c) || time.Since(c) > time.Minute || !strings.HasSuffix(si.CreatedAt, "Z") {
+			if err1 != nil || err2 != nil || l.Before(c) || c.Before(start) || l.After(clk.Now()) || !strings.HasSuffix(si.CreatedAt, "Z") {
 				t.Errorf("session %s times: created %q, last active %q", si.SessionID, si.CreatedAt, si.LastActive)
 			}
 		}
@@ -338,12 +343,15 @@ func newGatedUpstream(t *testing.T) *gatedUpstream {
 // flight is stored before the delete and is deleted with the rest.
 func TestDeleteSessionWaitsForTurn(t *testing.T) {
 	g := newGatedUpstream(t)
-	s := startServer(t, fmt.Sprintf(`
+	// On the fake clock a delete queued for the session's lease arms a timer (its
+	// wait); the sweep loop arms the other one.
+	clk := newSweepClock()
+	s := startServerWith(t, fmt.Sprintf(`
 providers:
   - {name: gated, kind: openai, base_url: %s/v1, max_retries: 0}
 models:
   - {id: gated, provider: gated, upstream_model: gated, context_window: 8192, max_output_tokens: 256}
-`, g.URL), nil)
+`, g.URL), nil, &serveHooks{clock: clk})
 	t.Cleanup(g.open) // before the server stops: it waits for runs in flight
 	ctx := context.Background()
 	op := s.client(s.Key)
@@ -360,7 +368,7 @@ models:
 		_, err := op.Run(ctx, "gated", "second", "slow")
 		runDone <- err
 	}()
-	<-g.started // the second turn holds the lease and waits on the model
+	await(t, g.started, "the second turn to reach the model") // it holds the lease
 
 	type result struct {
 		n   int
@@ -371,16 +379,17 @@ models:
 		n, err := op.DeleteSession(ctx, "gated", "slow")
 		delDone <- result{n, err}
 	}()
+	waitTimers(t, clk, 2) // the delete waits for the lease
 	select {
 	case r := <-delDone:
 		t.Fatalf("delete finished while a turn was in flight: %+v", r)
-	case <-time.After(200 * time.Millisecond):
+	default:
 	}
 	g.open()
-	if err := <-runDone; err != nil {
+	if err := await(t, runDone, "the turn in flight"); err != nil {
 		t.Fatalf("turn in flight: %v", err)
 	}
-	r := <-delDone
+	r := await(t, delDone, "the delete")
 	if r.err != nil || r.n != 2 {
 		t.Errorf("delete = %d, %v; want both turns, the one in flight included", r.n, r.err)
 	}

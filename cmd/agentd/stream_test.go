@@ -7,36 +7,48 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/client"
 )
 
 // slowStream is an OpenAI-compatible upstream that streams chat.completion.chunk
-// events: after First it sends Pieces one every Every; with CutAfter > 0 it drops
-// the connection after that many pieces. It counts requests whose client (agentd)
-// went away before the end.
+// events: Pieces, one event each; with CutAfter > 0 it drops the connection after
+// that many pieces. With Gate set it holds the stream before piece GateAt (0:
+// before the first) until Gate is closed, so that a test decides when the stream
+// goes on instead of racing a timer. It counts, in events, requests whose client
+// (agentd) went away before the end ("abandoned") and streams sent to the end
+// ("finished").
 type slowStream struct {
 	*httptest.Server
-	First, Every time.Duration
-	Pieces       []string
-	CutAfter     int
-	abandoned    atomic.Int64
-	finished     atomic.Int64
+	Pieces   []string
+	CutAfter int
+	GateAt   int
+	Gate     chan struct{}
+	gateOnce sync.Once
+	events   tally
 }
 
-func newSlowStream(t *testing.T, first, every time.Duration, pieces []string, cutAfter int) *slowStream {
-	u := &slowStream{First: first, Every: every, Pieces: pieces, CutAfter: cutAfter}
+func newSlowStream(t *testing.T, pieces []string, cutAfter int) *slowStream {
+	u := &slowStream{Pieces: pieces, CutAfter: cutAfter}
 	u.Server = httptest.NewServer(http.HandlerFunc(u.serve))
 	t.Cleanup(u.Close)
 	return u
 }
+
+// gated makes u hold its streams before piece at until open is called (or the
+// test ends).
+func (u *slowStream) gated(t *testing.T, at int) *slowStream {
+	u.GateAt, u.Gate = at, make(chan struct{})
+	t.Cleanup(u.open) // before the server stops: it waits for streams in flight
+	return u
+}
+
+// open lets held streams go on.
+func (u *slowStream) open() { u.gateOnce.Do(func() { close(u.Gate) }) }
 
 func (u *slowStream) serve(w http.ResponseWriter, r *http.Request) {
 	var body struct {
@@ -65,18 +77,6 @@ func (u *slowStream) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		w.(http.Flusher).Flush()
 	}
-	wait := func(d time.Duration) bool {
-		select {
-		case <-r.Context().Done():
-			u.abandoned.Add(1)
-			return false
-		case <-time.After(d):
-			return true
-		}
-	}
-	if !wait(u.First) {
-		return
-	}
 	for i, p := range u.Pieces {
 		if u.CutAfter > 0 && i == u.CutAfter {
 			conn, _, err := http.NewResponseController(w).Hijack()
@@ -85,15 +85,20 @@ func (u *slowStream) serve(w http.ResponseWriter, r *http.Request) {
 			}
 			return
 		}
-		if i > 0 && !wait(u.Every) {
-			return
+		if u.Gate != nil && i == u.GateAt {
+			select {
+			case <-u.Gate:
+			case <-r.Context().Done():
+				u.events.add("abandoned")
+				return
+			}
 		}
 		chunk(p, "", false)
 	}
 	chunk("", "stop", false)
 	chunk("", "", true)
 	fmt.Fprint(w, "data: [DONE]\n\n")
-	u.finished.Add(1)
+	u.events.add("finished")
 }
 
 // sseEvent is one event of a stream as a client reads it.
@@ -102,7 +107,8 @@ type sseEvent struct {
 	Comment    bool
 }
 
-// readEvents reads a response's events until [DONE], EOF, or stop returns true.
+// readEvents reads a response's events until [DONE], EOF, or stop returns true;
+// stop, when set, sees every event, keep-alive comments included.
 func readEvents(resp *http.Response, stop func(sseEvent) bool) []sseEvent {
 	var out []sseEvent
 	sc := bufio.NewScanner(resp.Body)
@@ -120,6 +126,9 @@ func readEvents(resp *http.Response, stop func(sseEvent) bool) []sseEvent {
 			ev = sseEvent{}
 		case strings.HasPrefix(line, ":"):
 			out = append(out, sseEvent{Comment: true})
+			if stop != nil && stop(out[len(out)-1]) {
+				return out
+			}
 		case strings.HasPrefix(line, "event: "):
 			ev.Name = strings.TrimPrefix(line, "event: ")
 		case strings.HasPrefix(line, "data: "):
@@ -178,7 +187,7 @@ func newStreamAgents(t *testing.T, s *testServer) *client.Client {
 // TestStreamRun: deltas arrive in order and join into the reply; the done event is
 // the non-streaming response (same usage for the same input); then [DONE].
 func TestStreamRun(t *testing.T) {
-	u := newSlowStream(t, 0, time.Millisecond, []string{"one ", "two ", "three"}, 0)
+	u := newSlowStream(t, []string{"one ", "two ", "three"}, 0)
 	s := startServer(t, streamConfig(u, ""), nil)
 	op := newStreamAgents(t, s)
 	if _, err := op.GrantCredits(context.Background(), "default", 10); err != nil {
@@ -234,7 +243,8 @@ func TestStreamRun(t *testing.T) {
 // upstream that dies after the first piece ends the stream with an error event
 // and charges nothing; errors before the first byte keep their status.
 func TestStreamKeepAliveAndErrors(t *testing.T) {
-	u := newSlowStream(t, 120*time.Millisecond, time.Millisecond, []string{"a ", "b ", "c"}, 2)
+	// The first piece is held until the client has seen two keep-alives.
+	u := newSlowStream(t, []string{"a ", "b ", "c"}, 2).gated(t, 0)
 	s := startServer(t, streamConfig(u, ""), nil)
 	op := newStreamAgents(t, s)
 	ctx := context.Background()
@@ -243,7 +253,15 @@ func TestStreamKeepAliveAndErrors(t *testing.T) {
 	}
 	before, _ := op.Billing(ctx)
 	resp := postStream(t, s, "slow", "ping", "")
-	events := readEvents(resp, nil)
+	seen := 0
+	events := readEvents(resp, func(ev sseEvent) bool {
+		if ev.Comment {
+			if seen++; seen == 2 {
+				u.open()
+			}
+		}
+		return false
+	})
 	resp.Body.Close()
 	keepAlives, deltas := 0, 0
 	var errEv *sseEvent
@@ -297,21 +315,23 @@ func TestStreamClientDisconnect(t *testing.T) {
 	for i := range pieces {
 		pieces[i] = fmt.Sprintf("w%d ", i)
 	}
-	u := newSlowStream(t, 0, 10*time.Millisecond, pieces, 0)
-	s := startServer(t, streamConfig(u, ""), nil)
+	// Three pieces, then the stream waits for the client to leave.
+	u := newSlowStream(t, pieces, 0).gated(t, 3)
+	var handled tally
+	s := startServerWith(t, streamConfig(u, ""), nil, handledHooks(&handled))
 	op := newStreamAgents(t, s)
 	ctx := context.Background()
 	if _, err := op.GrantCredits(ctx, "default", 10); err != nil {
 		t.Fatal(err)
 	}
-	// Warm up connections and caches so that the goroutine count is steady.
+	// Warm up connections and caches, and wait for that stream's handler to end.
 	if resp := postStream(t, s, "offline", "ping", ""); resp != nil {
 		readEvents(resp, nil)
 		resp.Body.Close()
 	}
 	http.DefaultClient.CloseIdleConnections()
-	time.Sleep(50 * time.Millisecond)
-	baseline := runtime.NumGoroutine()
+	handled.wait(t, runPath("offline"), 1)
+	baseline := agentdGoroutines()
 	before, _ := op.Billing(ctx)
 
 	resp := postStream(t, s, "slow", "ping", "s1")
@@ -323,19 +343,17 @@ func TestStreamClientDisconnect(t *testing.T) {
 		return got == 3
 	})
 	resp.Body.Close() // the client leaves
-	waitFor(t, func() bool { return u.abandoned.Load() == 1 })
+	u.events.wait(t, "abandoned", 1)
+	// The run has recorded its cancellation once its handler has returned.
+	handled.wait(t, runPath("slow"), 1)
 
 	var row agentd.LedgerRow
-	waitFor(t, func() bool {
-		rows, _ := ledger(t, s)
-		for _, r := range rows {
-			if r.Outcome == agentd.OutcomeCancelled {
-				row = r
-				return true
-			}
+	rows, _ := ledger(t, s)
+	for _, r := range rows {
+		if r.Outcome == agentd.OutcomeCancelled {
+			row = r
 		}
-		return false
-	})
+	}
 	if row.OutputTokens < 3 || row.OutputTokens >= 200 || row.InputTokens == 0 || row.Cost == 0 || row.UsageSource != "estimated" {
 		t.Errorf("cancelled row %+v", row)
 	}
@@ -348,12 +366,18 @@ func TestStreamClientDisconnect(t *testing.T) {
 	if err != nil || res.Context.HistoryTurns != 0 {
 		t.Errorf("the cancelled turn was stored: %+v %v", res, err)
 	}
-	// The session's lease was released: a streamed turn on s1 runs at once.
+	// The session's lease was released: a streamed turn on s1 runs at once (it
+	// reaches the upstream, which sees it abandoned).
 	resp = postStream(t, s, "slow", "ping", "s1")
 	resp.Body.Close()
 	http.DefaultClient.CloseIdleConnections()
-	waitFor(t, func() bool { return u.abandoned.Load() == 2 })
-	waitFor(t, func() bool { return runtime.NumGoroutine() <= baseline+3 })
+	u.events.wait(t, "abandoned", 2)
+	// Stopping the server waits for every handler: what agentd still runs then
+	// was left behind.
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+	checkNoGoroutinesLeft(t, baseline)
 	consistent(t, s)
 }
 
@@ -362,23 +386,40 @@ func TestStreamClientDisconnect(t *testing.T) {
 // generated and recorded, and the database stays consistent.
 func TestGracefulShutdown(t *testing.T) {
 	t.Run("drains", func(t *testing.T) {
-		u := newSlowStream(t, 0, 20*time.Millisecond, []string{"a ", "b ", "c ", "d ", "e"}, 0)
-		s := startServer(t, streamConfig(u, "  shutdown_timeout: 5s\n"), nil)
+		// After the first piece the stream waits until the shutdown has begun.
+		u := newSlowStream(t, []string{"a ", "b ", "c ", "d ", "e"}, 0).gated(t, 1)
+		shuttingDown := make(chan struct{})
+		s := startServerWith(t, streamConfig(u, "  shutdown_timeout: 30s\n"), nil, &serveHooks{httpServer: func(hs *http.Server) {
+			hs.RegisterOnShutdown(func() { close(shuttingDown) })
+		}})
 		newStreamAgents(t, s)
 		if _, err := s.client(s.Key).GrantCredits(context.Background(), "default", 10); err != nil {
 			t.Fatal(err)
 		}
 		resp := postStream(t, s, "slow", "ping", "")
 		defer resp.Body.Close()
+		underWay := make(chan struct{})
+		var once sync.Once
 		var events []sseEvent
 		var wg sync.WaitGroup
-		wg.Go(func() { events = readEvents(resp, nil) })
-		time.Sleep(30 * time.Millisecond) // the stream is under way
-		if err := s.stop(); err != nil {
+		wg.Go(func() {
+			events = readEvents(resp, func(ev sseEvent) bool {
+				if ev.Name == "delta" {
+					once.Do(func() { close(underWay) })
+				}
+				return false
+			})
+		})
+		await(t, underWay, "the first delta")
+		stopped := make(chan error, 1)
+		go func() { stopped <- s.stop() }()
+		await(t, shuttingDown, "the shutdown to begin")
+		u.open() // the rest of the stream, while the server drains
+		if err := await(t, stopped, "the server to stop"); err != nil {
 			t.Fatal(err)
 		}
 		wg.Wait()
-		if len(events) == 0 || events[len(events)-1].Data != "[DONE]" || u.finished.Load() != 1 {
+		if len(events) == 0 || events[len(events)-1].Data != "[DONE]" || u.events.count("finished") != 1 {
 			t.Fatalf("the stream did not finish: %+v", events)
 		}
 		if events[len(events)-2].Name != "done" {
@@ -390,7 +431,8 @@ func TestGracefulShutdown(t *testing.T) {
 		for i := range pieces {
 			pieces[i] = "x "
 		}
-		u := newSlowStream(t, 0, 20*time.Millisecond, pieces, 0)
+		// After the first piece the stream waits for good: only the cut ends it.
+		u := newSlowStream(t, pieces, 0).gated(t, 1)
 		s := startServer(t, streamConfig(u, "  shutdown_timeout: 100ms\n"), nil)
 		newStreamAgents(t, s)
 		if _, err := s.client(s.Key).GrantCredits(context.Background(), "default", 10); err != nil {
@@ -398,19 +440,25 @@ func TestGracefulShutdown(t *testing.T) {
 		}
 		resp := postStream(t, s, "slow", "ping", "")
 		defer resp.Body.Close()
-		go readEvents(resp, nil)
-		time.Sleep(60 * time.Millisecond)
-		start := time.Now()
-		if err := s.stop(); err != nil {
+		underWay := make(chan struct{})
+		var once sync.Once
+		go readEvents(resp, func(ev sseEvent) bool {
+			if ev.Name == "delta" {
+				once.Do(func() { close(underWay) })
+			}
+			return false
+		})
+		await(t, underWay, "the first delta")
+		stopped := make(chan error, 1)
+		go func() { stopped <- s.stop() }()
+		if err := await(t, stopped, "the shutdown to cut the stream"); err != nil {
 			t.Fatal(err)
-		}
-		if d := time.Since(start); d > 3*time.Second {
-			t.Errorf("shutdown took %v", d)
 		}
 		rows, _ := ledger(t, s)
 		if len(rows) != 1 || rows[0].Outcome != agentd.OutcomeCancelled || rows[0].Cost == 0 {
 			t.Errorf("ledger after a cut stream: %+v", rows)
 		}
+		u.events.wait(t, "abandoned", 1) // the cut reached the upstream call
 		consistent(t, s)
 	})
 }

@@ -85,7 +85,7 @@ func (r *Runner) call(ctx context.Context, plan []attempt, messages []llm.Messag
 				break // no time to wait: the next model may answer now
 			}
 			r.Log.Info("retrying model", "model", m.ID, "attempt", try+2, "wait", wait, "err", err)
-			if !sleep(ctx, wait) {
+			if !r.sleep(ctx, wait) {
 				return out
 			}
 		}
@@ -119,13 +119,14 @@ func (r *Runner) once(ctx context.Context, m *catalog.Model, req *llm.Request, e
 	return m.Provider.Complete(ctx, req)
 }
 
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
+// sleep waits d on the runner's clock; it reports false if ctx ended first.
+func (r *Runner) sleep(ctx context.Context, d time.Duration) bool {
+	t := r.Clock.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return false
-	case <-t.C:
+	case <-t.C():
 		return true
 	}
 }

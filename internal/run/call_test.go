@@ -3,12 +3,16 @@ package run
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/internal/catalog"
+	"github.com/agentd/agentd/internal/clock"
+	"github.com/agentd/agentd/internal/clock/clocktest"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/llm/llmtest"
 )
@@ -113,6 +117,30 @@ func TestRetryAndFallback(t *testing.T) {
 	}
 }
 
+// timerLog is a fake clock that records the timers armed on it.
+type timerLog struct {
+	*clocktest.Fake
+	mu    sync.Mutex
+	armed []time.Duration
+}
+
+func newTimerLog() *timerLog {
+	return &timerLog{Fake: clocktest.New(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC))}
+}
+
+func (c *timerLog) NewTimer(d time.Duration) clock.Timer {
+	c.mu.Lock()
+	c.armed = append(c.armed, d)
+	c.mu.Unlock()
+	return c.Fake.NewTimer(d)
+}
+
+func (c *timerLog) waits() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.armed)
+}
+
 // TestRetryAfterBeyondDeadlineFallsBack: a provider asking to wait longer than the
 // run has left is not waited for.
 func TestRetryAfterBeyondDeadlineFallsBack(t *testing.T) {
@@ -122,7 +150,10 @@ func TestRetryAfterBeyondDeadlineFallsBack(t *testing.T) {
 	pm, bm := pricedModel("primary", primary), pricedModel("backup", backup)
 	pm.Fallbacks = []*catalog.Model{bm}
 	f := newFixtureModels(t, primary, 1_000_000, pm, bm)
-	start := time.Now()
+	// The runner waits on its clock, which does not move here: a wait would last
+	// until the run's deadline and fail the run.
+	clk := newTimerLog()
+	f.runner.Clock = clk
 	res, err := f.runner.Run(context.Background(), &Request{Principal: f.p, AgentName: "bot", Message: "hi"})
 	if err != nil {
 		t.Fatal(err)
@@ -130,22 +161,54 @@ func TestRetryAfterBeyondDeadlineFallsBack(t *testing.T) {
 	if res.Model != "backup" || primary.Calls() != 1 {
 		t.Errorf("model %q after %d primary calls", res.Model, primary.Calls())
 	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("the run waited %v", d)
+	if w := clk.waits(); len(w) != 0 {
+		t.Errorf("the run waited %v before falling back", w)
 	}
 }
 
 // TestRetryAfterHonoured: a short Retry-After is waited out before the retry.
 func TestRetryAfterHonoured(t *testing.T) {
-	wait := &llm.Error{Kind: llm.KindRetryable, StatusCode: 429, RetryAfter: 150 * time.Millisecond, Message: "rate limited"}
+	const retryAfter = 150 * time.Millisecond
+	wait := &llm.Error{Kind: llm.KindRetryable, StatusCode: 429, RetryAfter: retryAfter, Message: "rate limited"}
 	prov := &llmtest.Fake{Reply: "ok", Errs: []error{wait}}
 	f := newFixture(t, prov, 1_000_000)
-	start := time.Now()
-	if _, err := f.runner.Run(context.Background(), &Request{Principal: f.p, AgentName: "bot", Message: "hi"}); err != nil {
-		t.Fatal(err)
+	clk := newTimerLog()
+	f.runner.Clock = clk
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.runner.Run(context.Background(), &Request{Principal: f.p, AgentName: "bot", Message: "hi"})
+		done <- err
+	}()
+	armed := make(chan struct{})
+	go func() {
+		clk.WaitTimers(1) // the runner waits before the retry
+		close(armed)
+	}()
+	select {
+	case <-armed:
+	case err := <-done:
+		t.Fatalf("the run ended (%v) without waiting for the Retry-After", err)
+	case <-time.After(30 * time.Second): // a failure guard
+		t.Fatal("the run neither waited nor ended")
 	}
-	if d := time.Since(start); d < 150*time.Millisecond {
-		t.Errorf("retried after %v, before the provider's Retry-After", d)
+	clk.Advance(retryAfter - time.Millisecond)
+	if n := prov.Calls(); n != 1 || clk.Timers() != 1 {
+		t.Errorf("%d calls, %d timers armed a millisecond before the Retry-After: retried early", n, clk.Timers())
+	}
+	clk.Advance(time.Millisecond)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second): // a failure guard
+		t.Fatal("the run did not retry once the Retry-After had passed")
+	}
+	if n := prov.Calls(); n != 2 {
+		t.Errorf("%d calls, want the retry", n)
+	}
+	if w := clk.waits(); len(w) != 1 || w[0] < retryAfter {
+		t.Errorf("waits %v, want one of at least the provider's Retry-After %v", w, retryAfter)
 	}
 }
 
@@ -273,16 +336,45 @@ func TestStreamCommitPoint(t *testing.T) {
 	}
 }
 
+// deadlineLog is a provider that records, for each call, how long its context
+// had left when the call began.
+type deadlineLog struct {
+	*llmtest.Fake
+	mu   sync.Mutex
+	left []time.Duration // -1: no deadline
+}
+
+func (d *deadlineLog) record(ctx context.Context) {
+	left := time.Duration(-1)
+	if dl, ok := ctx.Deadline(); ok {
+		left = time.Until(dl)
+	}
+	d.mu.Lock()
+	d.left = append(d.left, left)
+	d.mu.Unlock()
+}
+
+func (d *deadlineLog) Complete(ctx context.Context, req *llm.Request) (*llm.Response, error) {
+	d.record(ctx)
+	return d.Fake.Complete(ctx, req)
+}
+
+func (d *deadlineLog) Stream(ctx context.Context, req *llm.Request, emit func(string) error) (*llm.Response, error) {
+	d.record(ctx)
+	return d.Fake.Stream(ctx, req, emit)
+}
+
 // TestAttemptTimeout: a model slower than its per-attempt timeout is abandoned,
-// retried within its budget, then fallen back from, well inside the run deadline.
+// retried within its budget, then fallen back from, well inside the run deadline:
+// each attempt runs under its own deadline, not the run's.
 func TestAttemptTimeout(t *testing.T) {
-	slow := &llmtest.Fake{Reply: "late", Delay: time.Hour}
+	slow := &llmtest.Fake{Reply: "late", Delay: time.Hour} // answers only when cancelled
 	fast := &llmtest.Fake{Reply: "fast"}
-	pm, fm := pricedModel("slow", slow), pricedModel("fast", fast)
+	logged := &deadlineLog{Fake: slow}
+	pm, fm := pricedModel("slow", logged), pricedModel("fast", fast)
 	pm.Timeout, pm.MaxRetries = 50*time.Millisecond, 1
 	pm.Fallbacks = []*catalog.Model{fm}
 	f := newFixtureModels(t, slow, 1_000_000, pm, fm)
-	start := time.Now()
 	res, err := f.runner.Run(context.Background(), &Request{Principal: f.p, AgentName: "bot", Message: "hi"})
 	if err != nil {
 		t.Fatal(err)
@@ -290,8 +382,12 @@ func TestAttemptTimeout(t *testing.T) {
 	if res.Model != "fast" || slow.Calls() != 2 {
 		t.Errorf("answered by %q after %d slow calls", res.Model, slow.Calls())
 	}
-	if d := time.Since(start); d > 3*time.Second {
-		t.Errorf("took %v", d)
+	logged.mu.Lock()
+	defer logged.mu.Unlock()
+	for i, left := range logged.left {
+		if left < 0 || left > pm.Timeout {
+			t.Errorf("slow call %d began with %v left, want at most its per-attempt timeout %v (the run deadline is %v)", i, left, pm.Timeout, f.runner.Timeout)
+		}
 	}
 }
 

@@ -1223,8 +1223,9 @@ func TestGroupCommitConcurrent(t *testing.T) {
 
 func TestExpectation(t *testing.T) {
 	ctx := context.Background()
-	// A long MaxWait makes a leaked announcement visible: every batch would wait it out.
-	const maxWait = 3 * time.Second
+	// A MaxWait far beyond eventGuard makes a leaked announcement visible: every
+	// batch would wait it out.
+	const maxWait = time.Hour
 	insert := func(db *DB, name string) func(tx *Tx) error {
 		return func(tx *Tx) error {
 			return tx.CreateOrg(ctx, &agentd.Org{ID: agentd.NewID("org"), Name: name, CreatedAt: fromMicros(1)})
@@ -1282,11 +1283,7 @@ func TestExpectation(t *testing.T) {
 			if got := db.w.expected.Load(); got != 0 {
 				t.Errorf("expected = %d after the announcements ended, want 0", got)
 			}
-			start := time.Now()
-			mustTx(t, db, insert(db, "after"))
-			if d := time.Since(start); d > maxWait/2 {
-				t.Errorf("a following Tx took %v: the writer waited for a write that will never come", d)
-			}
+			txWithin(t, db, insert(db, "after"), "a following Tx")
 			if _, err := db.Org(ctx, "after"); err != nil {
 				t.Errorf("following write: %v", err)
 			}
@@ -1551,11 +1548,24 @@ func TestBatchOutcomesAreTruthful(t *testing.T) {
 	}{
 		{"statement interrupted by its context", func(ctx context.Context, tx *Tx, orgID string) error {
 			// Tx.exec ignores cancellation; go under it to interrupt a statement anyway.
-			ctx, cancel := context.WithTimeout(ctx, 5*time.Millisecond)
+			// The statement never ends by itself; its context is cancelled once it runs.
+			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()
+			var cancelled time.Time
+			interrupt := func() error {
+				if cancelled.IsZero() {
+					cancelled = time.Now()
+					cancel()
+				} else if time.Since(cancelled) > eventGuard {
+					return errors.New("the cancelled statement was never interrupted")
+				}
+				return nil
+			}
+			interruptStatement.Store(&interrupt)
+			defer interruptStatement.Store(nil)
 			_, err := tx.tx.ExecContext(ctx, `INSERT INTO credit_grants (id, org_id, amount, key_id, created_at)
-				WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 100000)
-				SELECT 'g'||x, ?, 0, 'k', 1 FROM c WHERE x = 0`, orgID)
+				WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c)
+				SELECT 'g'||x, ?, 0, 'k', 1 FROM c WHERE test_interrupt()`, orgID)
 			return err
 		}},
 		{"ON CONFLICT ROLLBACK", func(ctx context.Context, tx *Tx, orgID string) error {
@@ -1571,15 +1581,10 @@ func TestBatchOutcomesAreTruthful(t *testing.T) {
 				return func(tx *Tx) error { return grant(ctx, tx, id, o.ID, 1) }
 			}
 			// One batch, in this order: a good write, the bad one, a good write.
-			es := []*Expectation{db.Expect(), db.Expect(), db.Expect()}
-			fns := []func(tx *Tx) error{grantOne("before"), func(tx *Tx) error { return tt.bad(ctx, tx, o.ID) }, grantOne("after")}
-			errs := make([]error, len(fns))
-			var wg sync.WaitGroup
-			for i := range fns {
-				wg.Go(func() { errs[i] = es[i].Tx(ctx, fns[i]) })
-				time.Sleep(20 * time.Millisecond) // queue them in order
+			errs := batchInOrder(t, db, grantOne("before"), func(tx *Tx) error { return tt.bad(ctx, tx, o.ID) }, grantOne("after"))
+			if errs[1] != nil && strings.Contains(errs[1].Error(), "never interrupted") {
+				t.Fatal(errs[1])
 			}
-			wg.Wait()
 			if errs[1] == nil {
 				t.Fatal("the bad write succeeded; the test proves nothing")
 			}
@@ -1604,35 +1609,28 @@ func TestBatchOutcomesAreTruthful(t *testing.T) {
 // guards against shows in about 1% of iterations under -race.)
 func TestLoneAnnouncedWriteDoesNotWait(t *testing.T) {
 	ctx := context.Background()
-	const maxWait = 100 * time.Millisecond
-	db := openDB(t, Options{MaxWait: maxWait, Synchronous: "OFF"})
+	// MaxWait is far beyond eventGuard: a write that waited it out misses the guard.
+	db := openDB(t, Options{MaxWait: time.Hour, Synchronous: "OFF"})
 	o := newOrg(t, db, "acme", 0)
-	slow := 0
 	const n = 200
-	for range n {
+	for i := range n {
 		e := db.Expect()
-		var (
-			wg   sync.WaitGroup
-			took time.Duration
-			err  error
-		)
-		wg.Go(func() {
-			start := time.Now()
-			err = e.Tx(ctx, func(tx *Tx) error {
+		done := make(chan error, 1)
+		go func() {
+			done <- e.Tx(ctx, func(tx *Tx) error {
 				_, err := tx.exec(ctx, `UPDATE orgs SET created_at = created_at + 1 WHERE id = ?`, o.ID)
 				return err
 			})
-			took = time.Since(start)
-		})
-		wg.Wait()
-		if err != nil {
-			t.Fatal(err)
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(eventGuard):
+			db.w.expected.Store(0)
+			go db.Tx(ctx, func(*Tx) error { return nil }) // wakes the writer so that the test can end
+			t.Fatalf("lone announced write %d of %d did not commit in %v: it waited out MaxWait", i, n, eventGuard)
 		}
-		if took >= maxWait {
-			slow++
-		}
-	}
-	if slow > 0 {
-		t.Errorf("%d of %d lone announced writes waited out MaxWait", slow, n)
 	}
 }

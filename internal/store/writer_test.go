@@ -329,19 +329,11 @@ func TestOnCommitBrokenTransaction(t *testing.T) {
 			o := newOrg(t, db, "acme", 0)
 			var e events
 			// One batch, in this order: a good write, the bad one, a good write.
-			es := []*Expectation{db.Expect(), db.Expect(), db.Expect()}
-			fns := []func(tx *Tx) error{
+			errs := batchInOrder(t, db,
 				e.write(ctx, "before", o.ID, 2, nil),
 				e.write(ctx, "bad", o.ID, 2, func(tx *Tx) error { return tt.bad(tx, o.ID) }),
 				e.write(ctx, "after", o.ID, 2, nil),
-			}
-			errs := make([]error, len(fns))
-			var wg sync.WaitGroup
-			for i := range fns {
-				wg.Go(func() { errs[i] = es[i].Tx(ctx, fns[i]) })
-				time.Sleep(20 * time.Millisecond) // queue them in order
-			}
-			wg.Wait()
+			)
 			if errs[1] == nil {
 				t.Fatal("the bad write succeeded; the test proves nothing")
 			}
@@ -379,22 +371,15 @@ func TestOnCommitFailedCommit(t *testing.T) {
 		return err
 	})
 	var e events
-	es := []*Expectation{db.Expect(), db.Expect(), db.Expect()}
-	fns := []func(tx *Tx) error{
+	// One batch, in this order.
+	errs := batchInOrder(t, db,
 		e.write(ctx, "before", o.ID, 1, nil),
 		e.write(ctx, "orphan", o.ID, 1, func(tx *Tx) error {
 			_, err := tx.exec(ctx, `INSERT INTO deferred_fk (org_id) VALUES ('org-nope')`)
 			return err
 		}),
 		e.write(ctx, "after", o.ID, 1, nil),
-	}
-	errs := make([]error, len(fns))
-	var wg sync.WaitGroup
-	for i := range fns {
-		wg.Go(func() { errs[i] = es[i].Tx(ctx, fns[i]) })
-		time.Sleep(20 * time.Millisecond) // queue them in order
-	}
-	wg.Wait()
+	)
 	if e.txs["before"] != e.txs["orphan"] || e.txs["after"] != e.txs["orphan"] {
 		t.Fatal("the writes were not grouped into one transaction; the test proves nothing")
 	}

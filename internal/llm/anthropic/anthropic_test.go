@@ -207,14 +207,14 @@ func msgs(roleContent ...string) []llm.Message {
 
 func complete(t *testing.T, p *anthropic.Provider, req *llm.Request) (*llm.Response, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // a failure guard
 	defer cancel()
 	return p.Complete(ctx, req)
 }
 
 func stream(t *testing.T, p *anthropic.Provider, req *llm.Request) ([]string, *llm.Response, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // a failure guard
 	defer cancel()
 	var pieces []string
 	resp, err := p.Stream(ctx, req, func(s string) error {
@@ -618,7 +618,7 @@ func TestCallerClient(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // a failure guard
 			defer cancel()
 			if _, err := p.Complete(ctx, &llm.Request{Model: "m", Messages: msgs(llm.RoleUser, "x")}); err != nil {
 				t.Error(err)
