@@ -1,9 +1,6 @@
 package agentd
 
-import (
-	"slices"
-	"time"
-)
+import "time"
 
 // Org is an organization: a tenant with a balance. Every key, agent, session and
 // ledger row belongs to exactly one.
@@ -37,9 +34,6 @@ type Key struct {
 
 // Revoked reports whether the key has been revoked.
 func (k *Key) Revoked() bool { return k.RevokedAt != nil }
-
-// Has reports whether the key was granted scope s itself (not through a broader one).
-func (k *Key) Has(s Scope) bool { return slices.Contains(k.Scopes, s) }
 
 // Budget is a key's spending limit per period. What the key has spent in a period is
 // not stored beside it: it is the sum of the key's charges in the ledger for that

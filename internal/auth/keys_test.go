@@ -2,6 +2,7 @@ package auth_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/agentd/agentd"
@@ -157,7 +158,7 @@ func TestBootstrap(t *testing.T) {
 		t.Fatalf("a new AGENTD_BOOTSTRAP_KEY: %q %q %v", m, note, err)
 	}
 	k, err := f.db.KeyByHash(ctx, auth.Hash(env))
-	if err != nil || !k.Has(agentd.ScopeOperator) || k.OrgID != f.org.ID {
+	if err != nil || !slices.Contains(k.Scopes, agentd.ScopeOperator) || k.OrgID != f.org.ID {
 		t.Fatalf("the bootstrap key %+v, %v", k, err)
 	}
 	operator := &agentd.Principal{OrgID: f.org.ID, KeyID: k.ID, Scopes: k.Scopes}

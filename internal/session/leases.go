@@ -163,16 +163,6 @@ func (l *MemoryLeases) Sweep() int {
 	return n
 }
 
-// Waiting returns how many turns wait for key.
-func (l *MemoryLeases) Waiting(key string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if ls := l.held[key]; ls != nil {
-		return len(ls.queue)
-	}
-	return 0
-}
-
 // Held returns how many sessions are leased now.
 func (l *MemoryLeases) Held() int {
 	l.mu.Lock()

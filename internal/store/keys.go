@@ -119,23 +119,6 @@ func (t *Tx) KeysOfOwner(ctx context.Context, orgID, owner string) (_ []*agentd.
 	return collectKeys(rows)
 }
 
-// LiveKeysWithScope lists the keys of an organization that are not revoked and
-// were granted scope itself.
-func (db *DB) LiveKeysWithScope(ctx context.Context, orgID string, scope agentd.Scope) (_ []*agentd.Key, err error) {
-	defer wrap(&err, "store.LiveKeysWithScope(%q)", scope)
-	keys, err := db.keys(ctx, `SELECT `+keyColumns+keyFrom+` WHERE k.org_id = ? AND k.revoked_at IS NULL ORDER BY k.created_at, k.id`, orgID)
-	if err != nil {
-		return nil, err
-	}
-	out := keys[:0]
-	for _, k := range keys {
-		if k.Has(scope) {
-			out = append(out, k)
-		}
-	}
-	return out, nil
-}
-
 func (db *DB) keys(ctx context.Context, q string, args ...any) ([]*agentd.Key, error) {
 	rows, err := db.query(ctx, q, args...)
 	if err != nil {

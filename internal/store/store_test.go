@@ -474,31 +474,6 @@ func TestKeys(t *testing.T) {
 		}
 	})
 
-	t.Run("live keys with a scope", func(t *testing.T) {
-		tests := []struct {
-			org   string
-			scope agentd.Scope
-			want  []string // oldest first
-		}{
-			{acme.ID, agentd.ScopeRun, []string{k3.ID}},   // k has it but is revoked
-			{acme.ID, agentd.ScopeAdmin, []string{k2.ID}}, // granted itself
-			{acme.ID, agentd.ScopeUsage, []string{k3.ID}}, // not through k2's admin
-			{acme.ID, agentd.ScopeOperator, []string{}},   // nobody
-			{other.ID, agentd.ScopeRun, []string{k4.ID}},  // per organization
-			{other.ID, agentd.ScopeAdmin, []string{}},     // none in this org
-			{acme.ID, agentd.ScopeAgentsRead, []string{}}, // only the revoked key
-		}
-		for _, tt := range tests {
-			got, err := db.LiveKeysWithScope(ctx, tt.org, tt.scope)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !slices.Equal(ids(got), tt.want) {
-				t.Errorf("LiveKeysWithScope(%s, %s) = %v, want %v", tt.org, tt.scope, ids(got), tt.want)
-			}
-		}
-	})
-
 	t.Run("budgets", func(t *testing.T) {
 		withBudget := &agentd.Key{ID: agentd.NewID("key"), OrgID: acme.ID, Name: "budgeted", Owner: "dan", Prefix: "agd_b", Hash: strings.Repeat("56", 32),
 			Scopes: []agentd.Scope{agentd.ScopeRun}, CreatedAt: now(), Budget: agentd.Budget{Set: true, Limit: 5_000, Period: agentd.PeriodDaily}}
