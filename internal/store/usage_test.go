@@ -727,3 +727,45 @@ func TestLedgerPagePlan(t *testing.T) {
 		t.Errorf("plan %q: want a range of ledger_org_time_run without a sort", p)
 	}
 }
+
+// BenchmarkPruneLedger measures retention: how many ledger rows a second the
+// sweeper's batches of 1000 delete (synchronous=FULL), against the 8,000 runs a
+// second the run path can write.
+//
+//	go test ./internal/store -run XXX -bench PruneLedger -benchtime 20000x
+func BenchmarkPruneLedger(b *testing.B) {
+	ctx := context.Background()
+	db := openDB(b, Options{})
+	o := newOrg(b, db, "acme", 1_000_000)
+	a := newAgent(b, db, o.ID, "bot")
+	const chunk = 500
+	for i := 0; i < b.N; i += chunk {
+		mustTx(b, db, func(tx *Tx) error {
+			for j := i; j < min(i+chunk, b.N); j++ {
+				r := okRun(a, "alice", "", 0)
+				r.CreatedAt = time.UnixMicro(int64(1_700_000_000_000_000 + j))
+				if _, err := tx.RecordRun(ctx, r); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	b.ResetTimer()
+	n := 0
+	for {
+		d, err := db.PruneLedger(ctx, 1_800_000_000_000_000, 1000)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n += d
+		if d < 1000 {
+			break
+		}
+	}
+	b.StopTimer()
+	if n != b.N {
+		b.Fatalf("pruned %d of %d rows", n, b.N)
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "rows/s")
+}
