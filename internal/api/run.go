@@ -55,14 +55,14 @@ func (s *Server) decodeRun(w http.ResponseWriter, r *http.Request) (msg, sid str
 	return msg, sid, req.Stream || strings.Contains(r.Header.Get("Accept"), "text/event-stream"), err
 }
 
+// validateMessage checks a decoded message; its UTF-8 was checked with the body
+// (decodeJSON refuses invalid UTF-8 before encoding/json could replace it).
 func validateMessage(m *string, maxChars int) (string, error) {
 	switch {
 	case m == nil:
 		return "", agentd.Invalid("Field required", "missing", "body", "message")
 	case len(*m) == 0:
 		return "", agentd.Invalid("String should have at least 1 character", "string_too_short", "body", "message")
-	case !utf8.ValidString(*m):
-		return "", agentd.Invalid("message is not valid UTF-8", "string_type", "body", "message")
 	case len(*m) > maxChars && utf8.RuneCountInString(*m) > maxChars:
 		return "", agentd.Invalid("String should have at most "+strconv.Itoa(maxChars)+" characters", "string_too_long", "body", "message")
 	}
