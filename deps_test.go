@@ -45,6 +45,8 @@ var layers = map[string][]string{
 	"internal/config":          {},
 	// The only SQL.
 	"internal/store": {""},
+	// Test support: a database of its own per test, on each dialect.
+	"internal/store/storetest": {},
 	// Pure helpers of a run.
 	"internal/catalog": {"", "internal/llm"},
 	"internal/prompt":  {"", "internal/llm"},

@@ -135,7 +135,7 @@ func agentPageQuery(orgID string, includeInactive bool, cursor string) (string, 
 	q := ` WHERE a.org_id = ?`
 	args := []any{orgID}
 	if !includeInactive {
-		q += ` AND a.active = 1`
+		q += ` AND a.active`
 	}
 	if cursor != "" {
 		created, id, err := parseAgentCursor(cursor)

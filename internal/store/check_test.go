@@ -245,11 +245,11 @@ func TestCheckAfterPruningFindsDamage(t *testing.T) {
 			return `UPDATE session_turns SET run_id = 'run-ghost' WHERE run_id = '` + r.RunID + `'`, r
 		}, [][]string{{"session turn of run run-ghost"}}},
 		{"a rollup off by one on a whole day", func(w *prunedWorld, pruned, fresh string) (string, *Run) {
-			return `UPDATE usage_daily SET runs = runs + 1 WHERE rowid = (SELECT rowid FROM usage_daily WHERE org_id = '` + pruned +
+			return `UPDATE usage_daily SET runs = runs + 1 WHERE (org_id, day, agent_id, model, key_id) = (SELECT org_id, day, agent_id, model, key_id FROM usage_daily WHERE org_id = '` + pruned +
 				`' AND day = '` + day4 + `' LIMIT 1)`, nil
 		}, [][]string{{"PRUNED day " + day4 + " ", "but the ledger sums to"}}},
 		{"a rollup off by one on the first day of an organization not pruned yet", func(w *prunedWorld, pruned, fresh string) (string, *Run) {
-			return `UPDATE usage_daily SET latency_ms = latency_ms + 1 WHERE rowid = (SELECT rowid FROM usage_daily WHERE org_id = '` + fresh +
+			return `UPDATE usage_daily SET latency_ms = latency_ms + 1 WHERE (org_id, day, agent_id, model, key_id) = (SELECT org_id, day, agent_id, model, key_id FROM usage_daily WHERE org_id = '` + fresh +
 				`' AND day = '` + day0 + `' LIMIT 1)`, nil
 		}, [][]string{{"FRESH day " + day0 + " ", "but the ledger sums to"}}},
 	}

@@ -78,7 +78,8 @@ func (t *Tx) putIdempotent(ctx context.Context, r *Idem) error {
 func (db *DB) SweepIdempotency(ctx context.Context, now int64, limit int) (n int, err error) {
 	defer wrap(&err, "store.SweepIdempotency")
 	err = db.Tx(ctx, func(t *Tx) error {
-		res, err := t.exec(ctx, `DELETE FROM idempotency WHERE rowid IN (SELECT rowid FROM idempotency WHERE expires_at <= ? LIMIT ?)`, now, limit)
+		res, err := t.exec(ctx, `DELETE FROM idempotency WHERE (org_id, key_id, idem_key) IN
+			(SELECT org_id, key_id, idem_key FROM idempotency WHERE expires_at <= ? LIMIT ?)`, now, limit)
 		if err != nil {
 			return err
 		}

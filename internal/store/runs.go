@@ -84,10 +84,11 @@ func (t *Tx) RecordRun(ctx context.Context, r *Run) (turnStored bool, err error)
 		}
 	}
 	if r.Turn != nil {
-		// Only while the agent exists: its deletion took its sessions with it.
+		// Only while the agent exists: its deletion took its sessions with it. The
+		// casts type the parameters of a SELECT list for PostgreSQL.
 		res, err := t.exec(ctx, `INSERT INTO session_turns (org_id, owner, agent_id, session_id, run_id, user_message, assistant_message,
 			user_tokens, assistant_tokens, input_tokens, output_tokens, created_at)
-			SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM agents WHERE id = ? AND org_id = ?)`,
+			SELECT ?, ?, ?, ?, ?, ?, ?, CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT) WHERE EXISTS (SELECT 1 FROM agents WHERE id = ? AND org_id = ?)`,
 			row.OrgID, row.Owner, row.AgentID, row.SessionID, row.RunID, r.Turn.User, r.Turn.Assistant,
 			r.Turn.UserTokens, r.Turn.AssistantTokens, row.InputTokens, row.OutputTokens, created, row.AgentID, row.OrgID)
 		if err != nil {

@@ -108,7 +108,7 @@ func (db *DB) SessionTurns(ctx context.Context, k agentd.SessionKey, cursor stri
 		// Past the end of a session that exists is an empty page; no session is 404.
 		var one int
 		err := db.queryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM session_turns
-			WHERE org_id = ? AND agent_id = ? AND owner = ? AND session_id = ? LIMIT 1)`,
+			WHERE org_id = ? AND agent_id = ? AND owner = ? AND session_id = ? LIMIT 1) AS s`,
 			k.OrgID, k.AgentID, k.Owner, k.SessionID).Scan(&one)
 		if err != nil {
 			return nil, "", err

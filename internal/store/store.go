@@ -30,8 +30,16 @@ type dialect struct {
 	name     string
 	rebind   func(string) string
 	isUnique func(error) bool
-	// isStorage reports a failure of the storage itself (full, read-only, I/O).
+	// isStorage reports a failure of the storage itself (full, read-only, I/O,
+	// unreachable): 503, no fault of the request.
 	isStorage func(error) bool
+	// retryable reports an error after which the writer's whole transaction is
+	// rolled back and run again (nil: none is).
+	retryable func(error) bool
+	// greatest is the two-argument maximum function (SQLite's max, GREATEST).
+	greatest string
+	// beginBatch, when set, is run first in every writer transaction.
+	beginBatch string
 }
 
 var sqliteDialect = dialect{
@@ -52,6 +60,7 @@ var sqliteDialect = dialect{
 		}
 		return false
 	},
+	greatest: "max",
 }
 
 // Options tune Open.
@@ -72,6 +81,16 @@ type Options struct {
 	// no migrations, no writer, and a path that does not exist is an error rather
 	// than a new file. It may be opened beside the process that owns the file.
 	ReadOnly bool
+
+	// PostgreSQL only.
+	// MaxConns caps the read pool's connections (8 when zero); the writer has one
+	// more of its own.
+	MaxConns int
+	// StatementTimeout bounds every statement (0: the server's setting), so that
+	// a stuck database fails requests with 503 instead of hanging them.
+	StatementTimeout time.Duration
+	// ApplicationName names the connections in pg_stat_activity ("agentd").
+	ApplicationName string
 }
 
 // pageSize is SQLite's default page size, which agentd's databases use.
@@ -86,21 +105,29 @@ type DB struct {
 	w     *writer // nil when read-only
 	lock  *fileLock
 	now   func() time.Time
+	// schema is PostgreSQL's schema holding the tables; lock keys and notification
+	// channels are per schema, so that deployments sharing a database stay apart.
+	schema string
 }
 
-// Open opens the database named by dsn, which is "sqlite:PATH". Unless
-// opts.ReadOnly, it creates the file if needed, takes the lock that makes this
-// process the file's only writer (a second process is refused, naming the holder),
-// and applies the migrations it lacks.
+// Open opens the database named by dsn: "sqlite:PATH", or a PostgreSQL URL
+// (postgres:// or postgresql://). Unless opts.ReadOnly, it applies the migrations
+// the database lacks (on PostgreSQL under an advisory lock, so that replicas
+// starting together apply each once) and refuses a schema newer than it knows.
+// A SQLite file is created if needed and locked so that this process is its
+// only writer (a second process is refused, naming the holder).
 func Open(ctx context.Context, dsn string, opts Options) (_ *DB, err error) {
-	defer wrap(&err, "store.Open(%q)", dsn)
-	file, ok := strings.CutPrefix(dsn, "sqlite:")
-	if !ok || file == "" {
-		return nil, fmt.Errorf("unsupported database %q: want sqlite:PATH", dsn)
-	}
+	defer wrap(&err, "store.Open(%q)", Redact(dsn))
 	now := opts.Now
 	if now == nil {
 		now = time.Now
+	}
+	if IsPostgres(dsn) {
+		return openPostgres(ctx, dsn, opts, now)
+	}
+	file, ok := strings.CutPrefix(dsn, "sqlite:")
+	if !ok || file == "" {
+		return nil, fmt.Errorf("unsupported database %q: want sqlite:PATH or postgres://…", Redact(dsn))
 	}
 	if opts.ReadOnly {
 		return openReadOnly(ctx, file, now)
@@ -158,6 +185,34 @@ func Open(ctx context.Context, dsn string, opts Options) (_ *DB, err error) {
 	db.w = newWriter(write, db.d, opts.MaxBatch, opts.MaxWait)
 	return db, nil
 }
+
+// IsPostgres reports whether dsn names a PostgreSQL database.
+func IsPostgres(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+// Redact is dsn with any password replaced, for messages and logs.
+func Redact(dsn string) string {
+	if !IsPostgres(dsn) {
+		return dsn
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "postgres://(unparseable DSN)"
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	q := u.Query()
+	if q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+// Dialect is the database's kind: "sqlite" or "postgres".
+func (db *DB) Dialect() string { return db.d.name }
 
 // uriPath escapes a file path for a SQLite file: URI, whose query and fragment
 // start at ? and # and whose path decodes %XX: unescaped, "a?b" would open "a".
@@ -246,8 +301,22 @@ func latestMigration(d dialect) int {
 // migrate applies the embedded migrations of the dialect that are not yet recorded,
 // each in its own transaction.
 func (db *DB) migrate(ctx context.Context) error {
-	if _, err := db.write.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`); err != nil {
+	conn, err := db.write.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	unlock, err := db.lockMigrations(ctx, conn)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	integer := "INTEGER" // SQLite's integers are 64-bit; PostgreSQL's INTEGER is not
+	if db.d.name == "postgres" {
+		integer = "BIGINT"
+	}
+	if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version `+integer+` PRIMARY KEY, name TEXT NOT NULL, applied_at `+integer+` NOT NULL)`); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
 	dir := path.Join("migrations", db.d.name)
@@ -256,7 +325,7 @@ func (db *DB) migrate(ctx context.Context) error {
 		return err
 	}
 	var have int
-	if err := db.write.QueryRowContext(ctx, `SELECT COALESCE(max(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
+	if err := conn.QueryRowContext(ctx, `SELECT COALESCE(max(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
 		return err
 	}
 	if known := latestMigration(db.d); have > known {
@@ -274,7 +343,7 @@ func (db *DB) migrate(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		err = db.txDirect(ctx, func(tx *sql.Tx) error {
+		err = txOn(ctx, conn, func(tx *sql.Tx) error {
 			var n int
 			if err := tx.QueryRowContext(ctx, db.d.rebind(`SELECT count(*) FROM schema_migrations WHERE version = ?`), version).Scan(&n); err != nil {
 				return err
@@ -296,10 +365,10 @@ func (db *DB) migrate(ctx context.Context) error {
 	return nil
 }
 
-// txDirect runs fn in a transaction on the write connection, outside the writer.
-// Only for use before the writer starts (migrations).
-func (db *DB) txDirect(ctx context.Context, fn func(*sql.Tx) error) (err error) {
-	tx, err := db.write.BeginTx(ctx, nil)
+// txOn runs fn in a transaction on conn, outside the writer. Only for use before
+// the writer starts (migrations).
+func txOn(ctx context.Context, conn *sql.Conn, fn func(*sql.Tx) error) (err error) {
+	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}

@@ -17,13 +17,18 @@ import (
 	"time"
 
 	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/store/storetest"
 )
 
 // openDB opens a fresh database in t's temporary directory and closes it when the
 // test ends.
 func openDB(t testing.TB, opts Options) *DB {
 	t.Helper()
-	db, err := Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "agentd.db"), opts)
+	dsn := "sqlite:" + filepath.Join(t.TempDir(), "agentd.db")
+	if onPostgres(t) {
+		dsn = storetest.Postgres(t)
+	}
+	db, err := Open(context.Background(), dsn, opts)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -289,7 +294,7 @@ func TestGrantCredits(t *testing.T) {
 				if err == nil {
 					t.Fatalf("grant of %d succeeded with balance %d", tt.amount, seen)
 				}
-				if !strings.Contains(err.Error(), "CHECK") {
+				if !strings.Contains(strings.ToUpper(err.Error()), "CHECK") {
 					t.Errorf("error %q does not name the CHECK constraint", err)
 				}
 			} else {

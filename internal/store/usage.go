@@ -365,7 +365,7 @@ func (db *DB) PruneLedger(ctx context.Context, before int64, limit int) (n int, 
 			}
 			if c > 0 {
 				if _, err := t.exec(ctx, `INSERT INTO ledger_pruned (org_id, pruned_before) VALUES (?, ?)
-					ON CONFLICT (org_id) DO UPDATE SET pruned_before = max(pruned_before, excluded.pruned_before)`, org, before); err != nil {
+					ON CONFLICT (org_id) DO UPDATE SET pruned_before = `+t.d.greatest+`(ledger_pruned.pruned_before, excluded.pruned_before)`, org, before); err != nil {
 					return err
 				}
 			}

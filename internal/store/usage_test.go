@@ -409,9 +409,9 @@ func TestCheckRollupsFindsDamage(t *testing.T) {
 		damage string
 		want   string
 	}{
-		{"cost off by one", `UPDATE usage_daily SET cost = cost + 1 WHERE rowid = (SELECT rowid FROM usage_daily WHERE org_id = ? AND day = ? LIMIT 1)`, "but the ledger sums to"},
-		{"runs lost", `UPDATE usage_daily SET runs = runs + 1 WHERE rowid = (SELECT rowid FROM usage_daily WHERE org_id = ? AND day = ? LIMIT 1)`, "but the ledger sums to"},
-		{"rollup row missing", `DELETE FROM usage_daily WHERE rowid = (SELECT rowid FROM usage_daily WHERE org_id = ? AND day = ? LIMIT 1)`, "there is no rollup"},
+		{"cost off by one", `UPDATE usage_daily SET cost = cost + 1 WHERE (org_id, day, agent_id, model, key_id) = (SELECT org_id, day, agent_id, model, key_id FROM usage_daily WHERE org_id = ? AND day = ? LIMIT 1)`, "but the ledger sums to"},
+		{"runs lost", `UPDATE usage_daily SET runs = runs + 1 WHERE (org_id, day, agent_id, model, key_id) = (SELECT org_id, day, agent_id, model, key_id FROM usage_daily WHERE org_id = ? AND day = ? LIMIT 1)`, "but the ledger sums to"},
+		{"rollup row missing", `DELETE FROM usage_daily WHERE (org_id, day, agent_id, model, key_id) = (SELECT org_id, day, agent_id, model, key_id FROM usage_daily WHERE org_id = ? AND day = ? LIMIT 1)`, "there is no rollup"},
 		{"rollup without runs", `INSERT INTO usage_daily (org_id, day, agent_id, agent_name, model, key_id, runs) VALUES (?, ?, 'agent-ghost', 'ghost', 'offline', 'key-a', 1)`, "the ledger has no rows"},
 	}
 	for _, tt := range tests {

@@ -192,7 +192,13 @@ func (w *writer) fill(batch []*writeReq, timer *time.Timer) []*writeReq {
 // runs the commit hooks of the writes that committed, in order, and tells each
 // caller the truth about its own write.
 func (w *writer) commit(batch []*writeReq) {
-	errs, broken, _ := w.try(batch)
+	errs, broken, cause := w.try(batch)
+	// A serialization failure or deadlock (PostgreSQL) ends a transaction that
+	// would succeed run again: rerun the whole batch, a few times.
+	for attempt := 1; w.d.retryable != nil && attempt <= maxRetries && w.retry(errs, broken, cause); attempt++ {
+		time.Sleep(time.Duration(attempt) * time.Millisecond)
+		errs, broken, cause = w.try(batch)
+	}
 	if !broken {
 		for i, r := range batch {
 			r.done <- errs[i]
@@ -214,6 +220,22 @@ func (w *writer) commit(batch []*writeReq) {
 	}
 }
 
+// maxRetries bounds the reruns of a batch whose transaction hit a retryable error.
+const maxRetries = 5
+
+// retry reports whether try's outcome was a retryable failure of the transaction.
+func (w *writer) retry(errs []error, broken bool, cause error) bool {
+	if broken {
+		return w.d.retryable(cause)
+	}
+	for _, err := range errs {
+		if err != nil && w.d.retryable(err) {
+			return true
+		}
+	}
+	return false
+}
+
 // try runs batch in one transaction and, once it has committed, the hooks of each
 // write that succeeded, in batch order. broken reports that the transaction ended
 // under a write, in which case nothing was committed, errs is nil and cause is the
@@ -230,9 +252,18 @@ func (w *writer) try(batch []*writeReq) (errs []error, broken bool, cause error)
 		return fill(errs, fmt.Errorf("begin: %w", err)), false, nil
 	}
 	t := &Tx{tx: tx, d: w.d, c: w.stmts}
+	if w.d.beginBatch != "" {
+		if _, err := t.c.exec(ctx, tx, w.d.beginBatch); err != nil {
+			tx.Rollback()
+			return fill(errs, fmt.Errorf("begin: %w", err)), false, nil
+		}
+	}
 	for i, r := range batch {
 		t.hooks = r.hooks[:0]
 		errs[i], broken = runSavepoint(ctx, t, r.fn)
+		if errs[i] != nil && w.d.retryable != nil && w.d.retryable(errs[i]) {
+			broken = true // the locks the other writes took stay held: rerun them all
+		}
 		if errs[i] == nil {
 			r.hooks = t.hooks
 		} else {

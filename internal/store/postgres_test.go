@@ -1,0 +1,251 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/store/storetest"
+)
+
+// conformance are the store's tests that hold for every dialect. TestPostgres runs
+// them again on PostgreSQL: openDB gives a test running under it a schema of its
+// own there. The tests left out exercise SQLite itself (its file, lock, pragmas,
+// query plans and migrations from older SQLite schemas).
+var conformance = []struct {
+	name string
+	fn   func(*testing.T)
+}{
+	{"Check", TestCheck},
+	{"CheckWhilePruning", TestCheckWhilePruning},
+	{"CheckAfterPruningFindsDamage", TestCheckAfterPruningFindsDamage},
+	{"NotStorageErrorsStayTheirOwn", TestNotStorageErrorsStayTheirOwn},
+	{"Ready", TestReady},
+	{"KeySpent", TestKeySpent},
+	{"LedgerSpent", TestLedgerSpent},
+	{"LedgerWhole", TestLedgerWhole},
+	{"Sessions", TestSessions},
+	{"SessionsPagination", TestSessionsPagination},
+	{"SessionTurns", TestSessionTurns},
+	{"DeleteSession", TestDeleteSession},
+	{"IdleSessions", TestIdleSessions},
+	{"DeleteIdleSession", TestDeleteIdleSession},
+	{"Orgs", TestOrgs},
+	{"GrantCredits", TestGrantCredits},
+	{"Keys", TestKeys},
+	{"Agents", TestAgents},
+	{"AgentsPage", TestAgentsPage},
+	{"RecordRun", TestRecordRun},
+	{"RecordRunAgentDeleted", TestRecordRunAgentDeleted},
+	{"RecordRunBatchIsolation", TestRecordRunBatchIsolation},
+	{"History", TestHistory},
+	{"GroupCommitConcurrent", TestGroupCommitConcurrent},
+	{"Expectation", TestExpectation},
+	{"TxPanic", TestTxPanic},
+	{"LedgerTotals", TestLedgerTotals},
+	{"NotFoundCodes", TestNotFoundCodes},
+	{"BatchOutcomesAreTruthful", TestBatchOutcomesAreTruthful},
+	{"LoneAnnouncedWriteDoesNotWait", TestLoneAnnouncedWriteDoesNotWait},
+	{"RollupsEqualLedger", TestRollupsEqualLedger},
+	{"CheckRollupsFindsDamage", TestCheckRollupsFindsDamage},
+	{"LedgerPage", TestLedgerPage},
+	{"PruneLedger", TestPruneLedger},
+	{"OnCommit", TestOnCommit},
+	{"OnCommitBatch", TestOnCommitBatch},
+	{"OnCommitAcrossBatches", TestOnCommitAcrossBatches},
+}
+
+// onPostgres reports whether t runs under TestPostgres.
+func onPostgres(t testing.TB) bool { return strings.HasPrefix(t.Name(), "TestPostgres/") }
+
+// TestPostgres runs the conformance tests on PostgreSQL (AGENTD_TEST_POSTGRES).
+func TestPostgres(t *testing.T) {
+	storetest.Postgres(t) // skips, saying why, when no server is configured
+	for _, c := range conformance {
+		t.Run(c.name, c.fn)
+	}
+}
+
+// TestPostgresReplicasMigrateOnce opens one schema from several replicas at once:
+// every Open succeeds and each migration is recorded once.
+func TestPostgresReplicasMigrateOnce(t *testing.T) {
+	ctx := context.Background()
+	dsn := storetest.Postgres(t)
+	const replicas = 4
+	dbs := make([]*DB, replicas)
+	errs := make([]error, replicas)
+	var wg sync.WaitGroup
+	for i := range replicas {
+		wg.Go(func() { dbs[i], errs[i] = Open(ctx, dsn, Options{}) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("replica %d: %v", i, err)
+		}
+		defer dbs[i].Close()
+	}
+	want := latestMigration(postgresDialect)
+	if n := count(t, dbs[0], `SELECT count(*) FROM schema_migrations`); n != want {
+		t.Errorf("%d migrations recorded, want %d (each once)", n, want)
+	}
+	if v, err := dbs[1].schemaVersion(ctx); err != nil || v != want {
+		t.Errorf("schema version %d, %v; want %d", v, err, want)
+	}
+}
+
+// TestPostgresRefusesNewerSchema: a schema migrated by a newer agentd is refused
+// with a message that says so, and left unchanged.
+func TestPostgresRefusesNewerSchema(t *testing.T) {
+	ctx := context.Background()
+	dsn := storetest.Postgres(t)
+	db, err := Open(ctx, dsn, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustTx(t, db, func(tx *Tx) error {
+		_, err := tx.exec(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, '9999_future.sql', 1)`)
+		return err
+	})
+	db.Close()
+	for _, opts := range []Options{{}, {ReadOnly: true}} {
+		db, err := Open(ctx, dsn, opts)
+		if err == nil {
+			db.Close()
+			t.Fatalf("Open(%+v) of a newer schema succeeded", opts)
+		}
+		for _, want := range []string{"9999", fmt.Sprint(latestMigration(postgresDialect))} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("Open(%+v): error %q does not say %q", opts, err, want)
+			}
+		}
+	}
+}
+
+// TestPostgresWritersOfReplicas runs the group-committing writers of three
+// replicas against one organization at once: every charge lands exactly once,
+// none fails on a deadlock, and the balance is the grants minus the charges.
+func TestPostgresWritersOfReplicas(t *testing.T) {
+	ctx := context.Background()
+	dsn := storetest.Postgres(t)
+	var dbs []*DB
+	for range 3 {
+		db, err := Open(ctx, dsn, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		dbs = append(dbs, db)
+	}
+	o := newOrg(t, dbs[0], "acme", 1_000_000)
+	agents := []*agentd.Agent{newAgent(t, dbs[0], o.ID, "a"), newAgent(t, dbs[0], o.ID, "b")}
+	const perReplica = 150
+	var wg sync.WaitGroup
+	errs := make(chan error, 3*perReplica)
+	for i, db := range dbs {
+		for j := range perReplica {
+			wg.Go(func() {
+				// Runs of two agents and two sessions, so that batches of different
+				// replicas share rows (the balance, the agents, the day's rollups).
+				r := okRun(agents[(i+j)%2], "alice", fmt.Sprint("s", j%2), 7)
+				errs <- db.Tx(ctx, func(tx *Tx) error { _, err := tx.RecordRun(ctx, r); return err })
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("RecordRun: %v", err)
+		}
+	}
+	totals, err := dbs[2].LedgerTotals(ctx, o.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := dbs[1].Balance(ctx, o.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if totals.Runs != 3*perReplica || totals.Cost != 7*3*perReplica || b != 1_000_000-totals.Cost {
+		t.Errorf("%d runs costing %d, balance %d; want %d runs costing %d, balance %d",
+			totals.Runs, totals.Cost, b, 3*perReplica, 7*3*perReplica, 1_000_000-7*3*perReplica)
+	}
+	if problems, err := dbs[0].Check(ctx); err != nil || len(problems) > 0 {
+		t.Errorf("Check: %v %q", err, problems)
+	}
+}
+
+// TestPostgresConnectionsCut terminates every connection of a replica: its next
+// write fails with 503 unavailable (never a hang, never a client error), nothing
+// half-written stays, and it recovers by itself once connections are possible.
+func TestPostgresConnectionsCut(t *testing.T) {
+	ctx := context.Background()
+	dsn := storetest.Postgres(t)
+	db, err := Open(ctx, dsn, Options{ApplicationName: "agentd-cut-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	o := newOrg(t, db, "acme", 1000)
+	a := newAgent(t, db, o.ID, "bot")
+	admin, err := Open(ctx, dsn, Options{ApplicationName: "agentd-admin"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	terminate := func() {
+		t.Helper()
+		var n int
+		if err := admin.read.QueryRowContext(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+			WHERE application_name = 'agentd-cut-test' AND pid <> pg_backend_pid()`).Scan(&n); err != nil || n == 0 {
+			t.Fatalf("terminated %d connections: %v", n, err)
+		}
+	}
+	terminate()
+	r := okRun(a, "alice", "s", 3)
+	err = db.Tx(ctx, func(tx *Tx) error { _, err := tx.RecordRun(ctx, r); return err })
+	if err != nil && agentd.ErrorCode(err) != agentd.EUnavailable {
+		t.Fatalf("write on a cut connection: %v (code %s), want success or unavailable", err, agentd.ErrorCode(err))
+	}
+	wrote := err == nil
+	// The pool replaced its connections: the next write succeeds.
+	r2 := okRun(a, "alice", "s", 3)
+	if err := db.Tx(ctx, func(tx *Tx) error { _, err := tx.RecordRun(ctx, r2); return err }); err != nil {
+		t.Fatalf("write after the cut: %v", err)
+	}
+	if err := db.Ready(ctx); err != nil {
+		t.Fatalf("Ready after the cut: %v", err)
+	}
+	totals, err := db.LedgerTotals(ctx, o.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := 1
+	if wrote {
+		want = 2
+	}
+	if totals.Runs != want {
+		t.Errorf("%d runs recorded, want %d (the cut write committed: %v)", totals.Runs, want, wrote)
+	}
+	if problems, err := db.Check(ctx); err != nil || len(problems) > 0 {
+		t.Errorf("Check: %v %q", err, problems)
+	}
+}
+
+// TestRebindDollar numbers placeholders and leaves string literals alone.
+func TestRebindDollar(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"SELECT 1", "SELECT 1"},
+		{"a = ? AND b = ?", "a = $1 AND b = $2"},
+		{"x = '?' AND y = ?", "x = '?' AND y = $1"},
+		{"x = 'it''s ?' AND y IN (?, ?)", "x = 'it''s ?' AND y IN ($1, $2)"},
+	} {
+		if got := rebindDollar(tt.in); got != tt.want {
+			t.Errorf("rebindDollar(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

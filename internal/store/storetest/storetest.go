@@ -1,0 +1,83 @@
+// Package storetest gives tests a database of their own on each dialect: a SQLite
+// file in the test's temporary directory, and, when AGENTD_TEST_POSTGRES names a
+// PostgreSQL server, a fresh schema in it that is dropped when the test ends, so
+// that tests run in parallel and leave nothing behind.
+package storetest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/url"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// EnvPostgres names the environment variable with the PostgreSQL DSN for tests.
+const EnvPostgres = "AGENTD_TEST_POSTGRES"
+
+// Dialects are the databases a conformance test runs on.
+var Dialects = []string{"sqlite", "postgres"}
+
+// DSN returns the DSN of a new, empty database of dialect for t, or skips t when
+// dialect is postgres and AGENTD_TEST_POSTGRES is unset.
+func DSN(t testing.TB, dialect string) string {
+	t.Helper()
+	switch dialect {
+	case "sqlite":
+		return "sqlite:" + filepath.Join(t.TempDir(), "agentd.db")
+	case "postgres":
+		return Postgres(t)
+	}
+	t.Fatalf("storetest: unknown dialect %q", dialect)
+	return ""
+}
+
+// Postgres creates a schema of its own for t on the server AGENTD_TEST_POSTGRES
+// names and returns a DSN whose search_path is that schema; the schema is dropped
+// when t ends. It skips t, saying why, when the variable is unset.
+func Postgres(t testing.TB) string {
+	t.Helper()
+	base := os.Getenv(EnvPostgres)
+	if base == "" {
+		t.Skipf("%s is not set: skipping the PostgreSQL test (set it to a DSN such as postgres://postgres@127.0.0.1:5432/test?sslmode=disable)", EnvPostgres)
+	}
+	var b [6]byte
+	rand.Read(b[:])
+	schema := "agentd_test_" + hex.EncodeToString(b[:])
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("storetest: connect to %s: %v", EnvPostgres, err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatalf("storetest: create schema: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, base)
+		if err != nil {
+			t.Errorf("storetest: drop schema %s: %v", schema, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
+			t.Errorf("storetest: drop schema %s: %v", schema, err)
+		}
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatalf("storetest: %s: %v", EnvPostgres, err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
