@@ -159,7 +159,9 @@ func openPostgres(ctx context.Context, dsn string, opts Options, now func() time
 	}
 	d := postgresDialect
 	d.beginBatch = "SELECT pg_advisory_xact_lock(" + strconv.FormatInt(lockKey(schema, "writer"), 10) + ")"
-	db := &DB{d: d, read: read, now: now, schema: schema}
+	n := newNotifier()
+	n.pg, n.channel = true, channelOf(schema)
+	db := &DB{d: d, read: read, now: now, schema: schema, n: n}
 	if opts.ReadOnly {
 		have, err := db.schemaVersion(ctx)
 		if err != nil {
@@ -178,7 +180,8 @@ func openPostgres(ctx context.Context, dsn string, opts Options, now func() time
 	if err := db.migrate(ctx); err != nil {
 		return nil, err
 	}
-	db.w = newWriter(write, db.d, opts.MaxBatch, opts.MaxWait)
+	db.w = newWriter(write, db.d, db.n, opts.MaxBatch, opts.MaxWait)
+	n.listen(cfg.Copy(), db.listening.Store)
 	return db, nil
 }
 

@@ -56,7 +56,11 @@ var conformance = []struct {
 	{"OnCommit", TestOnCommit},
 	{"OnCommitBatch", TestOnCommitBatch},
 	{"OnCommitAcrossBatches", TestOnCommitAcrossBatches},
+	{"Notify", TestNotify},
 }
+
+// postgresDSN is a schema of t's own on the test server (or t is skipped).
+func postgresDSN(t *testing.T) string { return storetest.Postgres(t) }
 
 // onPostgres reports whether t runs under TestPostgres.
 func onPostgres(t testing.TB) bool { return strings.HasPrefix(t.Name(), "TestPostgres/") }

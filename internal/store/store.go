@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"modernc.org/sqlite"
@@ -108,6 +109,9 @@ type DB struct {
 	// schema is PostgreSQL's schema holding the tables; lock keys and notification
 	// channels are per schema, so that deployments sharing a database stay apart.
 	schema string
+	n      *notifier
+	// listening reports whether the PostgreSQL listener is connected.
+	listening atomic.Bool
 }
 
 // Open opens the database named by dsn: "sqlite:PATH", or a PostgreSQL URL
@@ -176,13 +180,13 @@ func Open(ctx context.Context, dsn string, opts Options) (_ *DB, err error) {
 	read.SetMaxIdleConns(8)
 	read.SetConnMaxIdleTime(0)
 
-	db := &DB{d: sqliteDialect, file: file, read: read, write: write, lock: lock, now: now}
+	db := &DB{d: sqliteDialect, file: file, read: read, write: write, lock: lock, now: now, n: newNotifier()}
 	if err := db.migrate(ctx); err != nil {
 		read.Close()
 		write.Close()
 		return nil, err
 	}
-	db.w = newWriter(write, db.d, opts.MaxBatch, opts.MaxWait)
+	db.w = newWriter(write, db.d, db.n, opts.MaxBatch, opts.MaxWait)
 	return db, nil
 }
 
@@ -235,7 +239,7 @@ func openReadOnly(ctx context.Context, file string, now func() time.Time) (*DB, 
 		return nil, err
 	}
 	read.SetMaxOpenConns(4)
-	db := &DB{d: sqliteDialect, file: file, read: read, now: now}
+	db := &DB{d: sqliteDialect, file: file, read: read, now: now, n: newNotifier()}
 	have, err := db.schemaVersion(ctx)
 	if err != nil {
 		read.Close()
@@ -267,6 +271,7 @@ func (db *DB) Ready(ctx context.Context) error {
 // Close stops the writer after the writes already queued, closes the database and
 // releases the file's lock.
 func (db *DB) Close() error {
+	db.n.close()
 	if db.w == nil {
 		return db.read.Close()
 	}
@@ -449,6 +454,7 @@ func (e *Expectation) Cancel() {
 type Tx struct {
 	tx    *sql.Tx
 	d     dialect
+	n     *notifier
 	c     *stmtCache
 	hooks []func()
 }

@@ -32,9 +32,16 @@ func openDB(t testing.TB, opts Options) *DB {
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
+	testDSNs.Store(db, dsn)
 	t.Cleanup(func() { db.Close() })
 	return db
 }
+
+// testDSNs remembers the DSN each openDB database was opened with, for tests
+// that open it a second time (as another replica).
+var testDSNs sync.Map
+
+func dsnOf(db *DB) string { v, _ := testDSNs.Load(db); return v.(string) }
 
 func mustTx(t testing.TB, db *DB, fn func(tx *Tx) error) {
 	t.Helper()

@@ -30,6 +30,7 @@ type writeReq struct {
 type writer struct {
 	db       *sql.DB
 	d        dialect
+	n        *notifier
 	stmts    *stmtCache
 	queue    chan *writeReq
 	maxBatch int
@@ -44,14 +45,14 @@ type writer struct {
 
 var reqPool = sync.Pool{New: func() any { return &writeReq{done: make(chan error, 1)} }}
 
-func newWriter(db *sql.DB, d dialect, maxBatch int, maxWait time.Duration) *writer {
+func newWriter(db *sql.DB, d dialect, n *notifier, maxBatch int, maxWait time.Duration) *writer {
 	if maxBatch <= 0 {
 		maxBatch = 256
 	}
 	if maxWait <= 0 {
 		maxWait = time.Millisecond
 	}
-	w := &writer{db: db, d: d, stmts: newStmtCache(db), queue: make(chan *writeReq, 4096), maxBatch: maxBatch, maxWait: maxWait, stop: make(chan struct{})}
+	w := &writer{db: db, d: d, n: n, stmts: newStmtCache(db), queue: make(chan *writeReq, 4096), maxBatch: maxBatch, maxWait: maxWait, stop: make(chan struct{})}
 	w.wg.Add(1)
 	go w.loop()
 	return w
@@ -251,7 +252,7 @@ func (w *writer) try(batch []*writeReq) (errs []error, broken bool, cause error)
 	if err != nil {
 		return fill(errs, fmt.Errorf("begin: %w", err)), false, nil
 	}
-	t := &Tx{tx: tx, d: w.d, c: w.stmts}
+	t := &Tx{tx: tx, d: w.d, n: w.n, c: w.stmts}
 	if w.d.beginBatch != "" {
 		if _, err := t.c.exec(ctx, tx, w.d.beginBatch); err != nil {
 			tx.Rollback()
