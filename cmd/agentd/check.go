@@ -18,7 +18,7 @@ import (
 func check(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dsn := fs.String("db", "", "database: sqlite:PATH (env AGENTD_DB)")
+	dsn := fs.String("db", "", "database: sqlite:PATH or postgres://… (env AGENTD_DB)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -29,7 +29,7 @@ func check(ctx context.Context, args []string, getenv func(string) string, stdou
 		*dsn = getenv("AGENTD_DB")
 	}
 	if *dsn == "" {
-		return fmt.Errorf("check: --db sqlite:PATH is required")
+		return fmt.Errorf("check: --db sqlite:PATH or postgres://… is required")
 	}
 	db, err := store.Open(ctx, *dsn, store.Options{ReadOnly: true})
 	if err != nil {
@@ -49,8 +49,8 @@ func check(ctx context.Context, args []string, getenv func(string) string, stdou
 		fmt.Fprintln(stdout, p)
 	}
 	if len(problems) > 0 {
-		return fmt.Errorf("check: %d inconsistencies in %s", len(problems), *dsn)
+		return fmt.Errorf("check: %d inconsistencies in %s", len(problems), store.Redact(*dsn))
 	}
-	fmt.Fprintf(stdout, "agentd check: %s is consistent\n", *dsn)
+	fmt.Fprintf(stdout, "agentd check: %s is consistent\n", store.Redact(*dsn))
 	return nil
 }

@@ -24,9 +24,10 @@ func main() {
 const usage = `agentd runs AI agents by name.
 
 Usage:
-  agentd serve [--addr ADDR] [--db sqlite:PATH] [--config FILE]
+  agentd serve [--addr ADDR] [--db sqlite:PATH|postgres://…] [--config FILE]
+  agentd migrate --db DSN      apply the database's pending migrations and exit
   agentd demo                  start on a temporary database, create an agent, run it, exit
-  agentd check --db sqlite:PATH   verify balances, ledger, session turns and budgets agree
+  agentd check --db DSN        verify balances, ledger, session turns and budgets agree
   agentd usage [--group-by day|agent|model|key] [--from DAY] [--to DAY] [--csv]
                                usage summary (or every usage record as CSV) from a
                                running server; --url/AGENTD_URL, --key/AGENTD_KEY
@@ -53,6 +54,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return demo(ctx, args[1:], getenv, stdout, stderr)
 	case "check":
 		return check(ctx, args[1:], getenv, stdout, stderr)
+	case "migrate":
+		return migrate(ctx, args[1:], getenv, stdout, stderr)
 	case "usage":
 		return usageCmd(ctx, args[1:], getenv, stdout, stderr)
 	case "version":

@@ -60,7 +60,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	var o config.Overrides
 	fs.StringVar(&o.Addr, "addr", "", "listen address (default 127.0.0.1:8080; env AGENTD_ADDR)")
 	fs.StringVar(&o.AdminAddr, "admin-addr", "", "serve /debug/pprof on this address (default off; env AGENTD_ADMIN_ADDR)")
-	fs.StringVar(&o.DB, "db", "", "database: sqlite:PATH (default sqlite:agentd.db; env AGENTD_DB)")
+	fs.StringVar(&o.DB, "db", "", "database: sqlite:PATH or postgres://… (default sqlite:agentd.db; env AGENTD_DB)")
 	fs.StringVar(&o.ConfigFile, "config", "", "YAML configuration file (env AGENTD_CONFIG)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -91,7 +91,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if clk == nil {
 		clk = clock.Real
 	}
-	db, err := store.Open(ctx, cfg.DB, store.Options{Synchronous: cfg.SQLite.Synchronous, MaxBytes: cfg.SQLite.MaxMB << 20, Now: clk.Now})
+	db, err := store.Open(ctx, cfg.DB, store.Options{
+		Synchronous: cfg.SQLite.Synchronous, MaxBytes: cfg.SQLite.MaxMB << 20, Now: clk.Now,
+		MaxConns: cfg.Postgres.MaxConns, StatementTimeout: time.Duration(cfg.Postgres.StatementTimeout),
+		ApplicationName: cfg.Postgres.ApplicationName,
+	})
 	if err != nil {
 		return err
 	}
@@ -154,7 +158,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			}
 		}()
 	}
-	log.Info("agentd serving", "addr", ln.Addr().String(), "db", cfg.DB, "models", len(cfg.Models))
+	log.Info("agentd serving", "addr", ln.Addr().String(), "db", store.Redact(cfg.DB), "models", len(cfg.Models))
 	fmt.Fprintf(stdout, "agentd listening on http://%s\n", ln.Addr())
 	if hooks.ready != nil {
 		hooks.ready <- ln.Addr().String()

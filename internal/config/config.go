@@ -24,7 +24,8 @@ type Config struct {
 	// AdminAddr, when set, serves /debug/pprof on a second listener, for
 	// profiling; keep it on a private address.
 	AdminAddr string `yaml:"admin_addr"`
-	// DB is "sqlite:PATH" (postgres:// is reserved for a later release).
+	// DB is "sqlite:PATH" (one process) or a PostgreSQL URL, postgres://… (any
+	// number of replicas sharing it).
 	DB string `yaml:"db"`
 	// PublicURL is the base URL clients reach agentd at, used in agents' endpoint
 	// field. Defaults to http://<addr>.
@@ -34,7 +35,8 @@ type Config struct {
 	BootstrapKey string `yaml:"-"`
 
 	Limits Limits `yaml:"limits"`
-	SQLite SQLite `yaml:"sqlite"`
+	SQLite   SQLite   `yaml:"sqlite"`
+	Postgres Postgres `yaml:"postgres"`
 
 	Providers []Provider `yaml:"providers"`
 	Models    []Model    `yaml:"models"`
@@ -100,6 +102,19 @@ type SQLite struct {
 	// MaxMB caps the database file, in MiB (0: no cap). Past it, writes fail
 	// with 503 and nothing half-written, as on a full disk.
 	MaxMB int64 `yaml:"max_mb"`
+}
+
+// Postgres tunes the PostgreSQL store (db: postgres://…). Connection settings
+// (host, user, password, sslmode, connect_timeout) belong in the URL.
+type Postgres struct {
+	// MaxConns caps each replica's read pool; its writer has one connection more,
+	// and its notification listener another.
+	MaxConns int `yaml:"max_conns"`
+	// StatementTimeout bounds every statement, so that a stuck database answers
+	// 503 rather than hanging requests (0: the server's own setting).
+	StatementTimeout Duration `yaml:"statement_timeout"`
+	// ApplicationName names this replica's connections in pg_stat_activity.
+	ApplicationName string `yaml:"application_name"`
 }
 
 // Provider kinds.
@@ -218,7 +233,8 @@ func Default() *Config {
 			StreamKeepAlive: Duration(15 * time.Second),
 			ShutdownTimeout: Duration(30 * time.Second),
 		},
-		SQLite: SQLite{Synchronous: "FULL"},
+		SQLite:   SQLite{Synchronous: "FULL"},
+		Postgres: Postgres{MaxConns: 8, StatementTimeout: Duration(10 * time.Second), ApplicationName: "agentd"},
 		Agents: Agents{MaxPerOrg: 1000, MaxBytes: 1 << 20},
 		Retry:  Retry{InitialBackoff: Duration(200 * time.Millisecond), MaxBackoff: Duration(10 * time.Second)},
 
@@ -226,6 +242,21 @@ func Default() *Config {
 		Idempotency:   Idempotency{TTL: Duration(24 * time.Hour)},
 		SweepInterval: Duration(time.Minute),
 	}
+}
+
+// redactURL hides a password in a database URL for error messages.
+func redactURL(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || u.User == nil {
+		if i := strings.Index(dsn, "@"); i >= 0 && strings.Contains(dsn, "://") {
+			return dsn[:strings.Index(dsn, "://")+3] + "…" + dsn[i:]
+		}
+		return dsn
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
 }
 
 // Overrides are values given on the command line; empty means not given.
@@ -394,9 +425,20 @@ func (c *Config) Validate() error {
 			bad("db %q names no file (use sqlite:agentd.db)", c.DB)
 		}
 	case strings.HasPrefix(c.DB, "postgres://"), strings.HasPrefix(c.DB, "postgresql://"):
-		bad("db: PostgreSQL is not supported yet; use sqlite:PATH")
+		if u, err := url.Parse(c.DB); err != nil || u.Host == "" {
+			bad("db: %q is not a PostgreSQL URL like postgres://user@host:5432/agentd?sslmode=disable", redactURL(c.DB))
+		}
 	default:
-		bad("db %q: want sqlite:PATH", c.DB)
+		bad("db %q: want sqlite:PATH or postgres://user@host:5432/database", redactURL(c.DB))
+	}
+	if c.Postgres.MaxConns < 1 || c.Postgres.MaxConns > 1000 {
+		bad("postgres.max_conns %d must be between 1 and 1000", c.Postgres.MaxConns)
+	}
+	if c.Postgres.StatementTimeout < 0 {
+		bad("postgres.statement_timeout must not be negative")
+	}
+	if len(c.Postgres.ApplicationName) > 63 {
+		bad("postgres.application_name is longer than PostgreSQL's 63 bytes")
 	}
 	if c.Limits.MaxBodyBytes < 1024 {
 		bad("limits.max_body_bytes %d is below 1024", c.Limits.MaxBodyBytes)

@@ -189,14 +189,14 @@ func TestErrors(t *testing.T) {
 			[]string{"FILE", `models[1] "offline"`, "duplicate id"}},
 		{"empty model id", "models:\n  - {provider: offline}\n", nil, config.Overrides{},
 			[]string{"FILE", "]: id is empty"}},
-		{"postgres in the file", "db: postgres://u:p@localhost/agentd\n", nil, config.Overrides{},
-			[]string{"FILE", "PostgreSQL is not supported yet", "sqlite:PATH"}},
-		{"postgresql scheme", "db: postgresql://localhost/agentd\n", nil, config.Overrides{},
-			[]string{"FILE", "PostgreSQL is not supported yet"}},
-		{"postgres from env", "", map[string]string{"AGENTD_DB": "postgres://localhost/agentd"}, config.Overrides{},
-			[]string{"PostgreSQL is not supported yet"}},
-		{"postgres from a flag", "", nil, config.Overrides{DB: "postgres://localhost/agentd"},
-			[]string{"PostgreSQL is not supported yet"}},
+		{"postgres without a host", "db: postgres:///agentd\n", nil, config.Overrides{},
+			[]string{"FILE", "not a PostgreSQL URL", "postgres://user@host"}},
+		{"postgres password not echoed", "db: \"postgres://u:secret@%zz/agentd\"\n", nil, config.Overrides{},
+			[]string{"FILE", "not a PostgreSQL URL"}},
+		{"postgres pool too small", "db: postgres://localhost/agentd\npostgres:\n  max_conns: 0\n", nil, config.Overrides{},
+			[]string{"postgres.max_conns 0"}},
+		{"postgres negative statement timeout", "db: postgres://localhost/agentd\npostgres:\n  statement_timeout: -1s\n", nil, config.Overrides{},
+			[]string{"FILE", "postgres.statement_timeout must not be negative"}},
 		{"db without scheme", "db: agentd.db\n", nil, config.Overrides{},
 			[]string{"FILE", `db "agentd.db"`, "sqlite:PATH"}},
 		{"sqlite without a file", "db: 'sqlite:'\n", nil, config.Overrides{},
@@ -389,5 +389,23 @@ func TestExamples(t *testing.T) {
 				t.Error(err)
 			}
 		})
+	}
+}
+
+// TestPostgresDB: a PostgreSQL URL is accepted from the environment with the
+// PostgreSQL defaults, and a malformed one is refused without echoing its password.
+func TestPostgresDB(t *testing.T) {
+	env := map[string]string{"AGENTD_DB": "postgres://agentd:pw@db.internal:5432/agentd?sslmode=disable"}
+	c, err := config.Load(config.Overrides{}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DB != env["AGENTD_DB"] || c.Postgres.MaxConns != 8 || c.Postgres.StatementTimeout != config.Duration(10*time.Second) || c.Postgres.ApplicationName != "agentd" {
+		t.Errorf("db %q, postgres %+v", c.DB, c.Postgres)
+	}
+	env["AGENTD_DB"] = "postgres://agentd:s3cret@%zz/agentd"
+	_, err = config.Load(config.Overrides{}, func(k string) string { return env[k] })
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("error %v: want a refusal that does not show the password", err)
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
@@ -283,6 +285,51 @@ func (db *DB) Close() error {
 
 // errReadOnly is returned for writes to a database opened read-only.
 var errReadOnly = errors.New("store: the database was opened read-only")
+
+// SchemaVersion is the newest migration applied to the database.
+func (db *DB) SchemaVersion(ctx context.Context) (int, error) { return db.schemaVersion(ctx) }
+
+// SchemaVersionOf is the schema version of the database dsn names without opening
+// it for writing: 0 for a database (or SQLite file) agentd never migrated.
+func SchemaVersionOf(ctx context.Context, dsn string) (v int, err error) {
+	defer wrap(&err, "store.SchemaVersionOf(%q)", Redact(dsn))
+	var read *sql.DB
+	if IsPostgres(dsn) {
+		cfg, err := pgx.ParseConfig(dsn)
+		if err != nil {
+			return 0, fmt.Errorf("parse PostgreSQL DSN: %w", err)
+		}
+		if cfg.ConnectTimeout == 0 {
+			cfg.ConnectTimeout = 5 * time.Second
+		}
+		read = stdlib.OpenDB(*cfg)
+	} else {
+		file, ok := strings.CutPrefix(dsn, "sqlite:")
+		if !ok || file == "" {
+			return 0, fmt.Errorf("unsupported database %q: want sqlite:PATH or postgres://…", dsn)
+		}
+		if _, err := os.Stat(file); errors.Is(err, fs.ErrNotExist) {
+			return 0, nil
+		}
+		if read, err = sql.Open("sqlite", "file:"+uriPath(file)+"?mode=ro&_pragma=busy_timeout(10000)"); err != nil {
+			return 0, err
+		}
+	}
+	defer read.Close()
+	tables := `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'`
+	if IsPostgres(dsn) {
+		tables = `SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'schema_migrations'`
+	}
+	var exists int
+	if err := read.QueryRowContext(ctx, tables).Scan(&exists); err != nil {
+		return 0, err
+	}
+	if exists == 0 {
+		return 0, nil
+	}
+	err = read.QueryRowContext(ctx, `SELECT COALESCE(max(version), 0) FROM schema_migrations`).Scan(&v)
+	return v, err
+}
 
 // schemaVersion is the newest migration recorded in the file.
 func (db *DB) schemaVersion(ctx context.Context) (v int, err error) {
