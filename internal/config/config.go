@@ -34,7 +34,7 @@ type Config struct {
 	// organization. Only from the environment (AGENTD_BOOTSTRAP_KEY), never the file.
 	BootstrapKey string `yaml:"-"`
 
-	Limits Limits `yaml:"limits"`
+	Limits   Limits   `yaml:"limits"`
 	SQLite   SQLite   `yaml:"sqlite"`
 	Postgres Postgres `yaml:"postgres"`
 
@@ -235,8 +235,8 @@ func Default() *Config {
 		},
 		SQLite:   SQLite{Synchronous: "FULL"},
 		Postgres: Postgres{MaxConns: 8, StatementTimeout: Duration(10 * time.Second), ApplicationName: "agentd"},
-		Agents: Agents{MaxPerOrg: 1000, MaxBytes: 1 << 20},
-		Retry:  Retry{InitialBackoff: Duration(200 * time.Millisecond), MaxBackoff: Duration(10 * time.Second)},
+		Agents:   Agents{MaxPerOrg: 1000, MaxBytes: 1 << 20},
+		Retry:    Retry{InitialBackoff: Duration(200 * time.Millisecond), MaxBackoff: Duration(10 * time.Second)},
 
 		Sessions:      Sessions{IdleTTL: Duration(30 * 24 * time.Hour)},
 		Idempotency:   Idempotency{TTL: Duration(24 * time.Hour)},
