@@ -254,7 +254,23 @@ func (s *Service) Bootstrap(ctx context.Context, org *agentd.Org, secret string)
 		Scopes: []agentd.Scope{agentd.ScopeOperator}, CreatedAt: s.clock.Now().UTC().Truncate(time.Microsecond),
 	}
 	k.Owner = k.ID
-	if err := s.db.Tx(ctx, func(tx *store.Tx) error { return tx.CreateKey(ctx, k) }); err != nil {
+	// Replicas starting together all try this: the count and the insert share one
+	// transaction, which the writers of all replicas run one at a time, so exactly
+	// one operator key is minted; a given secret's key is created once and the
+	// others find it (its hash is unique).
+	err = s.db.Tx(ctx, func(tx *store.Tx) error {
+		if minted != "" {
+			if n, err := tx.CountKeys(ctx); err != nil || n > 0 {
+				minted = ""
+				return err
+			}
+		}
+		return tx.CreateKey(ctx, k)
+	})
+	if agentd.ErrorCode(err) == agentd.EAlreadyExists && minted == "" {
+		return "", "", nil
+	}
+	if err != nil {
 		return "", "", err
 	}
 	return minted, "", nil

@@ -147,6 +147,14 @@ func (db *DB) CountKeys(ctx context.Context) (n int, err error) {
 	return n, err
 }
 
+// CountKeys is DB.CountKeys inside a write transaction, so that "create a key if
+// there is none" holds when several replicas start at once.
+func (t *Tx) CountKeys(ctx context.Context) (n int, err error) {
+	defer wrap(&err, "store.Tx.CountKeys")
+	err = t.queryRow(ctx, `SELECT count(*) FROM api_keys`).Scan(&n)
+	return n, err
+}
+
 func joinScopes(ss []agentd.Scope) string {
 	parts := make([]string, len(ss))
 	for i, s := range ss {
