@@ -286,6 +286,7 @@ func Load(o Overrides, getenv func(string) string) (*Config, error) {
 	c.DB = firstNonEmpty(o.DB, getenv("AGENTD_DB"), c.DB)
 	c.PublicURL = firstNonEmpty(getenv("AGENTD_PUBLIC_URL"), c.PublicURL)
 	c.BootstrapKey = getenv("AGENTD_BOOTSTRAP_KEY")
+	c.Postgres.ApplicationName = firstNonEmpty(getenv("AGENTD_POSTGRES_APPLICATION_NAME"), c.Postgres.ApplicationName)
 	if v := getenv("AGENTD_MAX_BODY_BYTES"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
