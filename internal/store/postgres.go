@@ -34,8 +34,9 @@ var postgresDialect = dialect{
 	isStorage: pgUnavailable,
 	// Serialization failures and deadlocks abort a transaction that would succeed
 	// if run again; the writer reruns its batch.
-	retryable: func(err error) bool { c := pgCode(err); return c == "40001" || c == "40P01" },
-	greatest:  "GREATEST",
+	retryable:  func(err error) bool { c := pgCode(err); return c == "40001" || c == "40P01" },
+	greatest:   "GREATEST",
+	optimistic: true,
 }
 
 // pgCode is the SQLSTATE of a PostgreSQL error, or "".

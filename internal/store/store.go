@@ -43,6 +43,10 @@ type dialect struct {
 	greatest string
 	// beginBatch, when set, is run first in every writer transaction.
 	beginBatch string
+	// optimistic runs a batch's writes without a savepoint each (see
+	// writer.commitOptimistic): for a server across a socket, where every
+	// statement is a round trip.
+	optimistic bool
 }
 
 var sqliteDialect = dialect{
