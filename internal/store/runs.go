@@ -50,6 +50,9 @@ type Run struct {
 // that unreachable; the CHECK makes it safe). It reports whether the turn was stored.
 func (t *Tx) RecordRun(ctx context.Context, r *Run) (turnStored bool, err error) {
 	defer wrap(&err, "store.RecordRun(%q)", r.RunID)
+	if t.d.name == "postgres" {
+		return t.recordRunOne(ctx, r)
+	}
 	row := &r.LedgerRow
 	created := micros(row.CreatedAt)
 	if _, err := t.exec(ctx, `INSERT INTO ledger (run_id, created_at, org_id, key_id, owner, agent_id, agent_name, agent_version,
