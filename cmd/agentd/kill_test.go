@@ -34,7 +34,7 @@ func TestMain(m *testing.M) {
 
 // agentdBinary builds this program once per test run, for tests that need it as
 // a separate process (to kill it).
-func agentdBinary(t *testing.T) string {
+func agentdBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "agentd-bin")

@@ -56,6 +56,12 @@ func pgUnavailable(err error) bool {
 	if err == nil {
 		return false
 	}
+	var connect *pgconn.ConnectError
+	if errors.As(err, &connect) {
+		// Whatever the server said (too many connections, the role may not log in,
+		// it is starting up), no connection means no database for this request.
+		return true
+	}
 	switch c := pgCode(err); {
 	case c == "":
 	case strings.HasPrefix(c, "08"), // connection exception
@@ -68,9 +74,8 @@ func pgUnavailable(err error) bool {
 	default:
 		return false
 	}
-	var connect *pgconn.ConnectError
 	var netErr net.Error
-	return errors.As(err, &connect) || errors.As(err, &netErr) || pgconn.Timeout(err) ||
+	return errors.As(err, &netErr) || pgconn.Timeout(err) ||
 		errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
 		errors.Is(err, net.ErrClosed) || pgconn.SafeToRetry(err)
 }

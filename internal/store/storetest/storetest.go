@@ -81,3 +81,56 @@ func Postgres(t testing.TB) string {
 	u.RawQuery = q.Encode()
 	return u.String()
 }
+
+// Conn is a connection to the test server as its configured (superuser) user, for
+// tests that administer it: roles, terminating backends.
+type Conn struct{ conn *pgx.Conn }
+
+// Admin connects to the server AGENTD_TEST_POSTGRES names (or skips t); the
+// connection closes when t ends.
+func Admin(t testing.TB) *Conn {
+	t.Helper()
+	base := os.Getenv(EnvPostgres)
+	if base == "" {
+		t.Skipf("%s is not set: skipping the PostgreSQL test", EnvPostgres)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("storetest: connect: %v", err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return &Conn{conn: conn}
+}
+
+// Exec runs sql, failing t on error.
+func (c *Conn) Exec(t testing.TB, sql string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.conn.Exec(ctx, sql); err != nil {
+		t.Fatalf("storetest: %s: %v", sql, err)
+	}
+}
+
+// SchemaOf is the schema a DSN from Postgres names.
+func SchemaOf(t testing.TB, dsn string) string {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Query().Get("search_path")
+}
+
+// WithUser is dsn connecting as user instead.
+func WithUser(t testing.TB, dsn, user string) string {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(user)
+	return u.String()
+}
