@@ -197,9 +197,18 @@ func (db *DB) lockMigrations(ctx context.Context, conn *sql.Conn) (func(), error
 	if db.d.name != "postgres" {
 		return func() {}, nil
 	}
+	// Waiting for another replica's migration, and a migration itself, may take
+	// longer than the statement timeout meant for requests.
+	if _, err := conn.ExecContext(ctx, `SET statement_timeout = 0`); err != nil {
+		return nil, fmt.Errorf("lift the statement timeout for migrations: %w", err)
+	}
 	key := lockKey(db.schema, "migrate")
 	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, key); err != nil {
 		return nil, fmt.Errorf("take the migration lock: %w", err)
 	}
-	return func() { conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, key) }, nil
+	return func() {
+		ctx := context.WithoutCancel(ctx)
+		conn.ExecContext(ctx, `SELECT pg_advisory_unlock($1)`, key)
+		conn.ExecContext(ctx, `RESET statement_timeout`) // back to the connection's setting, for the writer
+	}, nil
 }
