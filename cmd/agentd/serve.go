@@ -209,7 +209,7 @@ func newServer(cfg *config.Config, db *store.DB, log *slog.Logger, clk clock.Clo
 		IdemTTL: time.Duration(cfg.Idempotency.TTL),
 		Clock:   clk, Log: log,
 	}
-	authn := auth.New(db)
+	authn := auth.New(db, clk, auth.Options{})
 	srv := &api.Server{
 		Auth: authn, Keys: auth.NewService(db, authn, clk), Agents: ag, Runner: runner, Sessions: sessions,
 		Accounts: accts, Ledger: billing.NewLedger(db, clk), Catalog: cat, Ready: db.Ready,

@@ -59,13 +59,26 @@ type Options struct {
 	// Reserved are names no agent may take, because a route claims them in the
 	// place of an agent's name or id (api.ReservedAgentNames).
 	Reserved []string
+	// CacheTTL bounds how long a compiled agent is served without reading the agent
+	// again: the safety net for a change whose notification never arrived (a
+	// listener whose connection died silently). 0 means DefaultCacheTTL on
+	// PostgreSQL and no expiry on SQLite, where the one process that owns the file
+	// makes every change and evicts exactly.
+	CacheTTL time.Duration
 }
 
 // Defaults of Options.
 const (
 	DefaultMaxPerOrg = 1000
 	DefaultMaxBytes  = 1 << 20
+	// DefaultCacheTTL costs a replica one read per agent in use every 5 s: an
+	// expired agent whose version did not change keeps its counted prompt.
+	DefaultCacheTTL = 5 * time.Second
 )
+
+// agentTopic is the notification of a change to an organization's agents; its
+// payload is the organization's id.
+const agentTopic = "agent"
 
 // Service manages agents.
 type Service struct {
@@ -74,12 +87,20 @@ type Service struct {
 	clock clock.Clock
 	opts  Options
 
+	ttl time.Duration // 0: entries live until evicted
+
 	mu    sync.RWMutex
-	gen   uint64               // bumped on every change, so a load racing a change is not cached
-	cache map[string]*Compiled // org id + "\x00" + name
+	gen   uint64                       // bumped on every eviction, so a load racing a change is not cached
+	cache map[string]map[string]cached // org id → name → compiled agent
 }
 
-// New returns a Service.
+type cached struct {
+	c       *Compiled
+	expires time.Time // zero without a TTL
+}
+
+// New returns a Service. Its cache follows the agents' changes on every replica
+// (notifications) for the life of db.
 func New(db *store.DB, cat *catalog.Catalog, clk clock.Clock, o Options) *Service {
 	if o.MaxPerOrg <= 0 {
 		o.MaxPerOrg = DefaultMaxPerOrg
@@ -87,7 +108,20 @@ func New(db *store.DB, cat *catalog.Catalog, clk clock.Clock, o Options) *Servic
 	if o.MaxBytes <= 0 {
 		o.MaxBytes = DefaultMaxBytes
 	}
-	return &Service{db: db, cat: cat, clock: clk, opts: o, cache: map[string]*Compiled{}}
+	if o.CacheTTL <= 0 && db.Dialect() == "postgres" {
+		o.CacheTTL = DefaultCacheTTL
+	}
+	s := &Service{db: db, cat: cat, clock: clk, opts: o, ttl: max(o.CacheTTL, 0), cache: map[string]map[string]cached{}}
+	db.Subscribe(agentTopic, s.invalidate)
+	return s
+}
+
+// changed makes every replica forget org's compiled agents once tx commits. Every
+// change to an agent calls it in its transaction; the caller also invalidates at
+// once, so that the change holds on this replica from the moment it returns (its
+// own notification comes back later, through the database).
+func changed(ctx context.Context, tx *store.Tx, orgID string) error {
+	return tx.Notify(ctx, agentTopic, orgID)
 }
 
 func (s *Service) now() time.Time { return s.clock.Now().UTC().Truncate(time.Microsecond) }
@@ -126,12 +160,15 @@ func (s *Service) Create(ctx context.Context, p *agentd.Principal, spec Spec) (*
 		if n >= s.opts.MaxPerOrg {
 			return agentd.Errorf(agentd.EBadRequest, "this organization has %d agents, the most it may have (agents.max_per_org); delete one first", n)
 		}
-		return tx.CreateAgent(ctx, a)
+		if err := tx.CreateAgent(ctx, a); err != nil {
+			return err
+		}
+		return changed(ctx, tx, a.OrgID)
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.invalidate()
+	s.invalidate(a.OrgID)
 	return a, nil
 }
 
@@ -247,10 +284,15 @@ func (s *Service) Update(ctx context.Context, p *agentd.Principal, idOrName stri
 	} else {
 		a.Version = before
 	}
-	if err := s.db.Tx(ctx, func(tx *store.Tx) error { return tx.UpdateAgent(ctx, a, newVersion) }); err != nil {
+	if err := s.db.Tx(ctx, func(tx *store.Tx) error {
+		if err := tx.UpdateAgent(ctx, a, newVersion); err != nil {
+			return err
+		}
+		return changed(ctx, tx, a.OrgID)
+	}); err != nil {
 		return nil, err
 	}
-	s.invalidate()
+	s.invalidate(a.OrgID)
 	return a, nil
 }
 
@@ -260,10 +302,15 @@ func (s *Service) Delete(ctx context.Context, p *agentd.Principal, idOrName stri
 	if err != nil {
 		return "", err
 	}
-	if err := s.db.Tx(ctx, func(tx *store.Tx) error { return tx.DeleteAgent(ctx, p.OrgID, a.ID) }); err != nil {
+	if err := s.db.Tx(ctx, func(tx *store.Tx) error {
+		if err := tx.DeleteAgent(ctx, p.OrgID, a.ID); err != nil {
+			return err
+		}
+		return changed(ctx, tx, p.OrgID)
+	}); err != nil {
 		return "", err
 	}
-	s.invalidate()
+	s.invalidate(p.OrgID)
 	return a.ID, nil
 }
 
@@ -308,17 +355,26 @@ func (s *Service) load(ctx context.Context, orgID, idOrName string, includeInact
 }
 
 // Resolve returns the active agent of org with the normalized name, compiled for a
-// run. It is served from a cache that every change invalidates.
+// run. It is served from a cache that every change invalidates, on every replica.
 func (s *Service) Resolve(ctx context.Context, orgID, name string) (*Compiled, error) {
-	key := orgID + "\x00" + name
+	var now time.Time
+	if s.ttl > 0 {
+		now = s.clock.Now()
+	}
 	s.mu.RLock()
-	c, gen := s.cache[key], s.gen
+	e, hit := s.cache[orgID][name]
+	gen := s.gen
 	s.mu.RUnlock()
-	if c != nil {
-		return c, nil
+	if hit && (s.ttl == 0 || now.Before(e.expires)) {
+		return e.c, nil
 	}
 	a, err := s.db.AgentByName(ctx, orgID, name)
 	if agentd.ErrorCode(err) == agentd.ENotFound || (err == nil && !a.Active) {
+		if hit { // expired, and gone or inactive since
+			s.mu.Lock()
+			delete(s.cache[orgID], name)
+			s.mu.Unlock()
+		}
 		return nil, s.notFound(ctx, orgID, name)
 	}
 	if err != nil {
@@ -329,10 +385,23 @@ func (s *Service) Resolve(ctx context.Context, orgID, name string) (*Compiled, e
 		// The catalog changed since the agent was stored.
 		return nil, agentd.Errorf(agentd.EModelUnavailable, "agent %q uses model %q, which is no longer in the catalog", name, a.Version.Model)
 	}
-	c = &Compiled{Agent: a, Model: m, Fixed: prompt.Compile(a.Version.Instructions, a.Version.Demonstrations, m.Count)}
+	var fixed *prompt.Fixed
+	if hit && e.c.Agent.ID == a.ID && e.c.Agent.Version.Number == a.Version.Number {
+		fixed = e.c.Fixed // expired, but versions never change: the same prompt, already counted
+	} else {
+		fixed = prompt.Compile(a.Version.Instructions, a.Version.Demonstrations, m.Count)
+	}
+	c := &Compiled{Agent: a, Model: m, Fixed: fixed}
+	e = cached{c: c}
+	if s.ttl > 0 {
+		e.expires = now.Add(s.ttl) // from before the read: never later than the data's age allows
+	}
 	s.mu.Lock()
 	if s.gen == gen {
-		s.cache[key] = c
+		if s.cache[orgID] == nil {
+			s.cache[orgID] = map[string]cached{}
+		}
+		s.cache[orgID][name] = e
 	}
 	s.mu.Unlock()
 	return c, nil
@@ -349,10 +418,17 @@ func (s *Service) notFound(ctx context.Context, orgID, name string) error {
 	return agentd.Errorf(agentd.ENotFound, "agent %q not found or not active", name)
 }
 
-func (s *Service) invalidate() {
+// invalidate forgets the compiled agents of orgID, or of every organization for ""
+// (notifications may have been missed). Notifications call it on the listener's
+// goroutine: it only takes the lock, which no one holds across a read.
+func (s *Service) invalidate(orgID string) {
 	s.mu.Lock()
 	s.gen++
-	clear(s.cache)
+	if orgID == "" {
+		clear(s.cache)
+	} else {
+		delete(s.cache, orgID)
+	}
 	s.mu.Unlock()
 }
 

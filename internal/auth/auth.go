@@ -1,6 +1,7 @@
 // Package auth owns keys: it mints them (keeping only their SHA-256 at rest),
 // decides who may mint, revoke or re-budget which key, and turns a presented key
-// into a Principal. Lookups are served from a cache; revocation evicts at once.
+// into a Principal. Lookups are served from a cache; a change to a key evicts it
+// at once on the replica that made it and, through a notification, on every other.
 package auth
 
 import (
@@ -11,8 +12,10 @@ import (
 	"encoding/hex"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/clock"
 )
 
 // KeyPrefix starts every minted key.
@@ -42,26 +45,75 @@ func Prefix(secret string) string {
 	return secret
 }
 
-// Keys reads keys by hash.
+// Keys reads keys by hash and tells when one changes (store.DB).
 type Keys interface {
 	KeyByHash(ctx context.Context, hash string) (*agentd.Key, error)
+	// Subscribe calls fn with the payload of every notification of topic, on
+	// every replica, and with "" when some may have been missed.
+	Subscribe(topic string, fn func(payload string)) (cancel func())
+	// Dialect is "sqlite" or "postgres".
+	Dialect() string
 }
 
-// Authenticator resolves secrets to principals through a cache.
+// keyTopic is the notification of a change to a key; its payload is the key's id.
+const keyTopic = "key"
+
+// DefaultTTL is how long, on PostgreSQL, a cached principal is served before its
+// key is read again when Options.TTL is 0.
+const DefaultTTL = 5 * time.Second
+
+// Options tune an Authenticator.
+type Options struct {
+	// TTL bounds how long a principal is served from the cache without reading its
+	// key again: the safety net for a notification that never arrives (a listener
+	// whose connection died silently). 0 means DefaultTTL on PostgreSQL and no
+	// expiry on SQLite, where the one process that owns the file makes every change
+	// and evicts exactly.
+	TTL time.Duration
+}
+
+// Authenticator resolves secrets to principals through a cache. Every change of a
+// key is notified (keyTopic) and evicts it on every replica.
 type Authenticator struct {
-	keys  Keys
+	keys   Keys
+	clock  clock.Clock
+	ttl    time.Duration // 0: entries live until evicted
+	cancel func()
+
 	mu    sync.RWMutex
-	cache map[string]*agentd.Principal // hash → principal of a live key
-	byID  map[string]string            // key id → hash, for eviction
-	// revoked remembers evicted ids so that a lookup racing the revocation cannot put
-	// the key back into the cache. Revocations are rare; the set stays small.
-	revoked map[string]bool
+	cache map[string]cached // hash → principal of a live key
+	byID  map[string]string // key id → hash, for eviction
+	// gen counts evictions. A lookup that raced one may have read the key before
+	// the change that caused it (a revocation committing); it reads the key again,
+	// and caches nothing. This guards every eviction, whatever its cause, where a
+	// set of "revoked" ids would refuse forever a key evicted for any other change
+	// and would grow with every revocation on every replica.
+	gen uint64
 }
 
-// New returns an Authenticator over keys.
-func New(keys Keys) *Authenticator {
-	return &Authenticator{keys: keys, cache: map[string]*agentd.Principal{}, byID: map[string]string{}, revoked: map[string]bool{}}
+type cached struct {
+	p       *agentd.Principal
+	expires time.Time // zero without a TTL
 }
+
+// New returns an Authenticator over keys, subscribed to their changes until Close.
+func New(keys Keys, clk clock.Clock, o Options) *Authenticator {
+	if o.TTL <= 0 && keys.Dialect() == "postgres" {
+		o.TTL = DefaultTTL
+	}
+	a := &Authenticator{keys: keys, clock: clk, ttl: max(o.TTL, 0), cache: map[string]cached{}, byID: map[string]string{}}
+	a.cancel = keys.Subscribe(keyTopic, func(id string) {
+		if id == "" {
+			a.drop()
+			return
+		}
+		a.Evict(id)
+	})
+	return a
+}
+
+// Close ends the subscription to key changes.
+func (a *Authenticator) Close() { a.cancel() }
 
 var errUnauthenticated = &agentd.Error{Code: agentd.EUnauthenticated, Message: "missing or invalid API key"}
 
@@ -79,12 +131,45 @@ func (a *Authenticator) Authenticate(ctx context.Context, header string) (*agent
 		return nil, errUnauthenticated
 	}
 	hash := Hash(secret)
-	a.mu.RLock()
-	p := a.cache[hash]
-	a.mu.RUnlock()
-	if p != nil {
-		return p, nil
+	var now time.Time
+	if a.ttl > 0 {
+		now = a.clock.Now()
 	}
+	a.mu.RLock()
+	e, hit := a.cache[hash]
+	gen := a.gen
+	a.mu.RUnlock()
+	if hit && (a.ttl == 0 || now.Before(e.expires)) {
+		return e.p, nil
+	}
+	p, err := a.lookup(ctx, hash)
+	a.mu.Lock()
+	if a.gen != gen {
+		// An eviction ran during the read, which may predate the change behind it:
+		// read again, after it, and cache nothing.
+		a.mu.Unlock()
+		return a.lookup(ctx, hash)
+	}
+	defer a.mu.Unlock()
+	switch {
+	case err == errUnauthenticated && hit: // expired, and revoked or gone since
+		delete(a.cache, hash)
+		delete(a.byID, e.p.KeyID)
+		return nil, err
+	case err != nil:
+		return nil, err
+	}
+	e = cached{p: p}
+	if a.ttl > 0 {
+		e.expires = now.Add(a.ttl) // from before the read: never later than the data's age allows
+	}
+	a.cache[hash] = e
+	a.byID[p.KeyID] = hash
+	return p, nil
+}
+
+// lookup reads the principal of the key with hash from the database.
+func (a *Authenticator) lookup(ctx context.Context, hash string) (*agentd.Principal, error) {
 	k, err := a.keys.KeyByHash(ctx, hash)
 	if agentd.ErrorCode(err) == agentd.ENotFound {
 		return nil, errUnauthenticated
@@ -95,27 +180,29 @@ func (a *Authenticator) Authenticate(ctx context.Context, header string) (*agent
 	if k.Revoked() {
 		return nil, errUnauthenticated
 	}
-	p = &agentd.Principal{OrgID: k.OrgID, OrgName: k.OrgName, KeyID: k.ID, Owner: k.Owner, Scopes: k.Scopes}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.revoked[k.ID] {
-		return nil, errUnauthenticated
-	}
-	a.cache[hash] = p
-	a.byID[k.ID] = hash
-	return p, nil
+	return &agentd.Principal{OrgID: k.OrgID, OrgName: k.OrgName, KeyID: k.ID, Owner: k.Owner, Scopes: k.Scopes}, nil
 }
 
-// Evict forgets a revoked key: from now on, for the life of the process, it is
-// refused without a lookup, even by a lookup that raced the revocation. Call it
-// after the revocation has committed.
+// Evict forgets the key keyID after a change to it has committed: the next
+// request reads it again, and so does a lookup that raced the change. A
+// notification of keyTopic calls it on every replica; the replica that made the
+// change calls it too, so that the change holds there from the moment it returns.
 func (a *Authenticator) Evict(keyID string) {
 	a.mu.Lock()
-	a.revoked[keyID] = true
+	a.gen++
 	if h, ok := a.byID[keyID]; ok {
 		delete(a.cache, h)
 		delete(a.byID, keyID)
 	}
+	a.mu.Unlock()
+}
+
+// drop forgets every key: notifications may have been missed.
+func (a *Authenticator) drop() {
+	a.mu.Lock()
+	a.gen++
+	clear(a.cache)
+	clear(a.byID)
 	a.mu.Unlock()
 }
 

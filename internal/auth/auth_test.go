@@ -13,6 +13,7 @@ import (
 
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/internal/auth"
+	"github.com/agentd/agentd/internal/clock"
 	"github.com/agentd/agentd/internal/store"
 )
 
@@ -125,7 +126,7 @@ func TestAuthenticate(t *testing.T) {
 	bobID, bob := f.key(t, f.other, "bob", agentd.ScopeAdmin)
 	revokedID, revoked := f.key(t, f.org, "carol", agentd.ScopeRun)
 	f.revoke(t, f.org, revokedID)
-	a := auth.New(f.db)
+	a := auth.New(f.db, clock.Real, auth.Options{})
 
 	tests := []struct {
 		name   string
@@ -176,7 +177,7 @@ func TestRevocationIsImmediate(t *testing.T) {
 	f := setup(t)
 	id, secret := f.key(t, f.org, "alice", agentd.ScopeRun)
 	_, other := f.key(t, f.org, "bob", agentd.ScopeRun)
-	a := auth.New(f.db)
+	a := auth.New(f.db, clock.Real, auth.Options{})
 	for _, s := range []string{secret, other} {
 		if _, err := a.Authenticate(ctx, "Bearer "+s); err != nil {
 			t.Fatalf("before revocation: %v", err)
@@ -194,7 +195,7 @@ func TestRevocationIsImmediate(t *testing.T) {
 		t.Errorf("another key after the revocation: %v", err)
 	}
 	// A fresh authenticator (another process, a restart) refuses it from the database.
-	if _, err := auth.New(f.db).Authenticate(ctx, "Bearer "+secret); agentd.ErrorCode(err) != agentd.EUnauthenticated {
+	if _, err := auth.New(f.db, clock.Real, auth.Options{}).Authenticate(ctx, "Bearer "+secret); agentd.ErrorCode(err) != agentd.EUnauthenticated {
 		t.Errorf("fresh authenticator: %v", err)
 	}
 }
@@ -205,7 +206,7 @@ func TestRevocationRacesLookups(t *testing.T) {
 	ctx := context.Background()
 	f := setup(t)
 	id, secret := f.key(t, f.org, "alice", agentd.ScopeRun)
-	a := auth.New(f.db)
+	a := auth.New(f.db, clock.Real, auth.Options{})
 	stop := make(chan struct{})
 	var wg, racing sync.WaitGroup
 	racing.Add(8)

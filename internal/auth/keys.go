@@ -46,7 +46,8 @@ type Service struct {
 	clock clock.Clock
 }
 
-// NewService returns the key service over db; revocations evict from a.
+// NewService returns the key service over db; changes to keys evict from a (and,
+// through notifications, from the Authenticators of every replica).
 func NewService(db *store.DB, a *Authenticator, clk clock.Clock) *Service {
 	return &Service{db: db, auth: a, clock: clk}
 }
@@ -194,9 +195,18 @@ func (s *Service) Revoke(ctx context.Context, p *agentd.Principal, id string) er
 		if err := tx.RevokeKey(ctx, k.ID, at); err != nil {
 			return err
 		}
-		tx.OnCommit(func() { s.auth.Evict(k.ID) })
-		return nil
+		return s.changed(ctx, tx, k.ID)
 	})
+}
+
+// changed makes every replica evict key id once tx commits, this one at once (its
+// own notification comes back later, through the database). Every change to a
+// key that a Principal reflects must call it in the change's transaction; today
+// that is revocation alone (scopes, owner and organization never change, and
+// budgets are billing's, not the principal's).
+func (s *Service) changed(ctx context.Context, tx *store.Tx, id string) error {
+	tx.OnCommit(func() { s.auth.Evict(id) })
+	return tx.Notify(ctx, keyTopic, id)
 }
 
 // List lists the keys of p's organization, or as an operator of the organization

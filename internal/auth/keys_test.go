@@ -40,7 +40,7 @@ func TestAuthorityOf(t *testing.T) {
 func TestAuthorityIsAStrictOrder(t *testing.T) {
 	ctx := context.Background()
 	f := setup(t)
-	svc := auth.NewService(f.db, auth.New(f.db), clock.Real)
+	svc := auth.NewService(f.db, auth.New(f.db, clock.Real, auth.Options{}), clock.Real)
 	operator := f.principal(t, f.org, "root", agentd.ScopeOperator)
 	admin := f.principal(t, f.org, "boss", agentd.ScopeAdmin)
 	peer := f.principal(t, f.org, "peer", agentd.ScopeAdmin)
@@ -118,7 +118,7 @@ func TestAuthorityIsAStrictOrder(t *testing.T) {
 func TestRevokeEvictsAtOnce(t *testing.T) {
 	ctx := context.Background()
 	f := setup(t)
-	a := auth.New(f.db)
+	a := auth.New(f.db, clock.Real, auth.Options{})
 	svc := auth.NewService(f.db, a, clock.Real)
 	admin := f.principal(t, f.org, "boss", agentd.ScopeAdmin)
 	k, secret, err := svc.Mint(ctx, admin, auth.KeySpec{Name: "app"})
@@ -145,7 +145,7 @@ func TestRevokeEvictsAtOnce(t *testing.T) {
 func TestBootstrap(t *testing.T) {
 	ctx := context.Background()
 	f := setup(t)
-	svc := auth.NewService(f.db, auth.New(f.db), clock.Real)
+	svc := auth.NewService(f.db, auth.New(f.db, clock.Real, auth.Options{}), clock.Real)
 	minted, note, err := svc.Bootstrap(ctx, f.org, "")
 	if err != nil || minted == "" || note != "" {
 		t.Fatalf("first start: minted %q, note %q, %v", minted, note, err)

@@ -18,6 +18,9 @@ import (
 // stores it. Deleting a session (Service.Delete, Service.SweepIdle) takes the lease
 // and forgets the session when the delete commits. Readers without the lease
 // (estimates) only read it.
+//
+// A nil *recentTurns (PostgreSQL, see New) caches nothing: every method is then a
+// miss or does nothing.
 type recentTurns struct {
 	maxBytes        int // total text kept, over all sessions
 	maxSessionBytes int // text kept for one session; older turns are dropped
@@ -47,6 +50,9 @@ func turnBytes(t agentd.Turn) int { return len(t.User) + len(t.Assistant) + 64 }
 // get returns key's cached turns (oldest first, not to be modified) and the
 // session's turn count.
 func (c *recentTurns) get(key string) (turns []agentd.Turn, total int, ok bool) {
+	if c == nil {
+		return nil, 0, false
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	el := c.entries[key]
@@ -60,6 +66,9 @@ func (c *recentTurns) get(key string) (turns []agentd.Turn, total int, ok bool) 
 
 // put caches turns (oldest first, the newest of a session of total turns).
 func (c *recentTurns) put(key string, turns []agentd.Turn, total int) {
+	if c == nil {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.removeLocked(key)
@@ -75,6 +84,9 @@ func (c *recentTurns) put(key string, turns []agentd.Turn, total int) {
 
 // add appends a committed turn to key's entry, if key is cached.
 func (c *recentTurns) add(key string, t agentd.Turn) {
+	if c == nil {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	el := c.entries[key]
@@ -121,6 +133,9 @@ func (c *recentTurns) removeLocked(key string) {
 
 // forget drops key.
 func (c *recentTurns) forget(key string) {
+	if c == nil {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.removeLocked(key)
@@ -128,6 +143,9 @@ func (c *recentTurns) forget(key string) {
 
 // clear drops every session.
 func (c *recentTurns) clear() {
+	if c == nil {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	clear(c.entries)

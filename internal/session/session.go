@@ -5,10 +5,10 @@
 // A turn holds its session's lease from loading history until its own turn is
 // stored (Begin … End), so that concurrent turns on one session never interleave
 // or read a stale history, and waiting turns are served first come, first served.
-// The history window is cached in memory (recent.go), and only the lease holder
-// writes that cache: it fills it from the database and appends its own turn in the
-// commit hook of the transaction that stores it. Readers without the lease
-// (estimates) only read. Deleting a session takes its lease too, so a turn in
+// On SQLite the history window is cached in memory (recent.go; on PostgreSQL it
+// is not, see New), and only the lease holder writes that cache: it fills it from
+// the database and appends its own turn in the commit hook of the transaction
+// that stores it. Readers without the lease (estimates) only read. Deleting a session takes its lease too, so a turn in
 // flight is stored before the delete and none starts during it.
 package session
 
@@ -27,7 +27,7 @@ type Service struct {
 	leases Leases
 	clock  clock.Clock
 	wait   time.Duration
-	recent *recentTurns
+	recent *recentTurns // nil on PostgreSQL (see New)
 }
 
 // Options tune a Service.
@@ -36,7 +36,7 @@ type Options struct {
 	// ESessionBusy.
 	Wait time.Duration
 	// RecentBytes bounds the session turns kept in memory (DefaultRecentBytes
-	// when 0).
+	// when 0). On PostgreSQL none are kept (see New).
 	RecentBytes int
 }
 
@@ -46,11 +46,26 @@ const DefaultRecentBytes = 16 << 20
 
 // New returns the session service over db, serializing turns through leases.
 func New(db *store.DB, leases Leases, clk clock.Clock, o Options) *Service {
-	n := o.RecentBytes
-	if n <= 0 {
-		n = DefaultRecentBytes
+	s := &Service{db: db, leases: leases, clock: clk, wait: o.Wait}
+	// The recent-turns cache is exact only because the next holder of a session's
+	// lease is the process that wrote the cache when it last held it. On
+	// PostgreSQL the next holder may be another replica, and nothing makes the
+	// notification of the previous holder's turn reach it before it reads its
+	// cache: the lease is handed over through the database, the notification comes
+	// later on the listener's own connection (or, after a drop, never). That
+	// replica would build the prompt without the turn and store its own after it,
+	// a conversation silently missing a turn; a TTL narrows the window but does not
+	// close it. So on PostgreSQL every turn reads its history from the database,
+	// under the lease. (An exact cache would have to check the session's newest
+	// turn in the database at every turn: a round trip, like the read it saves.)
+	if db.Dialect() != "postgres" {
+		n := o.RecentBytes
+		if n <= 0 {
+			n = DefaultRecentBytes
+		}
+		s.recent = newRecentTurns(n)
 	}
-	return &Service{db: db, leases: leases, clock: clk, wait: o.Wait, recent: newRecentTurns(n)}
+	return s
 }
 
 // Turn is a session held for one turn: the holder of its lease.
@@ -92,7 +107,9 @@ func (t *Turn) History(ctx context.Context, budget int, cost func(agentd.Turn) i
 // session's next turn (store.Tx.RecordRun reported it stored), to join the cached
 // window when tx commits.
 func (t *Turn) Record(tx *store.Tx, turn agentd.Turn) {
-	tx.OnCommit(func() { t.s.recent.add(t.ck, turn) })
+	if t.s.recent != nil {
+		tx.OnCommit(func() { t.s.recent.add(t.ck, turn) })
+	}
 }
 
 // Peek is History for a reader without the lease (an estimate): it reads the cache

@@ -62,8 +62,13 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
+	return openWorld(t, "sqlite:"+filepath.Join(t.TempDir(), "s.db"), store.Options{Synchronous: "OFF"})
+}
+
+func openWorld(t *testing.T, dsn string, opts store.Options) *world {
+	t.Helper()
 	ctx := context.Background()
-	db, err := store.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "s.db"), store.Options{Synchronous: "OFF"})
+	db, err := store.Open(ctx, dsn, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

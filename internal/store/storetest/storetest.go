@@ -134,3 +134,57 @@ func WithUser(t testing.TB, dsn, user string) string {
 	u.User = url.User(user)
 	return u.String()
 }
+
+// CutListeners terminates the listening (LISTEN) connections of the processes that
+// opened the database with store.Options{ApplicationName: app}, as a network
+// failure would, and returns how many it cut. Each listener reconnects by itself
+// and then tells its subscribers that notifications may have been missed ("").
+func CutListeners(t testing.TB, app string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, os.Getenv(EnvPostgres))
+	if err != nil {
+		t.Fatalf("storetest: connect to %s: %v", EnvPostgres, err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE application_name = $1 AND query LIKE 'LISTEN%'`, app).Scan(&n); err != nil {
+		t.Fatalf("storetest: cut the listeners of %s: %v", app, err)
+	}
+	return n
+}
+
+// Notifier is the part of a store.DB that Settle uses.
+type Notifier interface {
+	Subscribe(topic string, fn func(payload string)) (cancel func())
+	NotifyNow(ctx context.Context, topic, payload string) error
+}
+
+// Settle returns once db has delivered to its subscribers every notification
+// committed before the call. Notifications arrive in commit order and are
+// delivered one at a time, so once a marker sent now has arrived, every earlier
+// one has reached every subscriber; the marker has a topic of its own, so that
+// delivering it disturbs no one.
+func Settle(t testing.TB, db Notifier) {
+	t.Helper()
+	var b [8]byte
+	rand.Read(b[:])
+	marker := hex.EncodeToString(b[:])
+	got := make(chan struct{}, 1)
+	cancel := db.Subscribe("storetest.settle", func(p string) {
+		if p == marker {
+			got <- struct{}{}
+		}
+	})
+	defer cancel()
+	if err := db.NotifyNow(context.Background(), "storetest.settle", marker); err != nil {
+		t.Fatalf("storetest: settle: %v", err)
+	}
+	select {
+	case <-got:
+	case <-time.After(30 * time.Second):
+		t.Fatal("storetest: settle: the marker did not arrive within 30s")
+	}
+}
