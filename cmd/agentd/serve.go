@@ -199,7 +199,13 @@ func newServer(cfg *config.Config, db *store.DB, log *slog.Logger, clk clock.Clo
 	// A hold or lease outlives any run that could still settle it: the run's
 	// deadline plus a margin for recording it.
 	ttl := time.Duration(cfg.Limits.RunTimeout) + time.Minute
-	accts := billing.New(db, clk, ttl)
+	// One node owns a SQLite file and keeps holds in memory; replicas on
+	// PostgreSQL keep them in the database.
+	newAccounts := billing.New
+	if db.Dialect() == "postgres" {
+		newAccounts = billing.NewShared
+	}
+	accts := newAccounts(db, clk, ttl)
 	leases := session.NewMemoryLeases(ttl, clk)
 	sessions := session.New(db, leases, clk, session.Options{Wait: time.Duration(cfg.Limits.SessionWait)})
 	runner := &agentrun.Runner{

@@ -53,7 +53,11 @@ func (s *sweeper) loop(ctx context.Context) {
 // round runs every sweep once, each until it has drained.
 func (s *sweeper) round(ctx context.Context) {
 	now := s.clock.Now()
-	if n := s.accounts.Sweep(); n > 0 {
+	n, err := s.accounts.Sweep(ctx)
+	if err != nil && ctx.Err() == nil {
+		s.log.Error("sweep expired holds", "err", err)
+	}
+	if n > 0 {
 		s.log.Warn("released holds of runs that never finished", "holds", n)
 	}
 	if n := s.leases.Sweep(); n > 0 {

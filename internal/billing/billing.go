@@ -7,12 +7,15 @@
 // The database is the truth: a balance is grants minus charges, and what a key's
 // budget has spent in its period is the sum of the key's charges in the ledger for
 // that period (the daily rollups), so there is no second copy to disagree with it.
-// Accounts keeps in memory a mirror of those numbers plus the holds of runs in
-// flight (a reservation: on a single node agentd serve is the only writer of its
-// database, so a crash releases holds by construction). The mirror changes only in
-// commit hooks (store.Tx.OnCommit), which the writer runs in commit order, so that
-// it moves exactly as the database did; it never applies a rule of its own, and
-// whatever it holds can be rebuilt from the database (see Rebuild).
+// Accounts has two modes. On a single node (New, SQLite) it keeps in memory a
+// mirror of those numbers plus the holds of runs in flight (a reservation: agentd
+// serve is the only writer of its database, so a crash releases holds by
+// construction). The mirror changes only in commit hooks (store.Tx.OnCommit),
+// which the writer runs in commit order, so that it moves exactly as the database
+// did; it never applies a rule of its own, and whatever it holds can be rebuilt
+// from the database (a new Accounts over it). Across replicas (NewShared,
+// PostgreSQL) the holds are rows in the database too and nothing is kept in
+// memory: see shared.go.
 package billing
 
 import (
@@ -49,11 +52,15 @@ func fromDay(start time.Time) string {
 }
 
 // Accounts holds every organization's live balance and holds, and the budgets of
-// its keys: the in-memory accounts of a single node.
+// its keys: in memory on a single node (New), or in the database for replicas
+// (NewShared).
 type Accounts struct {
 	db    *store.DB
 	clock clock.Clock
 	ttl   time.Duration
+	// shared: holds and budgets are read and written in the database, and the
+	// memory below is unused.
+	shared bool
 
 	mu    sync.Mutex
 	accts map[string]*account
@@ -190,6 +197,12 @@ type memHold struct {
 // with EInsufficientQuota whose Fields carry required and available (in credits)
 // and which limit was short.
 func (a *Accounts) Hold(ctx context.Context, orgID, keyID string, amount agentd.Micros) (Hold, error) {
+	if amount < 0 || amount > agentd.MaxMicros {
+		return nil, fmt.Errorf("billing: hold of %d out of range", amount)
+	}
+	if a.shared {
+		return a.sharedHold(ctx, orgID, keyID, amount)
+	}
 	h, err := a.hold(ctx, orgID, keyID, amount)
 	if err != nil {
 		return nil, err
@@ -197,10 +210,8 @@ func (a *Accounts) Hold(ctx context.Context, orgID, keyID string, amount agentd.
 	return h, nil
 }
 
+// hold is Hold in memory; amount is in range.
 func (a *Accounts) hold(ctx context.Context, orgID, keyID string, amount agentd.Micros) (*memHold, error) {
-	if amount < 0 || amount > agentd.MaxMicros {
-		return nil, fmt.Errorf("billing: hold of %d out of range", amount)
-	}
 	acct, err := a.account(ctx, orgID)
 	if err != nil {
 		return nil, err
@@ -318,8 +329,13 @@ func (h *memHold) unhold() {
 
 // Sweep releases every hold older than the TTL whose run never settled or
 // released it (a run stuck past any deadline, or a bug), so that a dead run does
-// not freeze balance forever. It returns how many holds it released.
-func (a *Accounts) Sweep() int {
+// not freeze balance forever. It returns how many holds it released. In memory it
+// cannot fail; shared, it ends them in the database in bounded batches, and the
+// sweepers of several replicas may run at once (each hold ends once).
+func (a *Accounts) Sweep(ctx context.Context) (int, error) {
+	if a.shared {
+		return a.sharedSweep(ctx)
+	}
 	now := a.clock.Now()
 	a.mu.Lock()
 	accts := make([]*account, 0, len(a.accts))
@@ -339,7 +355,7 @@ func (a *Accounts) Sweep() int {
 		}
 		acct.mu.Unlock()
 	}
-	return n
+	return n, nil
 }
 
 // State is an organization's money as agentd sees it now.
@@ -351,6 +367,9 @@ type State struct {
 
 // State returns orgID's balance and the amount held by runs in flight.
 func (a *Accounts) State(ctx context.Context, orgID string) (State, error) {
+	if a.shared {
+		return a.sharedState(ctx, orgID)
+	}
 	acct, err := a.account(ctx, orgID)
 	if err != nil {
 		return State{}, err
@@ -371,6 +390,9 @@ type KeyState struct {
 
 // KeyState returns keyID's budget state (Budget.Set false: no budget).
 func (a *Accounts) KeyState(ctx context.Context, orgID, keyID string) (KeyState, error) {
+	if a.shared {
+		return a.sharedKeyState(ctx, keyID)
+	}
 	acct, err := a.account(ctx, orgID)
 	if err != nil {
 		return KeyState{}, err
@@ -423,6 +445,9 @@ func (a *Accounts) SetBudget(ctx context.Context, orgID, keyID string, b agentd.
 	if !b.Set {
 		b.Limit = 0 // what the store keeps of no budget
 	}
+	if a.shared {
+		return a.sharedSetBudget(ctx, keyID, b)
+	}
 	acct, err := a.account(ctx, orgID)
 	if err != nil {
 		return KeyState{}, err
@@ -463,6 +488,9 @@ func (a *Accounts) Grant(ctx context.Context, orgID string, amount agentd.Micros
 	if amount == 0 || amount > agentd.MaxMicros || amount < -agentd.MaxMicros {
 		return State{}, agentd.Invalid(fmt.Sprintf("amount must be a non-zero number of credits of at most %d in size", agentd.MaxMicros/agentd.MicrosPerCredit), "value_error", "body", "amount")
 	}
+	if a.shared {
+		return a.sharedGrant(ctx, orgID, amount, keyID)
+	}
 	acct, err := a.account(ctx, orgID)
 	if err != nil {
 		return State{}, err
@@ -474,7 +502,7 @@ func (a *Accounts) Grant(ctx context.Context, orgID string, amount agentd.Micros
 			if e, ok := err.(*agentd.Error); ok {
 				avail, _ = e.Fields["available"].(agentd.Micros)
 			}
-			return State{}, agentd.Errorf(agentd.EBadRequest, "a correction of %s credits would take the available balance (%s) below zero", amount, avail)
+			return State{}, correctionTooLarge(amount, avail)
 		}
 		defer h.Release() // no-op once committed
 	}
@@ -484,12 +512,9 @@ func (a *Accounts) Grant(ctx context.Context, orgID string, amount agentd.Micros
 		if err != nil {
 			return err
 		}
-		next, ok := agentd.AddMicros(bal, amount)
-		if !ok {
-			return agentd.Invalid(fmt.Sprintf("this grant would take the balance past the largest balance agentd keeps (%d credits)", agentd.MaxMicros/agentd.MicrosPerCredit), "value_error", "body", "amount")
-		}
-		if next < 0 {
-			return agentd.Errorf(agentd.EBadRequest, "a correction of %s credits would take the balance (%s) below zero", amount, bal)
+		next, err := granted(bal, amount)
+		if err != nil {
+			return err
 		}
 		if err := tx.GrantCredits(ctx, g, next); err != nil {
 			return err
@@ -511,4 +536,23 @@ func (a *Accounts) Grant(ctx context.Context, orgID string, amount agentd.Micros
 		return State{}, err
 	}
 	return a.State(ctx, orgID)
+}
+
+// granted is the balance after a grant of amount to a balance of bal, or the
+// error that refuses it: past agentd.MaxMicros (422), or below zero (400).
+func granted(bal, amount agentd.Micros) (agentd.Micros, error) {
+	next, ok := agentd.AddMicros(bal, amount)
+	if !ok {
+		return 0, agentd.Invalid(fmt.Sprintf("this grant would take the balance past the largest balance agentd keeps (%d credits)", agentd.MaxMicros/agentd.MicrosPerCredit), "value_error", "body", "amount")
+	}
+	if next < 0 {
+		return 0, agentd.Errorf(agentd.EBadRequest, "a correction of %s credits would take the balance (%s) below zero", amount, bal)
+	}
+	return next, nil
+}
+
+// correctionTooLarge refuses a correction (a negative amount) larger than the
+// available balance avail: runs in flight hold the rest.
+func correctionTooLarge(amount, avail agentd.Micros) error {
+	return agentd.Errorf(agentd.EBadRequest, "a correction of %s credits would take the available balance (%s) below zero", amount, avail)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/agentd/agentd/internal/billing/billingtest"
 	"github.com/agentd/agentd/internal/clock/clocktest"
 	"github.com/agentd/agentd/internal/store"
+	"github.com/agentd/agentd/internal/store/storetest"
 
 	_ "modernc.org/sqlite"
 )
@@ -41,10 +42,45 @@ func TestMemoryAccounts(t *testing.T) {
 		const ttl = time.Minute
 		a := billing.New(db, clk, ttl)
 		return billingtest.Harness{
-			Accounts: a, DB: db, Clock: clk, TTL: ttl, Sweep: func() { a.Sweep() },
+			Accounts: a, DB: db, Clock: clk, TTL: ttl, Sweep: func() { a.Sweep(context.Background()) },
 			Restart: func() billingtest.Accounts { return billing.New(db, clk, ttl) },
 		}
 	})
+}
+
+// TestSharedAccounts runs the accounts' conformance suite on the accounts that
+// replicas share through PostgreSQL; a restart is another replica: a store.DB of
+// its own on the same schema, with nothing but the database in common.
+func TestSharedAccounts(t *testing.T) {
+	storetest.Postgres(t) // skips, saying why, when no server is configured
+	billingtest.Run(t, func(t *testing.T) billingtest.Harness {
+		dsn := storetest.Postgres(t)
+		db := openReplica(t, dsn)
+		clk := clocktest.New(billingtest.Day)
+		const ttl = time.Minute
+		a := billing.NewShared(db, clk, ttl)
+		return billingtest.Harness{
+			Accounts: a, DB: db, Clock: clk, TTL: ttl,
+			Sweep: func() {
+				if _, err := a.Sweep(context.Background()); err != nil {
+					t.Error(err)
+				}
+			},
+			Restart: func() billingtest.Accounts { return billing.NewShared(openReplica(t, dsn), clk, ttl) },
+		}
+	})
+}
+
+// openReplica opens dsn as one more replica does, closed when t ends; its read
+// pool is small, since tests open many.
+func openReplica(t *testing.T, dsn string) *store.DB {
+	t.Helper()
+	db, err := store.Open(context.Background(), dsn, store.Options{MaxConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }
 
 func TestPeriodStart(t *testing.T) {

@@ -63,9 +63,16 @@ func (l *Ledger) EnsureOrg(ctx context.Context, name string) (*agentd.Org, error
 // Check verifies what billing decides from the database, for `agentd check`: for
 // every key with a budget, what billing counts as spent in the budget's current
 // period (the key's rollups from the period's first day) equals the key's raw
-// ledger rows in that period, wherever retention has left the period whole. It
-// returns one line per disagreement.
+// ledger rows in that period, wherever retention has left the period whole; and,
+// on PostgreSQL, where holds are rows (NewShared), that what every organization
+// and key holds is the sum of its open holds and that no organization holds more
+// than its balance. It returns one line per disagreement.
 func Check(ctx context.Context, db *store.DB, now time.Time) (problems []string, err error) {
+	if db.Dialect() == "postgres" {
+		if problems, err = db.CheckHolds(ctx); err != nil {
+			return nil, fmt.Errorf("billing: check holds: %w", err)
+		}
+	}
 	orgs, err := db.Orgs(ctx)
 	if err != nil {
 		return nil, err

@@ -31,11 +31,23 @@ const keySpentQuery = `SELECT COALESCE(sum(cost), 0) FROM usage_daily WHERE key_
 // KeyBudget returns a key's stored budget.
 func (db *DB) KeyBudget(ctx context.Context, keyID string) (b agentd.Budget, err error) {
 	defer wrap(&err, "store.KeyBudget(%q)", keyID)
+	return scanBudget(db.queryRow(ctx, keyBudgetQuery, keyID), keyID)
+}
+
+// KeyBudget is DB.KeyBudget inside a write transaction.
+func (t *Tx) KeyBudget(ctx context.Context, keyID string) (b agentd.Budget, err error) {
+	defer wrap(&err, "store.Tx.KeyBudget(%q)", keyID)
+	return scanBudget(t.queryRow(ctx, keyBudgetQuery, keyID), keyID)
+}
+
+const keyBudgetQuery = `SELECT budget, budget_period FROM api_keys WHERE id = ?`
+
+func scanBudget(row *sql.Row, keyID string) (agentd.Budget, error) {
 	var limit sql.NullInt64
 	var period string
-	err = db.queryRow(ctx, `SELECT budget, budget_period FROM api_keys WHERE id = ?`, keyID).Scan(&limit, &period)
+	err := row.Scan(&limit, &period)
 	if errors.Is(err, sql.ErrNoRows) {
-		return b, agentd.Errorf(agentd.ENotFound, "key %q not found", keyID)
+		return agentd.Budget{}, agentd.Errorf(agentd.ENotFound, "key %q not found", keyID)
 	}
 	return agentd.Budget{Set: limit.Valid, Limit: agentd.Micros(limit.Int64), Period: agentd.Period(period)}, err
 }

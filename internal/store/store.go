@@ -508,6 +508,17 @@ type Tx struct {
 	n     *notifier
 	c     *stmtCache
 	hooks []func()
+	// failed is the first error of a store method whose caller may have no way to
+	// return it (SettleHold, inside billing's Hold.Settle): it fails the write
+	// however the callback returns.
+	failed error
+}
+
+// fail records err as the write's own failure (see Tx.failed).
+func (t *Tx) fail(err error) {
+	if err != nil && t.failed == nil {
+		t.failed = err
+	}
 }
 
 // OnCommit registers fn to run once the transaction holding this write has

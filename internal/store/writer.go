@@ -412,7 +412,11 @@ func runSavepoint(ctx context.Context, t *Tx, fn func(*Tx) error) (err error, br
 				err = fmt.Errorf("write panicked: %v", p)
 			}
 		}()
+		t.failed = nil
 		err = fn(t)
+		if err == nil {
+			err = t.failed
+		}
 	}()
 	if err != nil {
 		if _, rerr := t.c.exec(ctx, t.tx, "ROLLBACK TO w"); rerr != nil {
