@@ -105,7 +105,22 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if publicURL == "" {
 		publicURL = "http://" + ln.Addr().String()
 	}
-	srv, sweeps := newServer(cfg, db, log, clk, publicURL)
+	// Replicas on PostgreSQL share session leases and in-flight marks as rows kept
+	// alive by this replica's heartbeat; closing it (after the drain, before the
+	// database) gives them back at once rather than when they expire.
+	var rep *store.Replica
+	if db.Dialect() == "postgres" {
+		rep, err = db.NewReplica(store.ReplicaOptions{Now: clk.Now, OnBeat: func(err error) {
+			if err != nil {
+				log.Warn("replica heartbeat failed: leases of this replica expire unless it recovers", "err", err)
+			}
+		}})
+		if err != nil {
+			return err
+		}
+		defer rep.Close(context.WithoutCancel(ctx))
+	}
+	srv, sweeps := newServer(cfg, db, rep, log, clk, publicURL)
 	sweeps.swept = hooks.swept
 	minted, note, err := bootstrap(ctx, srv, cfg.BootstrapKey)
 	if err != nil {
@@ -191,25 +206,35 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 
 // newServer wires the owners' services: one per piece of state (DESIGN.md "State:
 // one owner each"), each taking the clock.
-func newServer(cfg *config.Config, db *store.DB, log *slog.Logger, clk clock.Clock, publicURL string) (*api.Server, *sweeper) {
+func newServer(cfg *config.Config, db *store.DB, rep *store.Replica, log *slog.Logger, clk clock.Clock, publicURL string) (*api.Server, *sweeper) {
 	cat := buildCatalog(cfg)
 	ag := agents.New(db, cat, clk, agents.Options{
 		MaxPerOrg: cfg.Agents.MaxPerOrg, MaxBytes: cfg.Agents.MaxBytes, Reserved: api.ReservedAgentNames(),
 	})
-	// A hold or lease outlives any run that could still settle it: the run's
-	// deadline plus a margin for recording it.
-	ttl := time.Duration(cfg.Limits.RunTimeout) + time.Minute
-	// One node owns a SQLite file and keeps holds in memory; replicas on
-	// PostgreSQL keep them in the database.
-	newAccounts := billing.New
-	if db.Dialect() == "postgres" {
-		newAccounts = billing.NewShared
+	// A hold outlives any run that could still settle it: the run's deadline plus a
+	// margin for recording it (as long as the deadline, at most a minute).
+	runTimeout := time.Duration(cfg.Limits.RunTimeout)
+	ttl := runTimeout + min(runTimeout, time.Minute)
+	// One node owns a SQLite file and keeps holds, leases and in-flight marks in
+	// memory; replicas on PostgreSQL keep them in the database.
+	var (
+		accts     *billing.Accounts
+		leases    session.Leases
+		inflight  agentrun.InFlight
+		memLeases *session.MemoryLeases
+	)
+	if rep != nil {
+		accts = billing.NewShared(db, clk, ttl)
+		leases = session.NewDBLeases(rep, clk)
+		inflight = agentrun.NewDBInFlight(rep, clk)
+	} else {
+		accts = billing.New(db, clk, ttl)
+		memLeases = session.NewMemoryLeases(ttl, clk)
+		leases, inflight = memLeases, agentrun.NewMemoryInFlight()
 	}
-	accts := newAccounts(db, clk, ttl)
-	leases := session.NewMemoryLeases(ttl, clk)
 	sessions := session.New(db, leases, clk, session.Options{Wait: time.Duration(cfg.Limits.SessionWait)})
 	runner := &agentrun.Runner{
-		Agents: ag, Catalog: cat, DB: db, Accounts: accts, Sessions: sessions, InFlight: agentrun.NewMemoryInFlight(),
+		Agents: ag, Catalog: cat, DB: db, Accounts: accts, Sessions: sessions, InFlight: inflight,
 		Timeout: time.Duration(cfg.Limits.RunTimeout),
 		Backoff: agentrun.Backoff{Initial: time.Duration(cfg.Retry.InitialBackoff), Max: time.Duration(cfg.Retry.MaxBackoff)},
 		IdemTTL: time.Duration(cfg.Idempotency.TTL),
@@ -225,7 +250,7 @@ func newServer(cfg *config.Config, db *store.DB, log *slog.Logger, clk clock.Clo
 	}
 	sw := &sweeper{
 		every: time.Duration(cfg.SweepInterval), clock: clk, log: log, db: db,
-		accounts: accts, leases: leases, sessions: sessions,
+		accounts: accts, leases: memLeases, sessions: sessions,
 		idleTTL: time.Duration(cfg.Sessions.IdleTTL), retention: time.Duration(cfg.Ledger.Retention),
 	}
 	return srv, sw

@@ -22,7 +22,7 @@ type sweeper struct {
 	log       *slog.Logger
 	db        *store.DB
 	accounts  *billing.Accounts
-	leases    *session.MemoryLeases
+	leases    *session.MemoryLeases // nil on PostgreSQL, where the replica's heartbeat sweeps its rows
 	sessions  *session.Service
 	idleTTL   time.Duration
 	retention time.Duration // 0: keep the ledger forever
@@ -60,8 +60,10 @@ func (s *sweeper) round(ctx context.Context) {
 	if n > 0 {
 		s.log.Warn("released holds of runs that never finished", "holds", n)
 	}
-	if n := s.leases.Sweep(); n > 0 {
-		s.log.Warn("took back session leases of runs that never finished", "leases", n)
+	if s.leases != nil {
+		if n := s.leases.Sweep(); n > 0 {
+			s.log.Warn("took back session leases of runs that never finished", "leases", n)
+		}
 	}
 	s.drain(ctx, "expired idempotency records", func() (int, int, error) {
 		n, err := s.db.SweepIdempotency(ctx, now.UnixMicro(), sweepBatch)
