@@ -76,18 +76,20 @@ func (a *Accounts) sharedHold(ctx context.Context, orgID, keyID string, amount a
 	row := &store.Hold{ID: agentd.NewID("hold"), OrgID: orgID, KeyID: keyID, Amount: amount,
 		Created: now.UnixMicro(), Expires: a.expiry(now)}
 	var refused error
+	// Billing's rule gives the first day of each kind of period; the key's stored
+	// period picks one, in the same statement that reads it and takes the hold.
+	days := store.PeriodDays{
+		Daily:   fromDay(PeriodStart(agentd.PeriodDaily, now)),
+		Monthly: fromDay(PeriodStart(agentd.PeriodMonthly, now)),
+	}
 	err := a.db.Tx(ctx, func(tx *store.Tx) error {
 		refused = nil // the writer may run this again
-		budget, from, err := budgetAt(ctx, tx, keyID, now)
-		if err != nil {
-			return err
-		}
-		short, err := tx.TakeHold(ctx, row, budget, from)
+		short, budget, err := tx.TakeHoldFor(ctx, row, days)
 		if err != nil {
 			return err
 		}
 		if short != nil {
-			refused = refusal(amount, short, budget)
+			refused = refusal(amount, short, &budget)
 		}
 		return nil // a refusal wrote nothing
 	})

@@ -354,6 +354,9 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 	wctx := context.WithoutCancel(ctx)
 	record := func() error {
 		return write.Tx(wctx, func(tx *store.Tx) error {
+			// Nothing below reads back what the record wrote: on PostgreSQL it may be
+			// written with the batch's other records in one statement.
+			tx.DeferRecords()
 			stored, err := tx.RecordRun(wctx, rec)
 			if err != nil {
 				return err

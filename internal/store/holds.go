@@ -142,6 +142,9 @@ func (t *Tx) reserve(ctx context.Context, orgID, keyID string, amount agentd.Mic
 func (t *Tx) SettleHold(ctx context.Context, id string) (ended bool, err error) {
 	defer func() { t.fail(err) }() // runs after wrap: the write fails with the wrapped error
 	defer wrap(&err, "store.SettleHold(%q)", id)
+	if t.deferSettle(id) {
+		return true, nil // ended with the batch's records (batch_postgres.go), whether or not the row is still there
+	}
 	return t.endHold(ctx, id)
 }
 
@@ -351,4 +354,41 @@ func (db *DB) CheckHolds(ctx context.Context) (problems []string, err error) {
 		}
 	}
 	return problems, nil
+}
+
+// PeriodDays are the first rollup days (YYYY-MM-DD) of the current daily and
+// monthly budget periods, as billing computed them; a key's stored period picks
+// the one its budget answers to.
+type PeriodDays struct{ Daily, Monthly string }
+
+// TakeHoldFor is TakeHold that also reads the key's budget, in one statement (a
+// function of migration 0004, PostgreSQL only): with the budget's period, the
+// first day of its period is days' entry for it. It returns the budget it read
+// (Set false: none), for the refusal's message.
+func (t *Tx) TakeHoldFor(ctx context.Context, h *Hold, days PeriodDays) (short *Shortfall, b agentd.Budget, err error) {
+	defer wrap(&err, "store.TakeHoldFor(%q)", h.OrgID)
+	if t.d.name != "postgres" {
+		return nil, b, errors.New("holds in the database need PostgreSQL")
+	}
+	var taken, keyShort bool
+	var avail, limit sql.NullInt64
+	var period sql.NullString
+	err = t.queryRow(ctx, `SELECT taken, key_short, available, budget, period FROM agentd_take_hold(?, ?, ?, ?, ?, ?, ?, ?)`,
+		h.ID, h.OrgID, h.KeyID, h.Amount, h.Created, h.Expires, days.Daily, days.Monthly).
+		Scan(&taken, &keyShort, &avail, &limit, &period)
+	if err != nil {
+		return nil, b, err
+	}
+	if limit.Valid {
+		b = agentd.Budget{Set: true, Limit: agentd.Micros(limit.Int64), Period: agentd.Period(period.String)}
+	}
+	switch {
+	case taken:
+		return nil, b, nil
+	case !avail.Valid && keyShort:
+		return nil, b, agentd.Errorf(agentd.ENotFound, "key %q not found", h.KeyID)
+	case !avail.Valid:
+		return nil, b, agentd.Errorf(agentd.ENotFound, "organization %q not found", h.OrgID)
+	}
+	return &Shortfall{KeyBudget: keyShort, Available: agentd.Micros(avail.Int64)}, b, nil
 }

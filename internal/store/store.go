@@ -512,6 +512,10 @@ type Tx struct {
 	// return it (SettleHold, inside billing's Hold.Settle): it fails the write
 	// however the callback returns.
 	failed error
+	// deferred, when set, collects run records and hold settles for one statement
+	// at the end of the batch (PostgreSQL; batch_postgres.go).
+	deferred *deferred
+	deferOK  bool // this write allows deferring (Tx.DeferRecords)
 }
 
 // fail records err as the write's own failure (see Tx.failed).

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -193,7 +194,7 @@ func (w *writer) fill(batch []*writeReq, timer *time.Timer) []*writeReq {
 // runs the commit hooks of the writes that committed, in order, and tells each
 // caller the truth about its own write.
 func (w *writer) commit(batch []*writeReq) {
-	if w.d.optimistic && len(batch) > 1 {
+	if w.d.optimistic {
 		w.commitOptimistic(batch)
 		return
 	}
@@ -232,16 +233,32 @@ func (w *writer) commit(batch []*writeReq) {
 // again as batches of their own, and the failing write alone, in a savepoint, so
 // that every caller still learns the truth about its own write.
 func (w *writer) commitOptimistic(batch []*writeReq) {
-	errs, failed, err := w.tryPlain(batch)
-	for attempt := 1; err != nil && w.d.retryable(err) && attempt <= maxRetries; attempt++ {
-		time.Sleep(time.Duration(attempt) * time.Millisecond)
-		errs, failed, err = w.tryPlain(batch)
+	if len(batch) == 0 {
+		return
+	}
+	// First with the batch's run records deferred to one statement; if that
+	// statement fails, again statement by statement, to find the write at fault.
+	deferring := true
+	errs, failed, err := w.tryPlain(batch, deferring)
+	for attempt := 1; err != nil && attempt <= maxRetries; attempt++ {
+		switch {
+		case errors.Is(err, errFlush):
+			deferring = false
+		case w.d.retryable(err):
+			time.Sleep(time.Duration(attempt) * time.Millisecond)
+		default:
+			attempt = maxRetries // a failure of the database: no rerun helps
+			continue
+		}
+		errs, failed, err = w.tryPlain(batch, deferring)
 	}
 	switch {
+	case failed >= 0 && len(batch) == 1:
+		batch[0].done <- errs[0] // rolled back: its own outcome
 	case failed >= 0:
-		w.commit(batch[:failed])
+		w.commitOptimistic(batch[:failed])
 		w.commitAlone(batch[failed])
-		w.commit(batch[failed+1:])
+		w.commitOptimistic(batch[failed+1:])
 	case err != nil:
 		for _, r := range batch {
 			r.done <- err
@@ -270,10 +287,12 @@ func (w *writer) commitAlone(r *writeReq) {
 }
 
 // tryPlain runs batch in one transaction, each write without a savepoint, and
-// commits it unless a write fails: then failed is that write's index and nothing
-// was committed. err is a failure of the transaction itself (begin, commit, or a
-// retryable error of a write), for every write of the batch.
-func (w *writer) tryPlain(batch []*writeReq) (errs []error, failed int, err error) {
+// commits it unless a write fails: then failed is that write's index, errs[failed]
+// its error, and nothing was committed. err is a failure of the transaction itself
+// (begin, commit, the deferred records' flush, a retryable error of a write), for
+// every write of the batch. With deferring, run records are written together by
+// one statement before the commit (Tx.flush).
+func (w *writer) tryPlain(batch []*writeReq, deferring bool) (errs []error, failed int, err error) {
 	ctx := context.Background()
 	errs = make([]error, len(batch))
 	for _, r := range batch {
@@ -285,6 +304,9 @@ func (w *writer) tryPlain(batch []*writeReq) (errs []error, failed int, err erro
 		return nil, -1, fmt.Errorf("begin: %w", err)
 	}
 	t := &Tx{tx: tx, d: w.d, n: w.n, c: w.stmts}
+	if deferring {
+		t.deferred = &deferred{}
+	}
 	if w.d.beginBatch != "" {
 		if _, err := t.c.exec(ctx, tx, w.d.beginBatch); err != nil {
 			tx.Rollback()
@@ -298,9 +320,17 @@ func (w *writer) tryPlain(batch []*writeReq) (errs []error, failed int, err erro
 			if w.d.retryable(err) || w.d.isStorage(err) {
 				return nil, -1, err
 			}
-			return nil, i, nil
+			errs[i] = err
+			return errs, i, nil
 		}
 		r.hooks = t.hooks
+	}
+	if err := t.flush(ctx); err != nil {
+		tx.Rollback()
+		if w.d.retryable(err) || w.d.isStorage(err) {
+			return nil, -1, err
+		}
+		return nil, -1, err // errFlush: rerun without deferring
 	}
 	t.hooks = nil
 	if err := tx.Commit(); err != nil {
@@ -315,14 +345,19 @@ func (w *writer) tryPlain(batch []*writeReq) (errs []error, failed int, err erro
 	return errs, -1, nil
 }
 
-// runPlain runs fn, turning a panic into its error.
+// runPlain runs fn, turning a panic into its error; a store method's failure that
+// fn had no way to return (Tx.fail) is the write's error too.
 func runPlain(t *Tx, fn func(*Tx) error) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("write panicked: %v", p)
 		}
 	}()
-	return fn(t)
+	t.failed, t.deferOK = nil, false
+	if err = fn(t); err == nil {
+		err = t.failed
+	}
+	return err
 }
 
 // maxRetries bounds the reruns of a batch whose transaction hit a retryable error.

@@ -1,0 +1,335 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/agentd/agentd"
+)
+
+// On PostgreSQL every statement is a round trip to another process, and the
+// writer's statements run one after another; most of a run's cost was waiting for
+// them. So inside a batch (writer.tryPlain), RecordRun and SettleHold do not run
+// at once: they are collected and, once every write of the batch has run, written
+// by ONE statement for the whole batch (flush), just before the commit. If that
+// statement fails, the batch is rolled back and run again statement by statement,
+// which finds the write at fault and fails it alone.
+//
+// Deferring them changes nothing another write can see in a way that matters: what
+// they change is relative (balance − cost, held − amount, counters + n), so a write
+// that reads and sets an absolute value (a grant) still ends right once the flush
+// applies them; a hold taken later in the same batch sees more held, never less,
+// than after the flush (a settle gives back its whole hold, which covers the
+// charge); a turn whose agent is deleted by a later write of the batch is dropped,
+// as the deletion would have dropped it.
+
+// deferred is what a batch's writes left for the flush.
+type deferred struct {
+	runs    []*Run
+	settles []string // hold ids
+}
+
+// DeferRecords declares that this write reads nothing back from its RecordRun and
+// SettleHold calls: on PostgreSQL they may then be written with the batch's other
+// records by one statement just before the commit. RecordRun then reports a
+// successful run's turn as stored (it is, unless its agent is deleted before the
+// commit) and SettleHold the hold as ended; everything else about the write is
+// unchanged: it commits, or fails alone, as before. On SQLite it does nothing.
+func (t *Tx) DeferRecords() { t.deferOK = true }
+
+// deferRun takes r for the flush, if the transaction defers.
+func (t *Tx) deferRun(r *Run) bool {
+	if t.deferred == nil || !t.deferOK {
+		return false
+	}
+	t.deferred.runs = append(t.deferred.runs, r)
+	return true
+}
+
+// deferSettle takes hold id for the flush, if the transaction defers.
+func (t *Tx) deferSettle(id string) bool {
+	if t.deferred == nil || !t.deferOK {
+		return false
+	}
+	t.deferred.settles = append(t.deferred.settles, id)
+	return true
+}
+
+// errFlush marks a failed flush: the batch is run again without deferring.
+var errFlush = errors.New("store: the batch's run records failed together")
+
+// flush writes every deferred record and settle of the batch in one statement.
+func (t *Tx) flush(ctx context.Context) error {
+	d := t.deferred
+	if d == nil || (len(d.runs) == 0 && len(d.settles) == 0) {
+		return nil
+	}
+	var (
+		l   ledgerCols
+		u   = map[rollupKey]*rollupRow{}
+		uk  []rollupKey
+		ch  = map[string]int64{}
+		chk []string
+		ag  = map[string]*agentStats{}
+		agk []string
+		id  idemCols
+		tu  turnCols
+	)
+	for _, r := range d.runs {
+		row := &r.LedgerRow
+		created := micros(row.CreatedAt)
+		ok := row.Outcome == agentd.OutcomeOK
+		l.add(row, created)
+		k := rollupKey{org: row.OrgID, day: dayOf(created), agent: row.AgentID, model: row.Model, key: row.KeyID}
+		s := u[k]
+		if s == nil {
+			s = &rollupRow{}
+			u[k] = s
+			uk = append(uk, k)
+		}
+		s.name = row.AgentName // the name of the latest run
+		s.in += int64(row.InputTokens)
+		s.out += int64(row.OutputTokens)
+		s.cost += int64(row.Cost)
+		if ok {
+			s.runs++
+			s.latency += row.LatencyMS
+		} else {
+			s.failed++
+		}
+		if row.Cost > 0 {
+			if _, seen := ch[row.OrgID]; !seen {
+				chk = append(chk, row.OrgID)
+			}
+			ch[row.OrgID] += int64(row.Cost)
+		}
+		if row.AgentID != "" {
+			a := ag[row.AgentID]
+			if a == nil {
+				a = &agentStats{lastUsed: -1}
+				ag[row.AgentID] = a
+				agk = append(agk, row.AgentID)
+			}
+			if ok {
+				a.ok++
+				a.latency += row.LatencyMS
+				a.lastUsed = created
+			} else {
+				a.failed++
+			}
+		}
+		if ok && r.Idem != nil {
+			id.add(r.Idem)
+		}
+		if ok && r.Turn != nil {
+			tu.add(row, r.Turn, created)
+		}
+	}
+	var rc rollupCols
+	for _, k := range uk {
+		rc.add(k, u[k])
+	}
+	costs := make([]int64, len(chk))
+	for i, org := range chk {
+		costs[i] = ch[org]
+	}
+	var ac agentCols
+	for _, a := range agk {
+		ac.add(a, ag[a])
+	}
+	args := []any{d.settles, chk, costs}
+	args = append(args, l.args()...)
+	args = append(args, rc.args()...)
+	args = append(args, ac.args()...)
+	args = append(args, id.args()...)
+	args = append(args, tu.args()...)
+	var charged int
+	if err := t.queryRow(ctx, flushQuery, args...).Scan(&charged); err != nil {
+		return fmt.Errorf("%w: %w", errFlush, err)
+	}
+	if charged != len(chk) {
+		return fmt.Errorf("%w: %d of %d organizations charged exist", errFlush, charged, len(chk))
+	}
+	return nil
+}
+
+// flushQuery writes a batch: hold settles (the rows deleted, exactly their amounts
+// taken out of held), charges and held together in one update per organization,
+// ledger rows, rollups summed per row, agent stats summed per agent, idempotency
+// records, and session turns in the batch's order, each only while its agent
+// exists. It returns how many charged organizations it found.
+const flushQuery = `WITH d AS (DELETE FROM holds WHERE id = ANY(CAST(? AS TEXT[])) RETURNING org_id, key_id, amount),
+	dk AS (UPDATE api_keys SET held = api_keys.held - s.amount
+		FROM (SELECT key_id, sum(amount) AS amount FROM d WHERE key_id <> '' GROUP BY key_id) s WHERE api_keys.id = s.key_id),
+	c AS (SELECT * FROM unnest(CAST(? AS TEXT[]), CAST(? AS BIGINT[])) AS c(org_id, cost)),
+	h AS (SELECT org_id, sum(amount) AS amount FROM d GROUP BY org_id),
+	ids AS (SELECT org_id FROM c UNION SELECT org_id FROM h),
+	o AS (UPDATE orgs SET balance = orgs.balance - COALESCE(c.cost, 0), held = orgs.held - COALESCE(h.amount, 0)
+		FROM ids LEFT JOIN c ON c.org_id = ids.org_id LEFT JOIN h ON h.org_id = ids.org_id
+		WHERE orgs.id = ids.org_id RETURNING orgs.id, c.cost),
+	l AS (INSERT INTO ledger (run_id, created_at, org_id, key_id, owner, agent_id, agent_name, agent_version,
+		session_id, model_requested, model, input_tokens, output_tokens, usage_source, cost, latency_ms, outcome, error_code)
+		SELECT * FROM unnest(CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]),
+			CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]),
+			CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]),
+			CAST(? AS TEXT[]), CAST(? AS TEXT[]))),
+	r AS (INSERT INTO usage_daily (org_id, day, agent_id, agent_name, model, key_id,
+		runs, failed, input_tokens, output_tokens, cost, latency_ms)
+		SELECT * FROM unnest(CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]),
+			CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]),
+			CAST(? AS BIGINT[]), CAST(? AS BIGINT[]))
+		ON CONFLICT (org_id, day, agent_id, model, key_id) DO UPDATE SET
+		agent_name = excluded.agent_name,
+		runs = usage_daily.runs + excluded.runs,
+		failed = usage_daily.failed + excluded.failed,
+		input_tokens = usage_daily.input_tokens + excluded.input_tokens,
+		output_tokens = usage_daily.output_tokens + excluded.output_tokens,
+		cost = usage_daily.cost + excluded.cost,
+		latency_ms = usage_daily.latency_ms + excluded.latency_ms),
+	a AS (UPDATE agents SET usage_count = agents.usage_count + s.ok, total_latency_ms = agents.total_latency_ms + s.latency,
+		failed_count = agents.failed_count + s.failed,
+		last_used = CASE WHEN s.last_used >= 0 THEN s.last_used ELSE agents.last_used END
+		FROM unnest(CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]))
+			AS s(id, ok, latency, failed, last_used)
+		WHERE agents.id = s.id),
+	i AS (INSERT INTO idempotency (org_id, key_id, idem_key, request_hash, run_id, result, created_at, expires_at)
+		SELECT * FROM unnest(CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]),
+			CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]))
+		ON CONFLICT (org_id, key_id, idem_key) DO UPDATE SET request_hash = excluded.request_hash, run_id = excluded.run_id,
+		result = excluded.result, created_at = excluded.created_at, expires_at = excluded.expires_at
+		WHERE idempotency.expires_at <= excluded.created_at),
+	t AS (INSERT INTO session_turns (org_id, owner, agent_id, session_id, run_id, user_message, assistant_message,
+		user_tokens, assistant_tokens, input_tokens, output_tokens, created_at)
+		SELECT u.org_id, u.owner, u.agent_id, u.session_id, u.run_id, u.user_message, u.assistant_message,
+			u.user_tokens, u.assistant_tokens, u.input_tokens, u.output_tokens, u.created_at
+		FROM unnest(CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]),
+			CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]),
+			CAST(? AS BIGINT[]), CAST(? AS BIGINT[])) WITH ORDINALITY
+			AS u(org_id, owner, agent_id, session_id, run_id, user_message, assistant_message,
+				user_tokens, assistant_tokens, input_tokens, output_tokens, created_at, ord)
+		WHERE EXISTS (SELECT 1 FROM agents WHERE agents.id = u.agent_id AND agents.org_id = u.org_id)
+		ORDER BY u.ord)
+	SELECT count(*) FROM o WHERE o.cost IS NOT NULL`
+
+type ledgerCols struct {
+	runID, org, key, owner, agent, agentName, session, modelRequested, model, source, outcome, errCode []string
+	created, version, in, out, cost, latency                                                           []int64
+}
+
+func (c *ledgerCols) add(r *agentd.LedgerRow, created int64) {
+	c.runID = append(c.runID, r.RunID)
+	c.created = append(c.created, created)
+	c.org = append(c.org, r.OrgID)
+	c.key = append(c.key, r.KeyID)
+	c.owner = append(c.owner, r.Owner)
+	c.agent = append(c.agent, r.AgentID)
+	c.agentName = append(c.agentName, r.AgentName)
+	c.version = append(c.version, int64(r.AgentVersion))
+	c.session = append(c.session, r.SessionID)
+	c.modelRequested = append(c.modelRequested, r.ModelRequested)
+	c.model = append(c.model, r.Model)
+	c.in = append(c.in, int64(r.InputTokens))
+	c.out = append(c.out, int64(r.OutputTokens))
+	c.source = append(c.source, r.UsageSource)
+	c.cost = append(c.cost, int64(r.Cost))
+	c.latency = append(c.latency, r.LatencyMS)
+	c.outcome = append(c.outcome, string(r.Outcome))
+	c.errCode = append(c.errCode, r.ErrorCode)
+}
+
+func (c *ledgerCols) args() []any {
+	return []any{c.runID, c.created, c.org, c.key, c.owner, c.agent, c.agentName, c.version, c.session,
+		c.modelRequested, c.model, c.in, c.out, c.source, c.cost, c.latency, c.outcome, c.errCode}
+}
+
+type rollupRow struct {
+	name                                 string
+	runs, failed, in, out, cost, latency int64
+}
+
+type rollupCols struct {
+	org, day, agent, name, model, key    []string
+	runs, failed, in, out, cost, latency []int64
+}
+
+func (c *rollupCols) add(k rollupKey, s *rollupRow) {
+	c.org = append(c.org, k.org)
+	c.day = append(c.day, k.day)
+	c.agent = append(c.agent, k.agent)
+	c.name = append(c.name, s.name)
+	c.model = append(c.model, k.model)
+	c.key = append(c.key, k.key)
+	c.runs = append(c.runs, s.runs)
+	c.failed = append(c.failed, s.failed)
+	c.in = append(c.in, s.in)
+	c.out = append(c.out, s.out)
+	c.cost = append(c.cost, s.cost)
+	c.latency = append(c.latency, s.latency)
+}
+
+func (c *rollupCols) args() []any {
+	return []any{c.org, c.day, c.agent, c.name, c.model, c.key, c.runs, c.failed, c.in, c.out, c.cost, c.latency}
+}
+
+type agentStats struct{ ok, latency, failed, lastUsed int64 }
+
+type agentCols struct {
+	id                            []string
+	ok, latency, failed, lastUsed []int64
+}
+
+func (c *agentCols) add(id string, s *agentStats) {
+	c.id = append(c.id, id)
+	c.ok = append(c.ok, s.ok)
+	c.latency = append(c.latency, s.latency)
+	c.failed = append(c.failed, s.failed)
+	c.lastUsed = append(c.lastUsed, s.lastUsed)
+}
+
+func (c *agentCols) args() []any { return []any{c.id, c.ok, c.latency, c.failed, c.lastUsed} }
+
+type idemCols struct {
+	org, key, idemKey, hash, runID, result []string
+	created, expires                       []int64
+}
+
+func (c *idemCols) add(i *Idem) {
+	c.org = append(c.org, i.OrgID)
+	c.key = append(c.key, i.KeyID)
+	c.idemKey = append(c.idemKey, i.Key)
+	c.hash = append(c.hash, i.RequestHash)
+	c.runID = append(c.runID, i.RunID)
+	c.result = append(c.result, string(i.Result))
+	c.created = append(c.created, i.Created)
+	c.expires = append(c.expires, i.Expires)
+}
+
+func (c *idemCols) args() []any {
+	return []any{c.org, c.key, c.idemKey, c.hash, c.runID, c.result, c.created, c.expires}
+}
+
+type turnCols struct {
+	org, owner, agent, session, runID, user, assistant []string
+	userTokens, assistantTokens, in, out, created      []int64
+}
+
+func (c *turnCols) add(r *agentd.LedgerRow, t *agentd.Turn, created int64) {
+	c.org = append(c.org, r.OrgID)
+	c.owner = append(c.owner, r.Owner)
+	c.agent = append(c.agent, r.AgentID)
+	c.session = append(c.session, r.SessionID)
+	c.runID = append(c.runID, r.RunID)
+	c.user = append(c.user, t.User)
+	c.assistant = append(c.assistant, t.Assistant)
+	c.userTokens = append(c.userTokens, int64(t.UserTokens))
+	c.assistantTokens = append(c.assistantTokens, int64(t.AssistantTokens))
+	c.in = append(c.in, int64(r.InputTokens))
+	c.out = append(c.out, int64(r.OutputTokens))
+	c.created = append(c.created, created)
+}
+
+func (c *turnCols) args() []any {
+	return []any{c.org, c.owner, c.agent, c.session, c.runID, c.user, c.assistant,
+		c.userTokens, c.assistantTokens, c.in, c.out, c.created}
+}
