@@ -75,29 +75,29 @@ func (a *Accounts) sharedHold(ctx context.Context, orgID, keyID string, amount a
 	now := a.clock.Now()
 	row := &store.Hold{ID: agentd.NewID("hold"), OrgID: orgID, KeyID: keyID, Amount: amount,
 		Created: now.UnixMicro(), Expires: a.expiry(now)}
-	var refused error
 	// Billing's rule gives the first day of each kind of period; the key's stored
 	// period picks one, in the same statement that reads it and takes the hold.
 	days := store.PeriodDays{
 		Daily:   fromDay(PeriodStart(agentd.PeriodDaily, now)),
 		Monthly: fromDay(PeriodStart(agentd.PeriodMonthly, now)),
 	}
+	// The outcome is known once the write has run, before Tx returns: on
+	// PostgreSQL the batch's holds are taken by one call, in the batch's order.
+	var res store.HoldResult
 	err := a.db.Tx(ctx, func(tx *store.Tx) error {
-		refused = nil // the writer may run this again
-		short, budget, err := tx.TakeHoldFor(ctx, row, days)
-		if err != nil {
-			return err
-		}
-		if short != nil {
-			refused = refusal(amount, short, &budget)
-		}
-		return nil // a refusal wrote nothing
+		res = store.HoldResult{} // the writer may run this again
+		tx.DeferRecords()
+		tx.TakeHoldLater(ctx, row, days, &res)
+		return nil // a refusal writes nothing
 	})
+	if err == nil {
+		err = res.Err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("billing: hold %s for org %s: %w", amount, orgID, err)
 	}
-	if refused != nil {
-		return nil, refused
+	if res.Short != nil {
+		return nil, refusal(amount, res.Short, &res.Budget)
 	}
 	return &dbHold{a: a, ctx: context.WithoutCancel(ctx), id: row.ID, keyID: keyID, amount: amount}, nil
 }

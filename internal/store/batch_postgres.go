@@ -28,6 +28,14 @@ import (
 type deferred struct {
 	runs    []*Run
 	settles []string // hold ids
+	holds   []pendingHold
+}
+
+// pendingHold is a hold a write asked for (TakeHoldLater).
+type pendingHold struct {
+	h    *Hold
+	days PeriodDays
+	res  *HoldResult
 }
 
 // DeferRecords declares that this write reads nothing back from its RecordRun and
@@ -61,6 +69,59 @@ var errFlush = errors.New("store: the batch's run records failed together")
 
 // flush writes every deferred record and settle of the batch in one statement.
 func (t *Tx) flush(ctx context.Context) error {
+	if err := t.flushRecords(ctx); err != nil {
+		return err
+	}
+	return t.flushHolds(ctx)
+}
+
+// flushHolds takes the batch's holds in one call, after its records have given
+// theirs back, and sets each one's outcome.
+func (t *Tx) flushHolds(ctx context.Context) error {
+	d := t.deferred
+	if d == nil || len(d.holds) == 0 {
+		return nil
+	}
+	n := len(d.holds)
+	ids, orgs, keys, daily, monthly := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	amounts, created, expires := make([]int64, n), make([]int64, n), make([]int64, n)
+	for i, p := range d.holds {
+		ids[i], orgs[i], keys[i] = p.h.ID, p.h.OrgID, p.h.KeyID
+		amounts[i], created[i], expires[i] = int64(p.h.Amount), p.h.Created, p.h.Expires
+		daily[i], monthly[i] = p.days.Daily, p.days.Monthly
+	}
+	rows, err := t.query(ctx, `SELECT ord, taken, key_short, available, budget, period FROM agentd_take_holds(
+		CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]),
+		CAST(? AS TEXT[]), CAST(? AS TEXT[]))`, ids, orgs, keys, amounts, created, expires, daily, monthly)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errFlush, err)
+	}
+	defer rows.Close()
+	got := 0
+	for rows.Next() {
+		var ord int
+		var o holdOutcome
+		if err := rows.Scan(&ord, &o.taken, &o.keyShort, &o.avail, &o.limit, &o.period); err != nil {
+			return fmt.Errorf("%w: %w", errFlush, err)
+		}
+		if ord < 1 || ord > n {
+			return fmt.Errorf("%w: hold %d of %d", errFlush, ord, n)
+		}
+		p := d.holds[ord-1]
+		p.res.Short, p.res.Budget, p.res.Err = o.result(p.h)
+		got++
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("%w: %w", errFlush, err)
+	}
+	if got != n {
+		return fmt.Errorf("%w: %d outcomes for %d holds", errFlush, got, n)
+	}
+	return nil
+}
+
+// flushRecords writes the batch's run records and hold settles.
+func (t *Tx) flushRecords(ctx context.Context) error {
 	d := t.deferred
 	if d == nil || (len(d.runs) == 0 && len(d.settles) == 0) {
 		return nil

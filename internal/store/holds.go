@@ -370,15 +370,46 @@ func (t *Tx) TakeHoldFor(ctx context.Context, h *Hold, days PeriodDays) (short *
 	if t.d.name != "postgres" {
 		return nil, b, errors.New("holds in the database need PostgreSQL")
 	}
-	var taken, keyShort bool
-	var avail, limit sql.NullInt64
-	var period sql.NullString
+	var o holdOutcome
 	err = t.queryRow(ctx, `SELECT taken, key_short, available, budget, period FROM agentd_take_hold(?, ?, ?, ?, ?, ?, ?, ?)`,
 		h.ID, h.OrgID, h.KeyID, h.Amount, h.Created, h.Expires, days.Daily, days.Monthly).
-		Scan(&taken, &keyShort, &avail, &limit, &period)
+		Scan(&o.taken, &o.keyShort, &o.avail, &o.limit, &o.period)
 	if err != nil {
 		return nil, b, err
 	}
+	return o.result(h)
+}
+
+// HoldResult is the outcome of TakeHoldLater, known once the write's transaction
+// has taken the hold: before its Tx call returns.
+type HoldResult struct {
+	Short  *Shortfall
+	Budget agentd.Budget
+	Err    error
+}
+
+// TakeHoldLater is TakeHoldFor whose outcome is set in res rather than returned:
+// in a write that allowed deferring (DeferRecords) the batch's holds are then
+// taken by one call for all of them, in the batch's order, just before the
+// commit; otherwise at once.
+func (t *Tx) TakeHoldLater(ctx context.Context, h *Hold, days PeriodDays, res *HoldResult) {
+	if t.deferred != nil && t.deferOK {
+		t.deferred.holds = append(t.deferred.holds, pendingHold{h: h, days: days, res: res})
+		return
+	}
+	res.Short, res.Budget, res.Err = t.TakeHoldFor(ctx, h, days)
+}
+
+// holdOutcome is a row of agentd_take_hold(s).
+type holdOutcome struct {
+	taken, keyShort bool
+	avail, limit    sql.NullInt64
+	period          sql.NullString
+}
+
+func (o holdOutcome) result(h *Hold) (*Shortfall, agentd.Budget, error) {
+	var b agentd.Budget
+	taken, keyShort, avail, limit, period := o.taken, o.keyShort, o.avail, o.limit, o.period
 	if limit.Valid {
 		b = agentd.Budget{Set: true, Limit: agentd.Micros(limit.Int64), Period: agentd.Period(period.String)}
 	}
