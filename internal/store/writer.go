@@ -239,7 +239,7 @@ func (w *writer) commitOptimistic(batch []*writeReq) {
 	// First with the batch's run records deferred to one statement; if that
 	// statement fails, again statement by statement, to find the write at fault.
 	deferring := true
-	errs, failed, err := w.tryPlain(batch, deferring)
+	batch, errs, failed, err := w.tryPlain(batch, deferring, true)
 	for attempt := 1; err != nil && attempt <= maxRetries; attempt++ {
 		switch {
 		case errors.Is(err, errFlush):
@@ -250,7 +250,7 @@ func (w *writer) commitOptimistic(batch []*writeReq) {
 			attempt = maxRetries // a failure of the database: no rerun helps
 			continue
 		}
-		errs, failed, err = w.tryPlain(batch, deferring)
+		batch, errs, failed, err = w.tryPlain(batch, deferring, false)
 	}
 	switch {
 	case failed >= 0 && len(batch) == 1:
@@ -292,16 +292,17 @@ func (w *writer) commitAlone(r *writeReq) {
 // (begin, commit, the deferred records' flush, a retryable error of a write), for
 // every write of the batch. With deferring, run records are written together by
 // one statement before the commit (Tx.flush).
-func (w *writer) tryPlain(batch []*writeReq, deferring bool) (errs []error, failed int, err error) {
+//
+// With grow, the writes queued while the transaction waited for the writers' lock
+// (other replicas' transactions) join it: under contention batches grow by
+// themselves, instead of more, smaller transactions queueing for the same rows.
+// The batch it ran is returned.
+func (w *writer) tryPlain(batch []*writeReq, deferring, grow bool) (_ []*writeReq, errs []error, failed int, err error) {
 	ctx := context.Background()
-	errs = make([]error, len(batch))
-	for _, r := range batch {
-		r.hooks = r.hooks[:0]
-	}
 	w.stmts.prepare(ctx)
 	tx, err := w.db.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, -1, fmt.Errorf("begin: %w", err)
+		return batch, nil, -1, fmt.Errorf("begin: %w", err)
 	}
 	t := &Tx{tx: tx, d: w.d, n: w.n, c: w.stmts}
 	if deferring {
@@ -310,39 +311,52 @@ func (w *writer) tryPlain(batch []*writeReq, deferring bool) (errs []error, fail
 	if w.d.beginBatch != "" {
 		if _, err := t.c.exec(ctx, tx, w.d.beginBatch); err != nil {
 			tx.Rollback()
-			return nil, -1, fmt.Errorf("begin: %w", err)
+			return batch, nil, -1, fmt.Errorf("begin: %w", err)
 		}
+	}
+	for grow && len(batch) < w.maxBatch {
+		select {
+		case r := <-w.queue:
+			batch = append(batch, w.take(r))
+			continue
+		default:
+		}
+		break
+	}
+	errs = make([]error, len(batch))
+	for _, r := range batch {
+		r.hooks = r.hooks[:0]
 	}
 	for i, r := range batch {
 		t.hooks = r.hooks[:0]
 		if err := runPlain(t, r.fn); err != nil {
 			tx.Rollback()
 			if w.d.retryable(err) || w.d.isStorage(err) {
-				return nil, -1, err
+				return batch, nil, -1, err
 			}
 			errs[i] = err
-			return errs, i, nil
+			return batch, errs, i, nil
 		}
 		r.hooks = t.hooks
 	}
 	if err := t.flush(ctx); err != nil {
 		tx.Rollback()
 		if w.d.retryable(err) || w.d.isStorage(err) {
-			return nil, -1, err
+			return batch, nil, -1, err
 		}
-		return nil, -1, err // errFlush: rerun without deferring
+		return batch, nil, -1, err // errFlush: rerun without deferring
 	}
 	t.hooks = nil
 	if err := tx.Commit(); err != nil {
 		tx.Rollback()
-		return nil, -1, fmt.Errorf("commit: %w", err)
+		return batch, nil, -1, fmt.Errorf("commit: %w", err)
 	}
 	for _, r := range batch {
 		for _, h := range r.hooks {
 			h()
 		}
 	}
-	return errs, -1, nil
+	return batch, errs, -1, nil
 }
 
 // runPlain runs fn, turning a panic into its error; a store method's failure that
