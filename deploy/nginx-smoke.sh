@@ -11,6 +11,8 @@
 # agentd-3 is left down. The only changes to the copy nginx runs are its listen
 # address (127.0.0.1:8080, since 0.0.0.0:8080 would collide with the replicas'
 # 127.0.0.1x:8080) and its pid file; the diff is printed.
+# deploy/nginx-smoke-postgres.sh runs the same file in front of three replicas on
+# one PostgreSQL database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
