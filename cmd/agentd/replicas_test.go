@@ -601,6 +601,13 @@ func TestReplicasConnectionsCut(t *testing.T) {
 	if _, ok := within(time.Minute, func() bool { return ready(c.replicas[0]) == http.StatusServiceUnavailable && o.count("r1", 503) >= 10 }); !ok {
 		t.Errorf("replica 1 cut off: readyz %d, %d answers 503", ready(c.replicas[0]), o.count("r1", 503))
 	}
+	// Reads too: a request that reaches the database (not the caches) is 503.
+	if _, err := ops[0].Billing(context.Background()); statusOf(err) != http.StatusServiceUnavailable {
+		t.Errorf("billing on replica 1 cut off: %v, want 503", err)
+	}
+	if _, err := ops[0].Agents(context.Background(), false); statusOf(err) != http.StatusServiceUnavailable {
+		t.Errorf("agents on replica 1 cut off: %v, want 503", err)
+	}
 	admin.Exec(t, "ALTER ROLE "+role+" LOGIN")
 	okBefore := o.count("r1", 200)
 	if _, ok := within(time.Minute, func() bool { return ready(c.replicas[0]) == http.StatusOK && o.count("r1", 200) >= okBefore+30 }); !ok {

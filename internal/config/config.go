@@ -113,7 +113,8 @@ type Postgres struct {
 	// StatementTimeout bounds every statement, so that a stuck database answers
 	// 503 rather than hanging requests (0: the server's own setting).
 	StatementTimeout Duration `yaml:"statement_timeout"`
-	// ApplicationName names this replica's connections in pg_stat_activity.
+	// ApplicationName names this replica's connections in pg_stat_activity
+	// (default: the URL's application_name, else agentd).
 	ApplicationName string `yaml:"application_name"`
 }
 
@@ -234,7 +235,7 @@ func Default() *Config {
 			ShutdownTimeout: Duration(30 * time.Second),
 		},
 		SQLite:   SQLite{Synchronous: "FULL"},
-		Postgres: Postgres{MaxConns: 8, StatementTimeout: Duration(10 * time.Second), ApplicationName: "agentd"},
+		Postgres: Postgres{MaxConns: 8, StatementTimeout: Duration(10 * time.Second)},
 		Agents:   Agents{MaxPerOrg: 1000, MaxBytes: 1 << 20},
 		Retry:    Retry{InitialBackoff: Duration(200 * time.Millisecond), MaxBackoff: Duration(10 * time.Second)},
 

@@ -400,7 +400,7 @@ func TestPostgresDB(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.DB != env["AGENTD_DB"] || c.Postgres.MaxConns != 8 || c.Postgres.StatementTimeout != config.Duration(10*time.Second) || c.Postgres.ApplicationName != "agentd" {
+	if c.DB != env["AGENTD_DB"] || c.Postgres.MaxConns != 8 || c.Postgres.StatementTimeout != config.Duration(10*time.Second) || c.Postgres.ApplicationName != "" {
 		t.Errorf("db %q, postgres %+v", c.DB, c.Postgres)
 	}
 	env["AGENTD_DB"] = "postgres://agentd:s3cret@%zz/agentd"

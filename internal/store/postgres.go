@@ -131,6 +131,8 @@ func openPostgres(ctx context.Context, dsn string, opts Options, now func() time
 		// A database that does not answer must fail requests with 503, not hang them.
 		cfg.ConnectTimeout = 5 * time.Second
 	}
+	// Configured, it names the connections; else the URL's application_name does,
+	// else "agentd".
 	if _, set := cfg.RuntimeParams["application_name"]; !set || opts.ApplicationName != "" {
 		cfg.RuntimeParams["application_name"] = cmp.Or(opts.ApplicationName, "agentd")
 	}
@@ -156,12 +158,13 @@ func openPostgres(ctx context.Context, dsn string, opts Options, now func() time
 			}
 		}
 	}()
-	var schema string
-	if err := read.QueryRowContext(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+	var current sql.NullString
+	if err := read.QueryRowContext(ctx, `SELECT current_schema()`).Scan(&current); err != nil {
 		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
 	}
+	schema := current.String
 	if schema == "" {
-		return nil, errors.New("PostgreSQL: no schema to create tables in (search_path names none that exists)")
+		return nil, fmt.Errorf("PostgreSQL: no schema to create tables in: search_path %q names none that exists (create it first)", cfg.RuntimeParams["search_path"])
 	}
 	d := postgresDialect
 	d.beginBatch = "SELECT pg_advisory_xact_lock(" + strconv.FormatInt(lockKey(schema, "writer"), 10) + ")"

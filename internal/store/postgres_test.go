@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"path"
 	"strings"
 	"sync"
@@ -317,5 +318,59 @@ func TestPostgresOptimisticBatch(t *testing.T) {
 	}
 	if got := count(t, db, `SELECT count(*) FROM credit_grants WHERE org_id = ?`, o.ID); got != ok {
 		t.Errorf("%d grants recorded, want %d", got, ok)
+	}
+}
+
+// TestPostgresMissingSchema: a search_path naming no schema that exists is refused
+// with a message that says so.
+func TestPostgresMissingSchema(t *testing.T) {
+	dsn := postgresDSN(t)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("search_path", "agentd_no_such_schema")
+	u.RawQuery = q.Encode()
+	db, err := Open(context.Background(), u.String(), Options{})
+	if err == nil {
+		db.Close()
+		t.Fatal("Open succeeded on a missing schema")
+	}
+	if !strings.Contains(err.Error(), "names none that exists") || !strings.Contains(err.Error(), "agentd_no_such_schema") {
+		t.Errorf("error %q does not say the schema is missing", err)
+	}
+}
+
+// TestPostgresReadsUnavailable: reads of a replica the database refuses are 503
+// unavailable, not internal errors.
+func TestPostgresReadsUnavailable(t *testing.T) {
+	ctx := context.Background()
+	admin := storetest.Admin(t)
+	role := "agentd_reads_" + strings.ToLower(agentd.NewID("r")[2:])
+	admin.Exec(t, "CREATE ROLE "+role+" LOGIN")
+	t.Cleanup(func() { admin.Exec(t, "DROP ROLE IF EXISTS "+role) })
+	dsn := postgresDSN(t)
+	admin.Exec(t, "ALTER SCHEMA "+storetest.SchemaOf(t, dsn)+" OWNER TO "+role)
+	db, err := Open(ctx, storetest.WithUser(t, dsn, role), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	o := newOrg(t, db, "acme", 5)
+	admin.Exec(t, "ALTER ROLE "+role+" NOLOGIN")
+	admin.Exec(t, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '"+role+"'")
+	for name, read := range map[string]func() error{
+		"Balance":   func() error { _, err := db.Balance(ctx, o.ID); return err },
+		"Org":       func() error { _, err := db.Org(ctx, "acme"); return err },
+		"KeyByHash": func() error { _, err := db.KeyByHash(ctx, "nope"); return err },
+	} {
+		if err := read(); agentd.ErrorCode(err) != agentd.EUnavailable {
+			t.Errorf("%s with the database refusing: %v (code %q), want unavailable", name, err, agentd.ErrorCode(err))
+		}
+	}
+	admin.Exec(t, "ALTER ROLE "+role+" LOGIN")
+	if _, err := db.Balance(ctx, o.ID); err != nil {
+		t.Errorf("Balance once the role may log in again: %v", err)
 	}
 }

@@ -559,9 +559,19 @@ func (db *DB) query(ctx context.Context, q string, args ...any) (*sql.Rows, erro
 
 // wrap annotates a non-nil *err with the operation, keeping *agentd.Error values
 // reachable through errors.As.
+//
+// A failure of the database itself (unreachable, cut off, out of resources) is
+// no fault of the request, read or write: it becomes 503 unavailable, with the
+// cause kept for the log.
 func wrap(err *error, format string, args ...any) {
-	if *err != nil {
-		*err = fmt.Errorf(format+": %w", append(args, *err)...)
+	if *err == nil {
+		return
+	}
+	cause := *err
+	*err = fmt.Errorf(format+": %w", append(args, cause)...)
+	var ae *agentd.Error
+	if !errors.As(cause, &ae) && (sqliteDialect.isStorage(cause) || postgresDialect.isStorage(cause)) {
+		*err = &agentd.Error{Code: agentd.EUnavailable, Message: "the database is unavailable; retry shortly", Err: *err}
 	}
 }
 
