@@ -84,9 +84,8 @@ func (a *Accounts) sharedHold(ctx context.Context, orgID, keyID string, amount a
 	// The outcome is known once the write has run, before Tx returns: on
 	// PostgreSQL the batch's holds are taken by one call, in the batch's order.
 	var res store.HoldResult
-	err := a.db.Tx(ctx, func(tx *store.Tx) error {
+	err := a.db.TxRecords(ctx, func(tx *store.Tx) error {
 		res = store.HoldResult{} // the writer may run this again
-		tx.DeferRecords()
 		tx.TakeHoldLater(ctx, row, days, &res)
 		return nil // a refusal writes nothing
 	})

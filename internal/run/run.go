@@ -353,10 +353,9 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 	// window in the same commit.
 	wctx := context.WithoutCancel(ctx)
 	record := func() error {
-		return write.Tx(wctx, func(tx *store.Tx) error {
-			// Nothing below reads back what the record wrote: on PostgreSQL it may be
-			// written with the batch's other records in one statement.
-			tx.DeferRecords()
+		// Nothing below reads back what the record wrote: on PostgreSQL it is written
+		// with the batch's other records in one statement (TxRecords).
+		return write.TxRecords(wctx, func(tx *store.Tx) error {
 			stored, err := tx.RecordRun(wctx, rec)
 			if err != nil {
 				return err

@@ -2,8 +2,10 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/agentd/agentd"
 )
@@ -37,14 +39,6 @@ type pendingHold struct {
 	days PeriodDays
 	res  *HoldResult
 }
-
-// DeferRecords declares that this write reads nothing back from its RecordRun and
-// SettleHold calls: on PostgreSQL they may then be written with the batch's other
-// records by one statement just before the commit. RecordRun then reports a
-// successful run's turn as stored (it is, unless its agent is deleted before the
-// commit) and SettleHold the hold as ended; everything else about the write is
-// unchanged: it commits, or fails alone, as before. On SQLite it does nothing.
-func (t *Tx) DeferRecords() { t.deferOK = true }
 
 // deferRun takes r for the flush, if the transaction defers.
 func (t *Tx) deferRun(r *Run) bool {
@@ -82,6 +76,17 @@ func (t *Tx) flushHolds(ctx context.Context) error {
 	if d == nil || len(d.holds) == 0 {
 		return nil
 	}
+	rows, err := t.query(ctx, `SELECT ord, taken, key_short, available, budget, period FROM agentd_take_holds(
+		CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]),
+		CAST(? AS TEXT[]), CAST(? AS TEXT[]))`, d.holdArgs()...)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errFlush, err)
+	}
+	return d.setHolds(rows)
+}
+
+// holdArgs are the arrays of agentd_take_holds.
+func (d *deferred) holdArgs() []any {
 	n := len(d.holds)
 	ids, orgs, keys, daily, monthly := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	amounts, created, expires := make([]int64, n), make([]int64, n), make([]int64, n)
@@ -90,14 +95,14 @@ func (t *Tx) flushHolds(ctx context.Context) error {
 		amounts[i], created[i], expires[i] = int64(p.h.Amount), p.h.Created, p.h.Expires
 		daily[i], monthly[i] = p.days.Daily, p.days.Monthly
 	}
-	rows, err := t.query(ctx, `SELECT ord, taken, key_short, available, budget, period FROM agentd_take_holds(
-		CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]),
-		CAST(? AS TEXT[]), CAST(? AS TEXT[]))`, ids, orgs, keys, amounts, created, expires, daily, monthly)
-	if err != nil {
-		return fmt.Errorf("%w: %w", errFlush, err)
-	}
+	return []any{ids, orgs, keys, amounts, created, expires, daily, monthly}
+}
+
+// setHolds reads the outcome of every hold of the batch (ord, taken, key_short,
+// available, budget, period) and closes rows.
+func (d *deferred) setHolds(rows *sql.Rows) error {
 	defer rows.Close()
-	got := 0
+	n, got := len(d.holds), 0
 	for rows.Next() {
 		var ord int
 		var o holdOutcome
@@ -126,6 +131,20 @@ func (t *Tx) flushRecords(ctx context.Context) error {
 	if d == nil || (len(d.runs) == 0 && len(d.settles) == 0) {
 		return nil
 	}
+	args, orgs := d.recordArgs()
+	var charged int
+	if err := t.queryRow(ctx, flushQuery, args...).Scan(&charged); err != nil {
+		return fmt.Errorf("%w: %w", errFlush, err)
+	}
+	if charged != orgs {
+		return fmt.Errorf("%w: %d of %d organizations charged exist", errFlush, charged, orgs)
+	}
+	return nil
+}
+
+// recordArgs are the 58 arrays of flushQuery (and of agentd_write_batch's
+// records), and how many organizations they charge.
+func (d *deferred) recordArgs() (args []any, orgs int) {
 	var (
 		l   ledgerCols
 		u   = map[rollupKey]*rollupRow{}
@@ -199,20 +218,13 @@ func (t *Tx) flushRecords(ctx context.Context) error {
 	for _, a := range agk {
 		ac.add(a, ag[a])
 	}
-	args := []any{d.settles, chk, costs}
+	args = []any{d.settles, chk, costs}
 	args = append(args, l.args()...)
 	args = append(args, rc.args()...)
 	args = append(args, ac.args()...)
 	args = append(args, id.args()...)
 	args = append(args, tu.args()...)
-	var charged int
-	if err := t.queryRow(ctx, flushQuery, args...).Scan(&charged); err != nil {
-		return fmt.Errorf("%w: %w", errFlush, err)
-	}
-	if charged != len(chk) {
-		return fmt.Errorf("%w: %d of %d organizations charged exist", errFlush, charged, len(chk))
-	}
-	return nil
+	return args, len(chk)
 }
 
 // flushQuery writes a batch: hold settles (the rows deleted, exactly their amounts
@@ -393,4 +405,47 @@ func (c *turnCols) add(r *agentd.LedgerRow, t *agentd.Turn, created int64) {
 func (c *turnCols) args() []any {
 	return []any{c.org, c.owner, c.agent, c.session, c.runID, c.user, c.assistant,
 		c.userTokens, c.assistantTokens, c.in, c.out, c.created}
+}
+
+// errNeedsTx is what a write that runs a statement of its own gets in a batch
+// tried without a transaction (writer.tryBatch): the batch then runs the usual
+// way.
+var errNeedsTx = errors.New("store: the write needs a transaction")
+
+// needsTx is the panic with which Tx's statement methods leave a write that runs
+// in no transaction; runPlain turns it into errNeedsTx.
+type needsTx struct{}
+
+// writeBatchQuery calls agentd_write_batch with the writers' lock key, the 58
+// arrays of the records and the 8 of the holds.
+var writeBatchQuery = func() string {
+	var b strings.Builder
+	b.WriteString("SELECT ord, taken, key_short, available, budget, period FROM agentd_write_batch(?")
+	casts := strings.Count(flushQuery, "CAST(? AS ")
+	kinds := make([]string, 0, casts+8)
+	for _, part := range strings.Split(flushQuery, "CAST(? AS ")[1:] {
+		kinds = append(kinds, part[:strings.Index(part, ")")])
+	}
+	kinds = append(kinds, "TEXT[]", "TEXT[]", "TEXT[]", "BIGINT[]", "BIGINT[]", "BIGINT[]", "TEXT[]", "TEXT[]")
+	for _, k := range kinds {
+		b.WriteString(", CAST(? AS " + k + ")")
+	}
+	b.WriteString(")")
+	return b.String()
+}()
+
+// writeBatch writes what the batch's writes deferred in one call, as its own
+// transaction: records, then holds, under the writers' lock.
+func (d *deferred) writeBatch(ctx context.Context, db *sql.DB, dl dialect) error {
+	records, _ := d.recordArgs()
+	args := append([]any{dl.writerLock}, records...)
+	args = append(args, d.holdArgs()...)
+	rows, err := db.QueryContext(ctx, dl.rebind(writeBatchQuery), args...)
+	if err != nil {
+		if dl.retryable(err) || dl.isStorage(err) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", errFlush, err)
+	}
+	return d.setHolds(rows)
 }

@@ -389,7 +389,7 @@ type HoldResult struct {
 }
 
 // TakeHoldLater is TakeHoldFor whose outcome is set in res rather than returned:
-// in a write that allowed deferring (DeferRecords) the batch's holds are then
+// in a write made with TxRecords the batch's holds are then
 // taken by one call for all of them, in the batch's order, just before the
 // commit; otherwise at once.
 func (t *Tx) TakeHoldLater(ctx context.Context, h *Hold, days PeriodDays, res *HoldResult) {

@@ -167,7 +167,8 @@ func openPostgres(ctx context.Context, dsn string, opts Options, now func() time
 		return nil, fmt.Errorf("PostgreSQL: no schema to create tables in: search_path %q names none that exists (create it first)", cfg.RuntimeParams["search_path"])
 	}
 	d := postgresDialect
-	d.beginBatch = "SELECT pg_advisory_xact_lock(" + strconv.FormatInt(lockKey(schema, "writer"), 10) + ")"
+	d.writerLock = lockKey(schema, "writer")
+	d.beginBatch = "SELECT pg_advisory_xact_lock(" + strconv.FormatInt(d.writerLock, 10) + ")"
 	n := newNotifier()
 	n.pg, n.channel = true, channelOf(schema)
 	db := &DB{d: d, read: read, now: now, schema: schema, n: n}

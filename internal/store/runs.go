@@ -52,7 +52,7 @@ func (t *Tx) RecordRun(ctx context.Context, r *Run) (turnStored bool, err error)
 	defer wrap(&err, "store.RecordRun(%q)", r.RunID)
 	if t.deferRun(r) {
 		// Written with the batch's other records just before the commit
-		// (Tx.DeferRecords); the turn is stored then unless its agent is gone by then.
+		// (DB.TxRecords); the turn is stored then unless its agent is gone by then.
 		return r.Outcome == agentd.OutcomeOK && r.Turn != nil, nil
 	}
 	if t.d.name == "postgres" {

@@ -43,6 +43,9 @@ type dialect struct {
 	greatest string
 	// beginBatch, when set, is run first in every writer transaction.
 	beginBatch string
+	// writerLock is the advisory lock key of beginBatch (PostgreSQL), for the
+	// batches written by one function call (writer.tryBatch).
+	writerLock int64
 	// optimistic runs a batch's writes without a savepoint each (see
 	// writer.commitOptimistic): for a server across a socket, where every
 	// statement is a round trip.
@@ -451,7 +454,21 @@ func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) error {
 	if db.w == nil {
 		return errReadOnly
 	}
-	return db.unavailable(db.w.do(ctx, fn, false))
+	return db.unavailable(db.w.do(ctx, fn, false, false))
+}
+
+// TxRecords is Tx for a write whose statements are only RecordRun, SettleHold and
+// TakeHoldLater, and which reads nothing back from them (a run's record, a run's
+// hold). On PostgreSQL they are then written with the batch's other records and
+// holds, by one statement or one function call for the whole batch. RecordRun then
+// reports a successful run's turn as stored (it is, unless its agent is deleted
+// before the commit) and SettleHold the hold as ended; the write still commits, or
+// fails alone, as with Tx. fn may be run more than once. On SQLite it is Tx.
+func (db *DB) TxRecords(ctx context.Context, fn func(tx *Tx) error) error {
+	if db.w == nil {
+		return errReadOnly
+	}
+	return db.unavailable(db.w.do(ctx, fn, false, true))
 }
 
 // unavailable turns a storage failure that is no fault of the request — the disk
@@ -489,7 +506,16 @@ func (e *Expectation) Tx(ctx context.Context, fn func(tx *Tx) error) error {
 		return e.db.Tx(ctx, fn)
 	}
 	e.done = true
-	return e.db.unavailable(e.db.w.do(ctx, fn, true))
+	return e.db.unavailable(e.db.w.do(ctx, fn, true, false))
+}
+
+// TxRecords is DB.TxRecords for the announced write.
+func (e *Expectation) TxRecords(ctx context.Context, fn func(tx *Tx) error) error {
+	if e.done {
+		return e.db.TxRecords(ctx, fn)
+	}
+	e.done = true
+	return e.db.unavailable(e.db.w.do(ctx, fn, true, true))
 }
 
 // Cancel withdraws the announcement if it was not used; calling it again, or after
@@ -515,7 +541,7 @@ type Tx struct {
 	// deferred, when set, collects run records and hold settles for one statement
 	// at the end of the batch (PostgreSQL; batch_postgres.go).
 	deferred *deferred
-	deferOK  bool // this write allows deferring (Tx.DeferRecords)
+	deferOK  bool // this write allows deferring (DB.TxRecords)
 }
 
 // fail records err as the write's own failure (see Tx.failed).
@@ -538,14 +564,25 @@ func (t *Tx) OnCommit(fn func()) { t.hooks = append(t.hooks, fn) }
 // mid-statement can abort the whole group's transaction, and a write once queued
 // is meant to happen (its caller waits for the outcome either way).
 func (t *Tx) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	t.needTx()
 	return t.c.exec(context.WithoutCancel(ctx), t.tx, t.d.rebind(q), args...)
 }
 
+// needTx leaves a write that runs a statement while its batch is tried without a
+// transaction (writer.tryBatch); the batch then runs in one.
+func (t *Tx) needTx() {
+	if t.tx == nil {
+		panic(needsTx{})
+	}
+}
+
 func (t *Tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	t.needTx()
 	return t.tx.QueryRowContext(context.WithoutCancel(ctx), t.d.rebind(q), args...)
 }
 
 func (t *Tx) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	t.needTx()
 	return t.tx.QueryContext(context.WithoutCancel(ctx), t.d.rebind(q), args...)
 }
 

@@ -21,6 +21,7 @@ var errClosed = &agentd.Error{Code: agentd.EUnavailable, Message: "the server is
 type writeReq struct {
 	fn        func(*Tx) error
 	announced bool       // counted in writer.expected until the writer takes it
+	records   bool       // a run record or hold (TxRecords): its statements may be deferred
 	done      chan error // buffered(1)
 	hooks     []func()   // registered by fn through Tx.OnCommit
 }
@@ -64,9 +65,9 @@ func newWriter(db *sql.DB, d dialect, n *notifier, maxBatch int, maxWait time.Du
 // reports failure for a write that committed.
 // When announced, the write was counted in expected and stops counting once queued
 // (or refused).
-func (w *writer) do(ctx context.Context, fn func(*Tx) error, announced bool) error {
+func (w *writer) do(ctx context.Context, fn func(*Tx) error, announced, records bool) error {
 	r := reqPool.Get().(*writeReq)
-	r.fn, r.announced = fn, announced
+	r.fn, r.announced, r.records = fn, announced, records
 	if err := w.enqueue(r); err != nil {
 		if announced {
 			w.expected.Add(-1)
@@ -236,8 +237,12 @@ func (w *writer) commitOptimistic(batch []*writeReq) {
 	if len(batch) == 0 {
 		return
 	}
-	// First with the batch's run records deferred to one statement; if that
-	// statement fails, again statement by statement, to find the write at fault.
+	// A batch of nothing but run records and holds (the run path) is one function
+	// call; then the batch in a transaction with its records deferred to one
+	// statement; if that fails, statement by statement, to find the write at fault.
+	if w.tryBatch(batch) {
+		return
+	}
 	deferring := true
 	batch, errs, failed, err := w.tryPlain(batch, deferring, true)
 	for attempt := 1; err != nil && attempt <= maxRetries; attempt++ {
@@ -268,6 +273,52 @@ func (w *writer) commitOptimistic(batch []*writeReq) {
 			r.done <- errs[i]
 		}
 	}
+}
+
+// tryBatch runs the batch's writes with no transaction, collecting what they
+// defer, and writes it all with one call of agentd_write_batch, which is its own
+// transaction. It reports false, having written and told nothing, when a write
+// needs a transaction of its own (it ran a statement, or failed) or the call
+// failed for a reason a transaction may avoid; the caller then runs the batch the
+// usual way.
+func (w *writer) tryBatch(batch []*writeReq) bool {
+	if w.d.writerLock == 0 {
+		return false
+	}
+	for _, r := range batch {
+		if !r.records {
+			return false
+		}
+	}
+	t := &Tx{d: w.d, n: w.n, c: w.stmts, deferred: &deferred{}}
+	for _, r := range batch {
+		t.hooks = r.hooks[:0]
+		if err := runPlain(t, r); err != nil {
+			return false
+		}
+		r.hooks = t.hooks
+	}
+	if len(t.deferred.runs)+len(t.deferred.settles)+len(t.deferred.holds) == 0 {
+		return false
+	}
+	if err := t.deferred.writeBatch(context.Background(), w.db, w.d); err != nil {
+		if errors.Is(err, errFlush) {
+			return false
+		}
+		for _, r := range batch {
+			r.done <- fmt.Errorf("write batch: %w", err)
+		}
+		return true
+	}
+	for _, r := range batch {
+		for _, h := range r.hooks {
+			h()
+		}
+	}
+	for _, r := range batch {
+		r.done <- nil
+	}
+	return true
 }
 
 // commitAlone commits one write with the savepoint path.
@@ -329,7 +380,7 @@ func (w *writer) tryPlain(batch []*writeReq, deferring, grow bool) (_ []*writeRe
 	}
 	for i, r := range batch {
 		t.hooks = r.hooks[:0]
-		if err := runPlain(t, r.fn); err != nil {
+		if err := runPlain(t, r); err != nil {
 			tx.Rollback()
 			if w.d.retryable(err) || w.d.isStorage(err) {
 				return batch, nil, -1, err
@@ -361,14 +412,18 @@ func (w *writer) tryPlain(batch []*writeReq, deferring, grow bool) (_ []*writeRe
 
 // runPlain runs fn, turning a panic into its error; a store method's failure that
 // fn had no way to return (Tx.fail) is the write's error too.
-func runPlain(t *Tx, fn func(*Tx) error) (err error) {
+func runPlain(t *Tx, r *writeReq) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
+			if _, ok := p.(needsTx); ok {
+				err = errNeedsTx
+				return
+			}
 			err = fmt.Errorf("write panicked: %v", p)
 		}
 	}()
-	t.failed, t.deferOK = nil, false
-	if err = fn(t); err == nil {
+	t.failed, t.deferOK = nil, r.records
+	if err = r.fn(t); err == nil {
 		err = t.failed
 	}
 	return err
