@@ -82,7 +82,7 @@ func (t *Tx) flushHolds(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", errFlush, err)
 	}
-	return d.setHolds(rows)
+	return d.setHolds(rows, nil)
 }
 
 // holdArgs are the arrays of agentd_take_holds.
@@ -99,15 +99,28 @@ func (d *deferred) holdArgs() []any {
 }
 
 // setHolds reads the outcome of every hold of the batch (ord, taken, key_short,
-// available, budget, period) and closes rows.
-func (d *deferred) setHolds(rows *sql.Rows) error {
+// available, budget, period, and with wait the lock wait that agentd_write_batch
+// adds) and closes rows.
+func (d *deferred) setHolds(rows *sql.Rows, wait *int64) error {
 	defer rows.Close()
 	n, got := len(d.holds), 0
 	for rows.Next() {
 		var ord int
 		var o holdOutcome
-		if err := rows.Scan(&ord, &o.taken, &o.keyShort, &o.avail, &o.limit, &o.period); err != nil {
+		dest := []any{&ord, &o.taken, &o.keyShort, &o.avail, &o.limit, &o.period}
+		if wait != nil {
+			dest = append(dest, wait)
+		}
+		if err := rows.Scan(dest...); err != nil {
+			if wait != nil {
+				// agentd_write_batch has committed: running the batch again would write
+				// it twice. The callers learn of a failure they cannot undo.
+				return fmt.Errorf("read the outcome of a committed batch: %w", err)
+			}
 			return fmt.Errorf("%w: %w", errFlush, err)
+		}
+		if ord == 0 && wait != nil {
+			continue // the batch had no holds: only the wait
 		}
 		if ord < 1 || ord > n {
 			return fmt.Errorf("%w: hold %d of %d", errFlush, ord, n)
@@ -117,9 +130,17 @@ func (d *deferred) setHolds(rows *sql.Rows) error {
 		got++
 	}
 	if err := rows.Err(); err != nil {
+		// An error of the server rolled the call back (it is its own transaction);
+		// a connection lost meanwhile leaves its outcome unknown: not a rerun either.
+		if wait != nil && pgCode(err) == "" {
+			return fmt.Errorf("the outcome of a batch is unknown: %w", err)
+		}
 		return fmt.Errorf("%w: %w", errFlush, err)
 	}
 	if got != n {
+		if wait != nil {
+			return fmt.Errorf("a committed batch answered %d outcomes for %d holds", got, n)
+		}
 		return fmt.Errorf("%w: %d outcomes for %d holds", errFlush, got, n)
 	}
 	return nil
@@ -420,7 +441,7 @@ type needsTx struct{}
 // arrays of the records and the 8 of the holds.
 var writeBatchQuery = func() string {
 	var b strings.Builder
-	b.WriteString("SELECT ord, taken, key_short, available, budget, period FROM agentd_write_batch(?")
+	b.WriteString("SELECT ord, taken, key_short, available, budget, period, lock_wait_us FROM agentd_write_batch(?")
 	casts := strings.Count(flushQuery, "CAST(? AS ")
 	kinds := make([]string, 0, casts+8)
 	for _, part := range strings.Split(flushQuery, "CAST(? AS ")[1:] {
@@ -435,17 +456,18 @@ var writeBatchQuery = func() string {
 }()
 
 // writeBatch writes what the batch's writes deferred in one call, as its own
-// transaction: records, then holds, under the writers' lock.
-func (d *deferred) writeBatch(ctx context.Context, db *sql.DB, dl dialect) error {
+// transaction: records, then holds, under the writers' lock. It returns how long
+// the call waited for the lock, in microseconds.
+func (d *deferred) writeBatch(ctx context.Context, db *sql.DB, dl dialect) (wait int64, err error) {
 	records, _ := d.recordArgs()
 	args := append([]any{dl.writerLock}, records...)
 	args = append(args, d.holdArgs()...)
 	rows, err := db.QueryContext(ctx, dl.rebind(writeBatchQuery), args...)
 	if err != nil {
 		if dl.retryable(err) || dl.isStorage(err) {
-			return err
+			return 0, err
 		}
-		return fmt.Errorf("%w: %w", errFlush, err)
+		return 0, fmt.Errorf("%w: %w", errFlush, err)
 	}
-	return d.setHolds(rows)
+	return wait, d.setHolds(rows, &wait)
 }

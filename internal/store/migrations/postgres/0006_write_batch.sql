@@ -5,6 +5,7 @@
 -- and then agentd_take_holds (the batch's holds, $60…$67), under the advisory lock
 -- of every replica's writer ($1). It fails if an organization charged is missing,
 -- so that the batch is run again statement by statement to find the write at fault.
+-- It reports how long it waited for the lock.
 CREATE FUNCTION agentd_write_batch(
     p_lock BIGINT,
     p2 TEXT[],
@@ -73,13 +74,16 @@ CREATE FUNCTION agentd_write_batch(
     p65 BIGINT[],
     p66 TEXT[],
     p67 TEXT[])
-RETURNS TABLE (ord INT, taken BOOLEAN, key_short BOOLEAN, available BIGINT, budget BIGINT, period TEXT)
+RETURNS TABLE (ord INT, taken BOOLEAN, key_short BOOLEAN, available BIGINT, budget BIGINT, period TEXT, lock_wait_us BIGINT)
 LANGUAGE plpgsql AS $fn$
 #variable_conflict use_column
 DECLARE
     v_charged BIGINT;
+    v_start   TIMESTAMPTZ := clock_timestamp();
+    v_wait    BIGINT;
 BEGIN
     PERFORM pg_advisory_xact_lock(p_lock);
+    v_wait := (extract(epoch FROM clock_timestamp() - v_start) * 1000000)::BIGINT;
     WITH d AS (DELETE FROM holds WHERE id = ANY(CAST($2 AS TEXT[])) RETURNING org_id, key_id, amount),
 	dk AS (UPDATE api_keys SET held = api_keys.held - s.amount
 		FROM (SELECT key_id, sum(amount) AS amount FROM d WHERE key_id <> '' GROUP BY key_id) s WHERE api_keys.id = s.key_id),
@@ -135,6 +139,11 @@ BEGIN
     IF v_charged <> COALESCE(cardinality($3), 0) THEN
         RAISE EXCEPTION 'agentd: % of % organizations charged exist', v_charged, COALESCE(cardinality($3), 0);
     END IF;
-    RETURN QUERY SELECT * FROM agentd_take_holds($60, $61, $62, $63, $64, $65, $66, $67);
+    -- Every row carries how long the call waited for the lock (ord 0 when the batch
+    -- has no holds): the writer's measure of other replicas' contention.
+    RETURN QUERY SELECT h.*, v_wait FROM agentd_take_holds($60, $61, $62, $63, $64, $65, $66, $67) h;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 0, false, false, NULL::BIGINT, NULL::BIGINT, NULL::TEXT, v_wait;
+    END IF;
 END
 $fn$;
