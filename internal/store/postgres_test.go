@@ -374,3 +374,59 @@ func TestPostgresReadsUnavailable(t *testing.T) {
 		t.Errorf("Balance once the role may log in again: %v", err)
 	}
 }
+
+// TestPostgresRecordBatches: run records made with TxRecords are written a batch
+// at a time (one function call, or one statement in a transaction); a record that
+// cannot be written (its organization is gone) fails alone, and every other is
+// written exactly once with its charge, its rollup and its turn.
+func TestPostgresRecordBatches(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, postgresDSN(t), Options{MaxWait: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	o := newOrg(t, db, "acme", 1_000_000)
+	a := newAgent(t, db, o.ID, "bot")
+	const n = 40
+	exps := make([]*Expectation, n)
+	for i := range exps {
+		exps[i] = db.Expect() // the writer waits for all of them: they share batches
+	}
+	runs := make([]*Run, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		r := okRun(a, "alice", fmt.Sprint("s", i%3), 7)
+		r.Turn = &agentd.Turn{User: fmt.Sprint("u", i), Assistant: fmt.Sprint("a", i), UserTokens: 1, AssistantTokens: 1}
+		if i == 17 {
+			r.OrgID = "org-gone" // charged to no organization: this write must fail alone
+		}
+		runs[i] = r
+		wg.Go(func() {
+			errs[i] = exps[i].TxRecords(ctx, func(tx *Tx) error { _, err := tx.RecordRun(ctx, r); return err })
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if (err != nil) != (i == 17) {
+			t.Errorf("record %d: %v", i, err)
+		}
+	}
+	totals, err := db.LedgerTotals(ctx, o.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if totals.Runs != n-1 || totals.Cost != 7*(n-1) || balance(t, db, o.ID) != 1_000_000-7*(n-1) {
+		t.Errorf("%d runs costing %d, balance %d; want %d runs costing %d", totals.Runs, totals.Cost, balance(t, db, o.ID), n-1, 7*(n-1))
+	}
+	if got := count(t, db, `SELECT count(*) FROM session_turns WHERE org_id = ?`, o.ID); got != n-1 {
+		t.Errorf("%d turns stored, want %d", got, n-1)
+	}
+	if got := count(t, db, `SELECT COALESCE(sum(runs), 0) FROM usage_daily WHERE org_id = ?`, o.ID); got != n-1 {
+		t.Errorf("rollups count %d runs, want %d", got, n-1)
+	}
+	if problems, err := db.Check(ctx); err != nil || len(problems) > 0 {
+		t.Errorf("Check: %v %q", err, problems)
+	}
+}
