@@ -555,6 +555,17 @@ func TestReplicasKill(t *testing.T) {
 		t.Errorf("still held %v after %v: %+v", b.Held, took, b)
 	}
 	t.Logf("replica 2's holds came back %v after the load stopped; outcomes %v", took, o.status)
+	// Nor does a lease or an in-flight mark: the live replicas' rows went with
+	// their runs, and replica 2's expired with its heartbeat (the sweep deletes them).
+	admin := storetest.Admin(t)
+	schema := storetest.SchemaOf(t, c.dsn)
+	took, ok = within(time.Minute, func() bool {
+		return admin.Count(t, "SELECT count(*) FROM "+schema+".session_queue")+admin.Count(t, "SELECT count(*) FROM "+schema+".inflight") == 0
+	})
+	if !ok {
+		t.Errorf("lease or in-flight rows left %v after the load stopped: %d, %d", took,
+			admin.Count(t, "SELECT count(*) FROM "+schema+".session_queue"), admin.Count(t, "SELECT count(*) FROM "+schema+".inflight"))
+	}
 	db := c.db(t)
 	assertRecorded(t, db, mustOrg(t, db).ID, o.ok)
 	c.check(t)

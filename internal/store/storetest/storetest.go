@@ -114,6 +114,18 @@ func (c *Conn) Exec(t testing.TB, sql string) {
 	}
 }
 
+// Count runs a query that counts, failing t on error.
+func (c *Conn) Count(t testing.TB, sql string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var n int
+	if err := c.conn.QueryRow(ctx, sql).Scan(&n); err != nil {
+		t.Fatalf("storetest: %s: %v", sql, err)
+	}
+	return n
+}
+
 // SchemaOf is the schema a DSN from Postgres names.
 func SchemaOf(t testing.TB, dsn string) string {
 	t.Helper()

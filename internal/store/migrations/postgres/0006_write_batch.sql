@@ -75,7 +75,11 @@ CREATE FUNCTION agentd_write_batch(
     p66 TEXT[],
     p67 TEXT[])
 RETURNS TABLE (ord INT, taken BOOLEAN, key_short BOOLEAN, available BIGINT, budget BIGINT, period TEXT, lock_wait_us BIGINT)
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql
+-- One plan for the statements below, made once per connection: planning the
+-- records' statement for every call cost more than running it.
+SET plan_cache_mode = force_generic_plan
+AS $fn$
 #variable_conflict use_column
 DECLARE
     v_charged BIGINT;
@@ -84,6 +88,9 @@ DECLARE
 BEGIN
     PERFORM pg_advisory_xact_lock(p_lock);
     v_wait := (extract(epoch FROM clock_timestamp() - v_start) * 1000000)::BIGINT;
+    -- A batch of holds only (runs starting) skips the records' statement.
+    v_charged := 0;
+    IF COALESCE(cardinality($2), 0) + COALESCE(cardinality($5), 0) > 0 THEN
     WITH d AS (DELETE FROM holds WHERE id = ANY(CAST($2 AS TEXT[])) RETURNING org_id, key_id, amount),
 	dk AS (UPDATE api_keys SET held = api_keys.held - s.amount
 		FROM (SELECT key_id, sum(amount) AS amount FROM d WHERE key_id <> '' GROUP BY key_id) s WHERE api_keys.id = s.key_id),
@@ -136,6 +143,7 @@ BEGIN
 		WHERE EXISTS (SELECT 1 FROM agents WHERE agents.id = u.agent_id AND agents.org_id = u.org_id)
 		ORDER BY u.ord)
 	SELECT count(*) INTO v_charged FROM o WHERE o.cost IS NOT NULL;
+    END IF;
     IF v_charged <> COALESCE(cardinality($3), 0) THEN
         RAISE EXCEPTION 'agentd: % of % organizations charged exist', v_charged, COALESCE(cardinality($3), 0);
     END IF;
