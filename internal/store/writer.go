@@ -38,9 +38,6 @@ type writer struct {
 	maxBatch int
 	maxWait  time.Duration
 	expected atomic.Int64 // writes announced (Expect) but not yet queued
-	// contended counts down the batches still to run in a transaction since a
-	// one-call batch last waited long for the writers' lock (tryBatch).
-	contended int
 
 	mu     sync.RWMutex // guards closed against sends racing close
 	closed bool
@@ -243,9 +240,7 @@ func (w *writer) commitOptimistic(batch []*writeReq) {
 	// A batch of nothing but run records and holds (the run path) is one function
 	// call; then the batch in a transaction with its records deferred to one
 	// statement; if that fails, statement by statement, to find the write at fault.
-	if w.contended > 0 {
-		w.contended--
-	} else if w.tryBatch(batch) {
+	if w.tryBatch(batch) {
 		return
 	}
 	deferring := true
@@ -280,14 +275,6 @@ func (w *writer) commitOptimistic(batch []*writeReq) {
 	}
 }
 
-// contendedWait is the lock wait past which a one-call batch counts as contended,
-// and contendedBatches how many batches then run the other way before one tries
-// again.
-const (
-	contendedWait    = 500 * time.Microsecond
-	contendedBatches = 64
-)
-
 // tryBatch runs the batch's writes with no transaction, collecting what they
 // defer, and writes it all with one call of agentd_write_batch, which is its own
 // transaction. It reports false, having written and told nothing, when a write
@@ -314,13 +301,9 @@ func (w *writer) tryBatch(batch []*writeReq) bool {
 	if len(t.deferred.runs)+len(t.deferred.settles)+len(t.deferred.holds) == 0 {
 		return false
 	}
-	wait, err := t.deferred.writeBatch(context.Background(), w.db, w.d)
-	if time.Duration(wait)*time.Microsecond > contendedWait {
-		// Other replicas' writers hold the lock much of the time: for a while, run
-		// batches in a transaction that takes the lock first and then the writes that
-		// queued meanwhile (tryPlain's grow), so that batches grow with contention.
-		w.contended = contendedBatches
-	}
+	// The wait for the writers' lock it reports is not used yet: measured, running
+	// contended batches in a growing transaction instead (tryPlain) lost to this.
+	_, err := t.deferred.writeBatch(context.Background(), w.db, w.d)
 	if err != nil {
 		if errors.Is(err, errFlush) {
 			return false
