@@ -16,7 +16,7 @@ func TestReportTargets(t *testing.T) {
 		{ID: "chat", Concurrency: 1, Direct: "direct", Requests: 100, P50: 350 * time.Microsecond},
 		{ID: "chat", Concurrency: 64, Direct: "direct", Requests: 100, Throughput: 7000, Gateway: "agentd", GatewayCPUPerReq: &cpu, GatewayPeakRSS: 40 << 20},
 		{ID: "chat", Concurrency: 256, Requests: 100, P99: 95 * time.Millisecond, Errors: map[string]int64{"status 503": 2}},
-		{ID: "postgres", Concurrency: 64, NA: "n/a: agentd has no PostgreSQL store yet"},
+		{ID: "postgres", Concurrency: 64, NA: "n/a: needs a PostgreSQL server; measured by BenchmarkReplicas (docs/benchmarks.md)"},
 	}}
 	rep.finish()
 	verdict := func(prefix string) string {
@@ -44,7 +44,7 @@ func TestReportTargets(t *testing.T) {
 
 	var md bytes.Buffer
 	rep.WriteMarkdown(&md)
-	for _, s := range []string{"| chat | ", "| 1 | ", "+250µs", "n/a: agentd has no PostgreSQL store yet", "| target | measured | result |", "2 (status 503: 2)"} {
+	for _, s := range []string{"| chat | ", "| 1 | ", "+250µs", "n/a: needs a PostgreSQL server", "| target | measured | result |", "2 (status 503: 2)"} {
 		if !strings.Contains(md.String(), s) {
 			t.Errorf("markdown lacks %q:\n%s", s, md.String())
 		}

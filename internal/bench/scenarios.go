@@ -124,7 +124,7 @@ func matrix() []scenario {
 	add(scenario{id: "ttfb-proxy", title: "TTFB: bare JSON proxy, stream", c: 1, ttfb: true, direct: "ttfb-direct", gateway: "proxy", target: proxy(false, true)})
 	add(scenario{id: "ttfb-run", title: "TTFB: agentd run endpoint, stream", c: 1, quick: true, ttfb: true, direct: "ttfb-direct", gateway: "agentd", target: run(false, true)})
 	add(scenario{id: "ttfb-chat", title: "TTFB: agentd /v1/chat/completions, stream", c: 1, quick: true, ttfb: true, direct: "ttfb-direct", gateway: "agentd", target: chat(benchModel, true)})
-	add(scenario{id: "postgres", title: "agentd on PostgreSQL", c: 64, quick: true, na: "n/a: agentd has no PostgreSQL store yet"})
+	add(scenario{id: "postgres", title: "agentd on PostgreSQL", c: 64, quick: true, na: "n/a: needs a PostgreSQL server; measured by BenchmarkReplicas (docs/benchmarks.md)"})
 	return rows
 }
 
