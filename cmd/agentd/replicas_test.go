@@ -28,26 +28,8 @@ type replica struct {
 	name string
 	cmd  *exec.Cmd
 	URL  string
-	log  *lockedBuffer
+	log  *syncBuffer
 	done chan struct{}
-}
-
-// lockedBuffer collects a child's log for the test's failure output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // cluster is N replicas on one PostgreSQL schema.
@@ -123,7 +105,7 @@ func startReplica(bin, name, dsn, cfg string) (*replica, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &replica{name: name, cmd: cmd, log: &lockedBuffer{}, done: make(chan struct{})}
+	r := &replica{name: name, cmd: cmd, log: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = r.log
 	if err := cmd.Start(); err != nil {
 		return nil, err

@@ -63,26 +63,16 @@ var errFlush = errors.New("store: the batch's run records failed together")
 
 // flush writes every deferred record and settle of the batch in one statement.
 func (t *Tx) flush(ctx context.Context) error {
-	if err := t.flushRecords(ctx); err != nil {
-		return err
-	}
-	return t.flushHolds(ctx)
-}
-
-// flushHolds takes the batch's holds in one call, after its records have given
-// theirs back, and sets each one's outcome.
-func (t *Tx) flushHolds(ctx context.Context) error {
 	d := t.deferred
-	if d == nil || len(d.holds) == 0 {
+	if d == nil || len(d.runs)+len(d.settles)+len(d.holds) == 0 {
 		return nil
 	}
-	rows, err := t.query(ctx, `SELECT ord, taken, key_short, available, budget, period FROM agentd_take_holds(
-		CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]),
-		CAST(? AS TEXT[]), CAST(? AS TEXT[]))`, d.holdArgs()...)
+	rows, err := t.query(ctx, writeBatchQuery, d.batchArgs(t.d)...)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errFlush, err)
 	}
-	return d.setHolds(rows, nil)
+	var wait int64
+	return d.setHolds(rows, &wait, false)
 }
 
 // holdArgs are the arrays of agentd_take_holds.
@@ -101,7 +91,7 @@ func (d *deferred) holdArgs() []any {
 // setHolds reads the outcome of every hold of the batch (ord, taken, key_short,
 // available, budget, period, and with wait the lock wait that agentd_write_batch
 // adds) and closes rows.
-func (d *deferred) setHolds(rows *sql.Rows, wait *int64) error {
+func (d *deferred) setHolds(rows *sql.Rows, wait *int64, committed bool) error {
 	defer rows.Close()
 	n, got := len(d.holds), 0
 	for rows.Next() {
@@ -112,7 +102,7 @@ func (d *deferred) setHolds(rows *sql.Rows, wait *int64) error {
 			dest = append(dest, wait)
 		}
 		if err := rows.Scan(dest...); err != nil {
-			if wait != nil {
+			if committed {
 				// agentd_write_batch has committed: running the batch again would write
 				// it twice. The callers learn of a failure they cannot undo.
 				return fmt.Errorf("read the outcome of a committed batch: %w", err)
@@ -132,13 +122,13 @@ func (d *deferred) setHolds(rows *sql.Rows, wait *int64) error {
 	if err := rows.Err(); err != nil {
 		// An error of the server rolled the call back (it is its own transaction);
 		// a connection lost meanwhile leaves its outcome unknown: not a rerun either.
-		if wait != nil && pgCode(err) == "" {
+		if committed && pgCode(err) == "" {
 			return fmt.Errorf("the outcome of a batch is unknown: %w", err)
 		}
 		return fmt.Errorf("%w: %w", errFlush, err)
 	}
 	if got != n {
-		if wait != nil {
+		if committed {
 			return fmt.Errorf("a committed batch answered %d outcomes for %d holds", got, n)
 		}
 		return fmt.Errorf("%w: %d outcomes for %d holds", errFlush, got, n)
@@ -146,25 +136,8 @@ func (d *deferred) setHolds(rows *sql.Rows, wait *int64) error {
 	return nil
 }
 
-// flushRecords writes the batch's run records and hold settles.
-func (t *Tx) flushRecords(ctx context.Context) error {
-	d := t.deferred
-	if d == nil || (len(d.runs) == 0 && len(d.settles) == 0) {
-		return nil
-	}
-	args, orgs := d.recordArgs()
-	var charged int
-	if err := t.queryRow(ctx, flushQuery, args...).Scan(&charged); err != nil {
-		return fmt.Errorf("%w: %w", errFlush, err)
-	}
-	if charged != orgs {
-		return fmt.Errorf("%w: %d of %d organizations charged exist", errFlush, charged, orgs)
-	}
-	return nil
-}
-
-// recordArgs are the 58 arrays of flushQuery (and of agentd_write_batch's
-// records), and how many organizations they charge.
+// recordArgs are agentd_write_batch's 58 arrays of the records and settles, and
+// how many organizations they charge.
 func (d *deferred) recordArgs() (args []any, orgs int) {
 	var (
 		l   ledgerCols
@@ -247,64 +220,6 @@ func (d *deferred) recordArgs() (args []any, orgs int) {
 	args = append(args, tu.args()...)
 	return args, len(chk)
 }
-
-// flushQuery writes a batch: hold settles (the rows deleted, exactly their amounts
-// taken out of held), charges and held together in one update per organization,
-// ledger rows, rollups summed per row, agent stats summed per agent, idempotency
-// records, and session turns in the batch's order, each only while its agent
-// exists. It returns how many charged organizations it found.
-const flushQuery = `WITH d AS (DELETE FROM holds WHERE id = ANY(CAST(? AS TEXT[])) RETURNING org_id, key_id, amount),
-	dk AS (UPDATE api_keys SET held = api_keys.held - s.amount
-		FROM (SELECT key_id, sum(amount) AS amount FROM d WHERE key_id <> '' GROUP BY key_id) s WHERE api_keys.id = s.key_id),
-	c AS (SELECT * FROM unnest(CAST(? AS TEXT[]), CAST(? AS BIGINT[])) AS c(org_id, cost)),
-	h AS (SELECT org_id, sum(amount) AS amount FROM d GROUP BY org_id),
-	ids AS (SELECT org_id FROM c UNION SELECT org_id FROM h),
-	o AS (UPDATE orgs SET balance = orgs.balance - COALESCE(c.cost, 0), held = orgs.held - COALESCE(h.amount, 0)
-		FROM ids LEFT JOIN c ON c.org_id = ids.org_id LEFT JOIN h ON h.org_id = ids.org_id
-		WHERE orgs.id = ids.org_id RETURNING orgs.id, c.cost),
-	l AS (INSERT INTO ledger (run_id, created_at, org_id, key_id, owner, agent_id, agent_name, agent_version,
-		session_id, model_requested, model, input_tokens, output_tokens, usage_source, cost, latency_ms, outcome, error_code)
-		SELECT * FROM unnest(CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]),
-			CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]),
-			CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]),
-			CAST(? AS TEXT[]), CAST(? AS TEXT[]))),
-	r AS (INSERT INTO usage_daily (org_id, day, agent_id, agent_name, model, key_id,
-		runs, failed, input_tokens, output_tokens, cost, latency_ms)
-		SELECT * FROM unnest(CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]),
-			CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]),
-			CAST(? AS BIGINT[]), CAST(? AS BIGINT[]))
-		ON CONFLICT (org_id, day, agent_id, model, key_id) DO UPDATE SET
-		agent_name = excluded.agent_name,
-		runs = usage_daily.runs + excluded.runs,
-		failed = usage_daily.failed + excluded.failed,
-		input_tokens = usage_daily.input_tokens + excluded.input_tokens,
-		output_tokens = usage_daily.output_tokens + excluded.output_tokens,
-		cost = usage_daily.cost + excluded.cost,
-		latency_ms = usage_daily.latency_ms + excluded.latency_ms),
-	a AS (UPDATE agents SET usage_count = agents.usage_count + s.ok, total_latency_ms = agents.total_latency_ms + s.latency,
-		failed_count = agents.failed_count + s.failed,
-		last_used = CASE WHEN s.last_used >= 0 THEN s.last_used ELSE agents.last_used END
-		FROM unnest(CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]))
-			AS s(id, ok, latency, failed, last_used)
-		WHERE agents.id = s.id),
-	i AS (INSERT INTO idempotency (org_id, key_id, idem_key, request_hash, run_id, result, created_at, expires_at)
-		SELECT * FROM unnest(CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]),
-			CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]))
-		ON CONFLICT (org_id, key_id, idem_key) DO UPDATE SET request_hash = excluded.request_hash, run_id = excluded.run_id,
-		result = excluded.result, created_at = excluded.created_at, expires_at = excluded.expires_at
-		WHERE idempotency.expires_at <= excluded.created_at),
-	t AS (INSERT INTO session_turns (org_id, owner, agent_id, session_id, run_id, user_message, assistant_message,
-		user_tokens, assistant_tokens, input_tokens, output_tokens, created_at)
-		SELECT u.org_id, u.owner, u.agent_id, u.session_id, u.run_id, u.user_message, u.assistant_message,
-			u.user_tokens, u.assistant_tokens, u.input_tokens, u.output_tokens, u.created_at
-		FROM unnest(CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]),
-			CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]),
-			CAST(? AS BIGINT[]), CAST(? AS BIGINT[])) WITH ORDINALITY
-			AS u(org_id, owner, agent_id, session_id, run_id, user_message, assistant_message,
-				user_tokens, assistant_tokens, input_tokens, output_tokens, created_at, ord)
-		WHERE EXISTS (SELECT 1 FROM agents WHERE agents.id = u.agent_id AND agents.org_id = u.org_id)
-		ORDER BY u.ord)
-	SELECT count(*) FROM o WHERE o.cost IS NOT NULL`
 
 type ledgerCols struct {
 	runID, org, key, owner, agent, agentName, session, modelRequested, model, source, outcome, errCode []string
@@ -437,17 +352,22 @@ var errNeedsTx = errors.New("store: the write needs a transaction")
 // in no transaction; runPlain turns it into errNeedsTx.
 type needsTx struct{}
 
-// writeBatchQuery calls agentd_write_batch with the writers' lock key, the 58
-// arrays of the records and the 8 of the holds.
+// writeBatchQuery calls agentd_write_batch (migration 0006) with the writers' lock
+// key, the 58 arrays of the records (recordArgs) and the 8 of the holds
+// (holdArgs), typed in that order.
 var writeBatchQuery = func() string {
-	var b strings.Builder
-	b.WriteString("SELECT ord, taken, key_short, available, budget, period, lock_wait_us FROM agentd_write_batch(?")
-	casts := strings.Count(flushQuery, "CAST(? AS ")
-	kinds := make([]string, 0, casts+8)
-	for _, part := range strings.Split(flushQuery, "CAST(? AS ")[1:] {
-		kinds = append(kinds, part[:strings.Index(part, ")")])
+	const t, i = "TEXT[]", "BIGINT[]"
+	kinds := []string{
+		t, t, i, // settles; charged organizations, their charges
+		t, i, t, t, t, t, t, i, t, t, t, i, i, t, i, i, t, t, // ledger rows
+		t, t, t, t, t, t, i, i, i, i, i, i, // rollups
+		t, i, i, i, i, // agent stats
+		t, t, t, t, t, t, i, i, // idempotency records
+		t, t, t, t, t, t, t, i, i, i, i, i, // session turns
+		t, t, t, i, i, i, t, t, // holds
 	}
-	kinds = append(kinds, "TEXT[]", "TEXT[]", "TEXT[]", "BIGINT[]", "BIGINT[]", "BIGINT[]", "TEXT[]", "TEXT[]")
+	var b strings.Builder
+	b.WriteString("SELECT ord, taken, key_short, available, budget, period, lock_wait_us FROM agentd_write_batch(CAST(? AS BIGINT)")
 	for _, k := range kinds {
 		b.WriteString(", CAST(? AS " + k + ")")
 	}
@@ -455,19 +375,23 @@ var writeBatchQuery = func() string {
 	return b.String()
 }()
 
+// batchArgs are agentd_write_batch's arguments for what the batch deferred.
+func (d *deferred) batchArgs(dl dialect) []any {
+	records, _ := d.recordArgs()
+	args := append([]any{dl.writerLock}, records...)
+	return append(args, d.holdArgs()...)
+}
+
 // writeBatch writes what the batch's writes deferred in one call, as its own
 // transaction: records, then holds, under the writers' lock. It returns how long
 // the call waited for the lock, in microseconds.
 func (d *deferred) writeBatch(ctx context.Context, db *sql.DB, dl dialect) (wait int64, err error) {
-	records, _ := d.recordArgs()
-	args := append([]any{dl.writerLock}, records...)
-	args = append(args, d.holdArgs()...)
-	rows, err := db.QueryContext(ctx, dl.rebind(writeBatchQuery), args...)
+	rows, err := db.QueryContext(ctx, dl.rebind(writeBatchQuery), d.batchArgs(dl)...)
 	if err != nil {
 		if dl.retryable(err) || dl.isStorage(err) {
 			return 0, err
 		}
 		return 0, fmt.Errorf("%w: %w", errFlush, err)
 	}
-	return wait, d.setHolds(rows, &wait)
+	return wait, d.setHolds(rows, &wait, true)
 }

@@ -430,3 +430,54 @@ func TestPostgresRecordBatches(t *testing.T) {
 		t.Errorf("Check: %v %q", err, problems)
 	}
 }
+
+// TestPostgresMixedBatches: a batch of run records and other writes (grants) runs
+// in a transaction with the records deferred to its end; every write lands once.
+func TestPostgresMixedBatches(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, postgresDSN(t), Options{MaxWait: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	o := newOrg(t, db, "acme", 1_000_000)
+	a := newAgent(t, db, o.ID, "bot")
+	const n = 30
+	exps := make([]*Expectation, n)
+	for i := range exps {
+		exps[i] = db.Expect()
+	}
+	errs := make([]error, n)
+	grants := 0
+	var wg sync.WaitGroup
+	for i := range n {
+		if i%5 == 2 {
+			grants++
+			wg.Go(func() {
+				errs[i] = exps[i].Tx(ctx, func(tx *Tx) error { return grant(ctx, tx, fmt.Sprint("grant-", i), o.ID, 100) })
+			})
+			continue
+		}
+		r := okRun(a, "alice", "s", 7)
+		wg.Go(func() {
+			errs[i] = exps[i].TxRecords(ctx, func(tx *Tx) error { _, err := tx.RecordRun(ctx, r); return err })
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("write %d: %v", i, err)
+		}
+	}
+	runs := n - grants
+	want := agentd.Micros(1_000_000 + 100*grants - 7*runs)
+	if b := balance(t, db, o.ID); b != want {
+		t.Errorf("balance %d, want %d", b, want)
+	}
+	if totals, err := db.LedgerTotals(ctx, o.ID); err != nil || totals.Runs != runs {
+		t.Errorf("ledger %+v, %v; want %d runs", totals, err, runs)
+	}
+	if problems, err := db.Check(ctx); err != nil || len(problems) > 0 {
+		t.Errorf("Check: %v %q", err, problems)
+	}
+}

@@ -1,9 +1,10 @@
--- A writer batch of run records and holds in one call, outside any explicit
--- transaction (store.writer.tryBatch): one round trip and one commit for the whole
--- batch, with the writers' lock held only while the function runs. It is the
--- statement of store.Tx.flushRecords (the batch's records and hold settles, $2…$59)
--- and then agentd_take_holds (the batch's holds, $60…$67), under the advisory lock
--- of every replica's writer ($1). It fails if an organization charged is missing,
+-- A writer batch of run records and holds in one call (store/batch_postgres.go):
+-- outside any explicit transaction (store.writer.tryBatch) it is one round trip and
+-- one commit for the whole batch, with the writers' lock held only while it runs;
+-- inside a writer transaction (store.Tx.flush) the same writes at its end. Under the
+-- advisory lock of every replica's writer ($1) it writes the batch's records and hold
+-- settles in one statement ($2…$59), then takes the batch's holds in order
+-- (agentd_take_holds, $60…$67). It fails if an organization charged is missing,
 -- so that the batch is run again statement by statement to find the write at fault.
 -- It reports how long it waited for the lock.
 CREATE FUNCTION agentd_write_batch(
