@@ -17,7 +17,7 @@ import (
 // Shared accounts: the database is the only copy. With several replicas on one
 // PostgreSQL database, memory of one replica cannot know what another holds, so a
 // hold is a row and a conditional update of orgs.held and api_keys.held
-// (store.Tx.TakeHold), taken in one writer transaction: the replicas' writers run
+// (store.Tx.TakeHoldLater), taken in one writer transaction: the replicas' writers run
 // one at a time (store's advisory lock), so each hold sees every hold, release and
 // charge committed before it, wherever it was made, and a replica's writer still
 // commits the holds of many runs at once. Settling happens in the transaction of

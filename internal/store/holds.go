@@ -42,24 +42,7 @@ type Shortfall struct {
 // or expired by the sweeper.
 var ErrHoldGone = errors.New("store: the hold has ended or expired")
 
-// TakeHold takes h: it adds h.Amount to the organization's held if its balance −
-// held covers it and, when h has a key, to the key's held; with budget set (the
-// key's budget as billing read it in this transaction), only if the budget minus
-// what the key holds and has been charged since fromDay (billing's first day of
-// the budget's period, "" for all time) covers it too. Then it inserts h's row.
-// A refusal changes nothing and returns the Shortfall; an organization that does
-// not exist is ENotFound.
-func (t *Tx) TakeHold(ctx context.Context, h *Hold, budget *agentd.Budget, fromDay string) (short *Shortfall, err error) {
-	defer wrap(&err, "store.TakeHold(%q)", h.OrgID)
-	if short, err := t.reserve(ctx, h.OrgID, h.KeyID, h.Amount, budget, fromDay); short != nil || err != nil {
-		return short, err
-	}
-	_, err = t.exec(ctx, `INSERT INTO holds (id, org_id, key_id, amount, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		h.ID, h.OrgID, h.KeyID, h.Amount, h.Created, h.Expires)
-	return nil, err
-}
-
-// GrowHold adds add to the open hold id under TakeHold's conditions and returns
+// GrowHold adds add to the open hold id under TakeHoldFor's conditions and returns
 // its new amount; a refusal changes nothing and returns the hold's amount and the
 // Shortfall. A hold whose row is gone is ErrHoldGone.
 func (t *Tx) GrowHold(ctx context.Context, id string, add agentd.Micros, budget *agentd.Budget, fromDay string) (amount agentd.Micros, short *Shortfall, err error) {
@@ -361,10 +344,15 @@ func (db *DB) CheckHolds(ctx context.Context) (problems []string, err error) {
 // the one its budget answers to.
 type PeriodDays struct{ Daily, Monthly string }
 
-// TakeHoldFor is TakeHold that also reads the key's budget, in one statement (a
-// function of migration 0004, PostgreSQL only): with the budget's period, the
-// first day of its period is days' entry for it. It returns the budget it read
-// (Set false: none), for the refusal's message.
+// TakeHoldFor takes h, in one statement (agentd_take_hold, migration 0004;
+// PostgreSQL only): it adds h.Amount to the organization's held if its balance −
+// held covers it and, when h has a key, to the key's held — and, when the key has a
+// budget, only if the budget minus what the key holds and has been charged since
+// the first day of its period covers it too. That day is days' entry for the
+// budget's stored period (billing computes both). Then it inserts h's row. A
+// refusal changes nothing and returns the Shortfall; an organization or key that
+// does not exist is ENotFound. It returns the budget it read (Set false: none), for
+// the refusal's message.
 func (t *Tx) TakeHoldFor(ctx context.Context, h *Hold, days PeriodDays) (short *Shortfall, b agentd.Budget, err error) {
 	defer wrap(&err, "store.TakeHoldFor(%q)", h.OrgID)
 	if t.d.name != "postgres" {

@@ -31,7 +31,7 @@ func newHoldsWorld(t *testing.T, balance, budget agentd.Micros) *holdsWorld {
 	}
 	t.Cleanup(func() { db.Close() })
 	w := &holdsWorld{t: t, ctx: ctx, db: db, org: newOrg(t, db, "acme", balance),
-		budget: agentd.Budget{Set: true, Limit: budget, Period: agentd.PeriodNone}}
+		budget: agentd.Budget{Set: true, Limit: budget, Period: agentd.PeriodDaily}}
 	k := &agentd.Key{ID: agentd.NewID("key"), OrgID: w.org.ID, Name: "k", Owner: "alice", Prefix: "agd_x", Hash: agentd.NewID("h"),
 		Scopes: []agentd.Scope{agentd.ScopeRun}, CreatedAt: now(), Budget: w.budget}
 	mustTx(t, db, func(tx *Tx) error { return tx.CreateKey(ctx, k) })
@@ -44,13 +44,13 @@ func newHoldsWorld(t *testing.T, balance, budget agentd.Micros) *holdsWorld {
 func (w *holdsWorld) take(amount agentd.Micros, key bool, fromDay string, expires int64) (*Hold, *Shortfall) {
 	w.t.Helper()
 	h := &Hold{ID: agentd.NewID("hold"), OrgID: w.org.ID, Amount: amount, Created: 1, Expires: expires}
-	var budget *agentd.Budget
 	if key {
-		h.KeyID, budget = w.key, &w.budget
+		h.KeyID = w.key
 	}
+	// The key's budget is daily: fromDay is the first day its spending counts from.
 	var short *Shortfall
 	mustTx(w.t, w.db, func(tx *Tx) (err error) {
-		short, err = tx.TakeHold(w.ctx, h, budget, fromDay)
+		short, _, err = tx.TakeHoldFor(w.ctx, h, PeriodDays{Daily: fromDay})
 		return err
 	})
 	return h, short
@@ -215,7 +215,7 @@ func TestPostgresHolds(t *testing.T) {
 		} else {
 			h.OrgID = "org-nope"
 		}
-		err := w.db.Tx(ctx, func(tx *Tx) error { _, err := tx.TakeHold(ctx, h, nil, ""); return err })
+		err := w.db.Tx(ctx, func(tx *Tx) error { _, _, err := tx.TakeHoldFor(ctx, h, PeriodDays{}); return err })
 		if agentd.ErrorCode(err) != agentd.ENotFound {
 			t.Errorf("%s: %v, want not_found", tc.name, err)
 		}
