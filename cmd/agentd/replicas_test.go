@@ -618,3 +618,63 @@ func TestReplicasConnectionsCut(t *testing.T) {
 	assertRecorded(t, db, mustOrg(t, db).ID, o.ok)
 	c.check(t)
 }
+
+// TestReplicasIdempotency: one Idempotency-Key sent 60 times at once, spread over
+// three replicas: one run, charged once; every other answer is 409 while it is in
+// flight or its stored response after, whichever replica answers.
+func TestReplicasIdempotency(t *testing.T) {
+	c := startCluster(t, 3, replicaConfig)
+	ctx := context.Background()
+	ops := c.clients(testKey)
+	cost := meteredAgent(t, ops[0])
+	setBalance(t, ops[0], 100*cost)
+	start, _ := ops[0].Billing(ctx)
+	post := func(r *replica, msg string) (int, string, http.Header) {
+		req, _ := http.NewRequest("POST", r.URL+"/api/v3/agents/run-agents/exact/run", strings.NewReader(`{"message":"`+msg+`"}`))
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		req.Header.Set("Idempotency-Key", "order-42")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+			return 0, "", nil
+		}
+		defer resp.Body.Close()
+		return resp.StatusCode, readAll(resp), resp.Header
+	}
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	runIDs := map[string]bool{}
+	var wg sync.WaitGroup
+	for i := range 60 {
+		wg.Go(func() {
+			code, body, h := post(c.replicas[i%3], "ping")
+			mu.Lock()
+			defer mu.Unlock()
+			statuses[code]++
+			switch code {
+			case http.StatusOK:
+				runIDs[jsonField(body, "run_id")] = true
+			case http.StatusConflict:
+				if h.Get("Retry-After") == "" || jsonField(body, "code") != string(agentd.EConflict) {
+					t.Errorf("409 without Retry-After or conflict code: %s", body)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if statuses[200]+statuses[409] != 60 || statuses[200] < 1 || len(runIDs) != 1 {
+		t.Fatalf("statuses %v, run ids %v: want one run, the rest 409 or its replay", statuses, runIDs)
+	}
+	t.Logf("statuses %v", statuses)
+	for _, r := range c.replicas {
+		code, body, h := post(r, "ping")
+		if code != 200 || h.Get("Idempotent-Replayed") != "true" || !runIDs[jsonField(body, "run_id")] {
+			t.Errorf("retry on %s after the run: %d %s replayed=%q", r.name, code, body, h.Get("Idempotent-Replayed"))
+		}
+	}
+	end, _ := ops[2].Billing(ctx)
+	if drop := int64((start.Balance-end.Balance)*1e6 + 0.5); drop != cost {
+		t.Errorf("the storm charged %d micro-credits, want one run's %d", drop, cost)
+	}
+	c.check(t)
+}
