@@ -82,8 +82,18 @@ func setBalance(t *testing.T, op *client.Client, micros int64) {
 // runKeys mints n run keys, with budgets (credits) when given.
 func runKeys(t *testing.T, s *testServer, op *client.Client, budgets ...float64) ([]*client.Client, []string) {
 	t.Helper()
+	secrets, ids := mintKeys(t, op, budgets...)
 	var out []*client.Client
-	var ids []string
+	for _, secret := range secrets {
+		out = append(out, s.client(secret))
+	}
+	return out, ids
+}
+
+// mintKeys mints run keys through op, with daily budgets (credits) where > 0, and
+// returns their secrets and ids.
+func mintKeys(t *testing.T, op *client.Client, budgets ...float64) (secrets, ids []string) {
+	t.Helper()
 	for i, b := range budgets {
 		spec := client.KeySpec{Name: fmt.Sprintf("runner-%d", i), Scopes: []string{"run"}}
 		if b > 0 {
@@ -93,23 +103,34 @@ func runKeys(t *testing.T, s *testServer, op *client.Client, budgets ...float64)
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, s.client(k.Secret))
-		ids = append(ids, k.ID)
+		secrets, ids = append(secrets, k.Secret), append(ids, k.ID)
 	}
-	return out, ids
+	return secrets, ids
 }
 
 // storm runs n runs per client concurrently and counts outcomes per client.
 func storm(t *testing.T, clients []*client.Client, n int) (ok, paid []int, limits map[string]int) {
 	t.Helper()
+	each := make([][]*client.Client, len(clients))
+	for i, c := range clients {
+		each[i] = []*client.Client{c}
+	}
+	return stormOver(t, each, n)
+}
+
+// stormOver runs n runs per key concurrently, the j-th run of key i through
+// clients[i][(i+j) % len], and counts outcomes per key: 200s, 402s, and the 402s
+// by the limit they name. Any other outcome fails the test.
+func stormOver(t *testing.T, clients [][]*client.Client, n int) (ok, paid []int, limits map[string]int) {
+	t.Helper()
 	ok, paid = make([]int, len(clients)), make([]int, len(clients))
 	limits = map[string]int{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for i, c := range clients {
-		for range n {
+	for i, cs := range clients {
+		for j := range n {
 			wg.Go(func() {
-				_, err := c.Run(context.Background(), "exact", "ping", "")
+				_, err := cs[(i+j)%len(cs)].Run(context.Background(), "exact", "ping", "")
 				mu.Lock()
 				defer mu.Unlock()
 				var e *client.Error

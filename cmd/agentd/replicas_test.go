@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -185,54 +184,21 @@ func meteredAgent(t *testing.T, op *client.Client) int64 {
 	return cost
 }
 
-// stormAcross sends n runs per key concurrently, spreading each key's runs over
-// the replicas, and counts outcomes per key.
+// stormAcross is stormOver with each key's runs spread over the replicas.
 func stormAcross(t *testing.T, c *cluster, keys []string, n int) (ok, paid []int, limits map[string]int) {
 	t.Helper()
-	ok, paid = make([]int, len(keys)), make([]int, len(keys))
-	limits = map[string]int{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for i, key := range keys {
-		cs := c.clients(key)
-		for j := range n {
-			wg.Go(func() {
-				_, err := cs[(i+j)%len(cs)].Run(context.Background(), "exact", "ping", "")
-				mu.Lock()
-				defer mu.Unlock()
-				var e *client.Error
-				switch {
-				case err == nil:
-					ok[i]++
-				case errors.As(err, &e) && e.Status == http.StatusPaymentRequired:
-					paid[i]++
-					limits[fmt.Sprint(e.Body["limit"])]++
-				default:
-					t.Errorf("run: %v", err)
-				}
-			})
-		}
+	var clients [][]*client.Client
+	for _, key := range keys {
+		clients = append(clients, c.clients(key))
 	}
-	wg.Wait()
-	return ok, paid, limits
+	return stormOver(t, clients, n)
 }
 
-// mintKeys mints run keys through op, with daily budgets (credits) where > 0.
-func mintKeys(t *testing.T, op *client.Client, budgets ...float64) []string {
+// secrets is mintKeys' secrets.
+func secrets(t *testing.T, op *client.Client, budgets ...float64) []string {
 	t.Helper()
-	var secrets []string
-	for i, b := range budgets {
-		spec := client.KeySpec{Name: fmt.Sprintf("runner-%d", i), Scopes: []string{"run"}}
-		if b > 0 {
-			spec.Budget, spec.BudgetPeriod = client.Ptr(b), "daily"
-		}
-		k, err := op.CreateKey(context.Background(), spec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		secrets = append(secrets, k.Secret)
-	}
-	return secrets
+	s, _ := mintKeys(t, op, budgets...)
+	return s
 }
 
 // TestReplicasMoney: three replicas on one PostgreSQL; 200 concurrent runs from 4
@@ -248,7 +214,7 @@ func TestReplicasMoney(t *testing.T) {
 	t.Run("balance", func(t *testing.T) {
 		setBalance(t, ops[1], 37*cost+cost-1)
 		start, _ := ops[2].Billing(ctx)
-		ok, paid, limits := stormAcross(t, c, mintKeys(t, ops[0], 0, 0, 0, 0), 50)
+		ok, paid, limits := stormAcross(t, c, secrets(t, ops[0], 0, 0, 0, 0), 50)
 		if sum(ok) != 37 || sum(paid) != 163 || limits["balance"] != 163 {
 			t.Fatalf("ok %v (%d), 402 %v (%d), limits %v; want exactly 37 successes", ok, sum(ok), paid, sum(paid), limits)
 		}
@@ -268,7 +234,7 @@ func TestReplicasMoney(t *testing.T) {
 	t.Run("key budgets", func(t *testing.T) {
 		setBalance(t, ops[0], 1000*cost)
 		budget := func(n int64) float64 { return float64(n*cost+cost-1) / 1e6 }
-		ok, paid, limits := stormAcross(t, c, mintKeys(t, ops[2], budget(9), budget(9), budget(9), budget(10)), 50)
+		ok, paid, limits := stormAcross(t, c, secrets(t, ops[2], budget(9), budget(9), budget(9), budget(10)), 50)
 		if fmt.Sprint(ok) != "[9 9 9 10]" || sum(paid) != 163 || limits["key_budget"] != 163 {
 			t.Fatalf("ok %v, 402 %v, limits %v", ok, paid, limits)
 		}

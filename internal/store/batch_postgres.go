@@ -71,8 +71,7 @@ func (t *Tx) flush(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", errFlush, err)
 	}
-	var wait int64
-	return d.setHolds(rows, &wait, false)
+	return d.setHolds(rows, false)
 }
 
 // holdArgs are the arrays of agentd_take_holds.
@@ -89,28 +88,22 @@ func (d *deferred) holdArgs() []any {
 }
 
 // setHolds reads the outcome of every hold of the batch (ord, taken, key_short,
-// available, budget, period, and with wait the lock wait that agentd_write_batch
-// adds) and closes rows.
-func (d *deferred) setHolds(rows *sql.Rows, wait *int64, committed bool) error {
+// available, budget, period) and closes rows. committed says the call that
+// answered them has committed already (a one-call batch): an error then must not
+// send the batch round again.
+func (d *deferred) setHolds(rows *sql.Rows, committed bool) error {
 	defer rows.Close()
 	n, got := len(d.holds), 0
 	for rows.Next() {
 		var ord int
 		var o holdOutcome
-		dest := []any{&ord, &o.taken, &o.keyShort, &o.avail, &o.limit, &o.period}
-		if wait != nil {
-			dest = append(dest, wait)
-		}
-		if err := rows.Scan(dest...); err != nil {
+		if err := rows.Scan(&ord, &o.taken, &o.keyShort, &o.avail, &o.limit, &o.period); err != nil {
 			if committed {
 				// agentd_write_batch has committed: running the batch again would write
 				// it twice. The callers learn of a failure they cannot undo.
 				return fmt.Errorf("read the outcome of a committed batch: %w", err)
 			}
 			return fmt.Errorf("%w: %w", errFlush, err)
-		}
-		if ord == 0 && wait != nil {
-			continue // the batch had no holds: only the wait
 		}
 		if ord < 1 || ord > n {
 			return fmt.Errorf("%w: hold %d of %d", errFlush, ord, n)
@@ -367,7 +360,7 @@ var writeBatchQuery = func() string {
 		t, t, t, i, i, i, t, t, // holds
 	}
 	var b strings.Builder
-	b.WriteString("SELECT ord, taken, key_short, available, budget, period, lock_wait_us FROM agentd_write_batch(CAST(? AS BIGINT)")
+	b.WriteString("SELECT ord, taken, key_short, available, budget, period FROM agentd_write_batch(CAST(? AS BIGINT)")
 	for _, k := range kinds {
 		b.WriteString(", CAST(? AS " + k + ")")
 	}
@@ -383,15 +376,14 @@ func (d *deferred) batchArgs(dl dialect) []any {
 }
 
 // writeBatch writes what the batch's writes deferred in one call, as its own
-// transaction: records, then holds, under the writers' lock. It returns how long
-// the call waited for the lock, in microseconds.
-func (d *deferred) writeBatch(ctx context.Context, db *sql.DB, dl dialect) (wait int64, err error) {
+// transaction: records, then holds, under the writers' lock.
+func (d *deferred) writeBatch(ctx context.Context, db *sql.DB, dl dialect) error {
 	rows, err := db.QueryContext(ctx, dl.rebind(writeBatchQuery), d.batchArgs(dl)...)
 	if err != nil {
 		if dl.retryable(err) || dl.isStorage(err) {
-			return 0, err
+			return err
 		}
-		return 0, fmt.Errorf("%w: %w", errFlush, err)
+		return fmt.Errorf("%w: %w", errFlush, err)
 	}
-	return wait, d.setHolds(rows, &wait, true)
+	return d.setHolds(rows, true)
 }

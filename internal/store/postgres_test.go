@@ -269,19 +269,11 @@ func TestRebindDollar(t *testing.T) {
 // failing writes leave nothing behind.
 func TestPostgresOptimisticBatch(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, postgresDSN(t), Options{MaxWait: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := batchingDB(t)
 	o := newOrg(t, db, "acme", 0)
 	const n = 40
 	failing := func(i int) bool { return i%7 == 3 }
-	// Announced writes: the writer waits for all of them, so they share batches.
-	exps := make([]*Expectation, n)
-	for i := range exps {
-		exps[i] = db.Expect()
-	}
+	exps := expectations(db, n)
 	var hooks [n]atomic.Int32
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -381,18 +373,11 @@ func TestPostgresReadsUnavailable(t *testing.T) {
 // written exactly once with its charge, its rollup and its turn.
 func TestPostgresRecordBatches(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, postgresDSN(t), Options{MaxWait: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := batchingDB(t)
 	o := newOrg(t, db, "acme", 1_000_000)
 	a := newAgent(t, db, o.ID, "bot")
 	const n = 40
-	exps := make([]*Expectation, n)
-	for i := range exps {
-		exps[i] = db.Expect() // the writer waits for all of them: they share batches
-	}
+	exps := expectations(db, n)
 	runs := make([]*Run, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -435,18 +420,11 @@ func TestPostgresRecordBatches(t *testing.T) {
 // in a transaction with the records deferred to its end; every write lands once.
 func TestPostgresMixedBatches(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, postgresDSN(t), Options{MaxWait: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := batchingDB(t)
 	o := newOrg(t, db, "acme", 1_000_000)
 	a := newAgent(t, db, o.ID, "bot")
 	const n = 30
-	exps := make([]*Expectation, n)
-	for i := range exps {
-		exps[i] = db.Expect()
-	}
+	exps := expectations(db, n)
 	errs := make([]error, n)
 	grants := 0
 	var wg sync.WaitGroup
@@ -480,4 +458,26 @@ func TestPostgresMixedBatches(t *testing.T) {
 	if problems, err := db.Check(ctx); err != nil || len(problems) > 0 {
 		t.Errorf("Check: %v %q", err, problems)
 	}
+}
+
+// batchingDB is a PostgreSQL database of t's own whose writer waits up to a second
+// for announced writes, so that writes announced together share batches.
+func batchingDB(t *testing.T) *DB {
+	t.Helper()
+	db, err := Open(context.Background(), postgresDSN(t), Options{MaxWait: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// expectations announces n writes: the writer waits for all of them, so they
+// share batches.
+func expectations(db *DB, n int) []*Expectation {
+	exps := make([]*Expectation, n)
+	for i := range exps {
+		exps[i] = db.Expect()
+	}
+	return exps
 }

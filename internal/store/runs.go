@@ -55,9 +55,6 @@ func (t *Tx) RecordRun(ctx context.Context, r *Run) (turnStored bool, err error)
 		// (DB.TxRecords); the turn is stored then unless its agent is gone by then.
 		return r.Outcome == agentd.OutcomeOK && r.Turn != nil, nil
 	}
-	if t.d.name == "postgres" {
-		return t.recordRunOne(ctx, r)
-	}
 	row := &r.LedgerRow
 	created := micros(row.CreatedAt)
 	if _, err := t.exec(ctx, `INSERT INTO ledger (run_id, created_at, org_id, key_id, owner, agent_id, agent_name, agent_version,

@@ -301,10 +301,7 @@ func (w *writer) tryBatch(batch []*writeReq) bool {
 	if len(t.deferred.runs)+len(t.deferred.settles)+len(t.deferred.holds) == 0 {
 		return false
 	}
-	// The wait for the writers' lock it reports is not used yet: measured, running
-	// contended batches in a growing transaction instead (tryPlain) lost to this.
-	_, err := t.deferred.writeBatch(context.Background(), w.db, w.d)
-	if err != nil {
+	if err := t.deferred.writeBatch(context.Background(), w.db, w.d); err != nil {
 		if errors.Is(err, errFlush) {
 			return false
 		}

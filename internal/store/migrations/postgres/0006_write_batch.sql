@@ -6,7 +6,6 @@
 -- settles in one statement ($2…$59), then takes the batch's holds in order
 -- (agentd_take_holds, $60…$67). It fails if an organization charged is missing,
 -- so that the batch is run again statement by statement to find the write at fault.
--- It reports how long it waited for the lock.
 CREATE FUNCTION agentd_write_batch(
     p_lock BIGINT,
     p2 TEXT[],
@@ -75,7 +74,7 @@ CREATE FUNCTION agentd_write_batch(
     p65 BIGINT[],
     p66 TEXT[],
     p67 TEXT[])
-RETURNS TABLE (ord INT, taken BOOLEAN, key_short BOOLEAN, available BIGINT, budget BIGINT, period TEXT, lock_wait_us BIGINT)
+RETURNS TABLE (ord INT, taken BOOLEAN, key_short BOOLEAN, available BIGINT, budget BIGINT, period TEXT)
 LANGUAGE plpgsql
 -- One plan for the statements below, made once per connection: planning the
 -- records' statement for every call cost more than running it.
@@ -84,11 +83,8 @@ AS $fn$
 #variable_conflict use_column
 DECLARE
     v_charged BIGINT;
-    v_start   TIMESTAMPTZ := clock_timestamp();
-    v_wait    BIGINT;
 BEGIN
     PERFORM pg_advisory_xact_lock(p_lock);
-    v_wait := (extract(epoch FROM clock_timestamp() - v_start) * 1000000)::BIGINT;
     -- A batch of holds only (runs starting) skips the records' statement.
     v_charged := 0;
     IF COALESCE(cardinality($2), 0) + COALESCE(cardinality($5), 0) > 0 THEN
@@ -148,11 +144,6 @@ BEGIN
     IF v_charged <> COALESCE(cardinality($3), 0) THEN
         RAISE EXCEPTION 'agentd: % of % organizations charged exist', v_charged, COALESCE(cardinality($3), 0);
     END IF;
-    -- Every row carries how long the call waited for the lock (ord 0 when the batch
-    -- has no holds): the writer's measure of other replicas' contention.
-    RETURN QUERY SELECT h.*, v_wait FROM agentd_take_holds($60, $61, $62, $63, $64, $65, $66, $67) h;
-    IF NOT FOUND THEN
-        RETURN QUERY SELECT 0, false, false, NULL::BIGINT, NULL::BIGINT, NULL::TEXT, v_wait;
-    END IF;
+    RETURN QUERY SELECT * FROM agentd_take_holds($60, $61, $62, $63, $64, $65, $66, $67);
 END
 $fn$;
