@@ -28,7 +28,11 @@ models:
 // BenchmarkReplicas measures the run path through agentd processes, the way a
 // deployment runs it: one replica on SQLite, one on PostgreSQL, and three on
 // PostgreSQL with the load spread over them round-robin (all on one organization
-// and one key, the case where replicas contend most). c64 is throughput with 64
+// and one key, the case where replicas contend most). postgres-3-orgs is the
+// control: three replicas, each serving an organization of its own, so that
+// nothing of one replica's runs touches another's rows; what postgres-3 loses
+// against it is contention, and what both lose against postgres-1 is the cost of
+// three processes on the same cores. c64 is throughput with 64
 // concurrent clients; c1 is one client at a time, for the latency each request
 // pays (p50-µs). The load generator runs in the benchmark process on the same
 // two cores as agentd and PostgreSQL.
@@ -40,10 +44,12 @@ func BenchmarkReplicas(b *testing.B) {
 		name     string
 		replicas int
 		postgres bool
+		orgs     int // 1: every replica runs for one organization; else one each
 	}{
-		{"sqlite-1", 1, false},
-		{"postgres-1", 1, true},
-		{"postgres-3", 3, true},
+		{"sqlite-1", 1, false, 1},
+		{"postgres-1", 1, true, 1},
+		{"postgres-3", 3, true, 1},
+		{"postgres-3-orgs", 3, true, 3},
 	} {
 		b.Run(setup.name, func(b *testing.B) {
 			dsn := "sqlite:" + filepath.Join(b.TempDir(), "agentd.db")
@@ -53,30 +59,52 @@ func BenchmarkReplicas(b *testing.B) {
 			c := startClusterOn(b, setup.replicas, benchReplicaConfig, dsn)
 			ctx := context.Background()
 			op := client.New(c.replicas[0].URL, testKey)
-			if _, err := op.CreateAgent(ctx, client.AgentSpec{
-				Name: client.Ptr("bench"), Description: client.Ptr("b"), Model: client.Ptr("metered"), MaxToken: client.Ptr(64),
-				Instructions:   client.Ptr("Answer briefly."),
-				Demonstrations: []client.Demonstration{{Input: "ping", Output: "pong"}, {Input: "status?", Output: "all systems nominal"}},
-			}); err != nil {
-				b.Fatal(err)
+			keys := []string{testKey}
+			for i := 1; i < setup.orgs; i++ {
+				org, err := op.CreateOrg(ctx, fmt.Sprint("bench-", i))
+				if err != nil {
+					b.Fatal(err)
+				}
+				k, err := op.CreateKey(ctx, client.KeySpec{Name: "bench", OrgID: org.ID, Scopes: []string{"run", "agents:write"}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				keys = append(keys, k.Secret)
 			}
-			if _, err := op.GrantCredits(ctx, "default", 1e6); err != nil {
-				b.Fatal(err)
+			for i, key := range keys {
+				c := client.New(c.replicas[0].URL, key)
+				if _, err := c.CreateAgent(ctx, client.AgentSpec{
+					Name: client.Ptr("bench"), Description: client.Ptr("b"), Model: client.Ptr("metered"), MaxToken: client.Ptr(64),
+					Instructions:   client.Ptr("Answer briefly."),
+					Demonstrations: []client.Demonstration{{Input: "ping", Output: "pong"}, {Input: "status?", Output: "all systems nominal"}},
+				}); err != nil {
+					b.Fatal(err)
+				}
+				org := "default"
+				if i > 0 {
+					org = fmt.Sprint("bench-", i)
+				}
+				if _, err := op.GrantCredits(ctx, org, 1e6); err != nil {
+					b.Fatal(err)
+				}
 			}
-			var urls []string
-			for _, r := range c.replicas {
-				urls = append(urls, r.URL+"/api/v3/agents/run-agents/bench/run")
+			var targets []target
+			for i, r := range c.replicas {
+				targets = append(targets, target{url: r.URL + "/api/v3/agents/run-agents/bench/run", key: keys[i%len(keys)]})
 			}
 			for _, conc := range []int{64, 1} {
-				b.Run(fmt.Sprintf("c%d", conc), func(b *testing.B) { benchRuns(b, urls, conc) })
+				b.Run(fmt.Sprintf("c%d", conc), func(b *testing.B) { benchRuns(b, targets, conc) })
 			}
 		})
 	}
 }
 
-// benchRuns sends b.N runs from conc clients, request i to urls[i % len(urls)],
+// target is where benchRuns sends runs, and with which key.
+type target struct{ url, key string }
+
+// benchRuns sends b.N runs from conc clients, request i to targets[i % len],
 // and reports runs per second and the median latency.
-func benchRuns(b *testing.B, urls []string, conc int) {
+func benchRuns(b *testing.B, targets []target, conc int) {
 	tr := &http.Transport{MaxIdleConnsPerHost: conc, MaxConnsPerHost: conc}
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr}
@@ -93,8 +121,9 @@ func benchRuns(b *testing.B, urls []string, conc int) {
 					return
 				}
 				t0 := time.Now()
-				req, _ := http.NewRequest("POST", urls[i%int64(len(urls))], strings.NewReader(`{"message":"ping"}`))
-				req.Header.Set("Authorization", "Bearer "+testKey)
+				to := targets[i%int64(len(targets))]
+				req, _ := http.NewRequest("POST", to.url, strings.NewReader(`{"message":"ping"}`))
+				req.Header.Set("Authorization", "Bearer "+to.key)
 				resp, err := hc.Do(req)
 				if err != nil {
 					b.Error(err)

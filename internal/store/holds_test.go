@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,12 +25,18 @@ type holdsWorld struct {
 
 func newHoldsWorld(t *testing.T, balance, budget agentd.Micros) *holdsWorld {
 	t.Helper()
-	ctx := context.Background()
-	db, err := Open(ctx, storetest.Postgres(t), Options{MaxConns: 2})
+	db, err := Open(context.Background(), storetest.Postgres(t), Options{MaxConns: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
+	return newHoldsWorldOn(t, db, balance, budget)
+}
+
+// newHoldsWorldOn is newHoldsWorld on db.
+func newHoldsWorldOn(t *testing.T, db *DB, balance, budget agentd.Micros) *holdsWorld {
+	t.Helper()
+	ctx := context.Background()
 	w := &holdsWorld{t: t, ctx: ctx, db: db, org: newOrg(t, db, "acme", balance),
 		budget: agentd.Budget{Set: true, Limit: budget, Period: agentd.PeriodDaily}}
 	k := &agentd.Key{ID: agentd.NewID("key"), OrgID: w.org.ID, Name: "k", Owner: "alice", Prefix: "agd_x", Hash: agentd.NewID("h"),
@@ -116,6 +123,79 @@ func (w *holdsWorld) check() []string {
 }
 
 const never = int64(1) << 62
+
+// TestPostgresHoldBatches: the holds of one writer batch come out as if taken one
+// at a time in order, whether they all fit (one statement per table takes them) or
+// some limit runs short on the way (hold by hold): exactly the affordable ones are
+// taken, each refusal names what was left, and held matches the rows.
+func TestPostgresHoldBatches(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		balance, budget agentd.Micros
+		spent           agentd.Micros // charged to the key today before the batch
+		key             bool
+		n               int
+		taken           int
+		short           Shortfall
+	}{
+		{name: "all fit", balance: 1000, budget: 1000, key: true, n: 20, taken: 20},
+		{name: "all fit without key", balance: 200, budget: 1, n: 20, taken: 20},
+		{name: "balance short", balance: 95, budget: 1000, n: 10, taken: 9, short: Shortfall{Available: 5}},
+		{name: "balance short with key", balance: 95, budget: 1000, key: true, n: 10, taken: 9, short: Shortfall{Available: 5}},
+		{name: "key budget short", balance: 1000, budget: 95, key: true, n: 10, taken: 9, short: Shortfall{KeyBudget: true, Available: 5}},
+		{name: "spending counts", balance: 2000, budget: 1000, spent: 950, key: true, n: 10, taken: 5, short: Shortfall{KeyBudget: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newHoldsWorldOn(t, batchingDB(t), tc.balance, tc.budget)
+			day := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+			if tc.spent > 0 {
+				if err := w.charge(tc.spent, day, ""); err != nil {
+					t.Fatal(err)
+				}
+			}
+			exps := expectations(w.db, tc.n)
+			res := make([]HoldResult, tc.n)
+			errs := make([]error, tc.n)
+			var wg sync.WaitGroup
+			for i := range tc.n {
+				h := &Hold{ID: agentd.NewID("hold"), OrgID: w.org.ID, Amount: 10, Created: 1, Expires: never}
+				if tc.key {
+					h.KeyID = w.key
+				}
+				wg.Go(func() {
+					errs[i] = exps[i].TxRecords(w.ctx, func(tx *Tx) error {
+						res[i] = HoldResult{}
+						tx.TakeHoldLater(w.ctx, h, PeriodDays{Daily: "2026-11-28"}, &res[i])
+						return nil
+					})
+				})
+			}
+			wg.Wait()
+			taken := 0
+			for i := range tc.n {
+				switch {
+				case errs[i] != nil || res[i].Err != nil:
+					t.Errorf("hold %d: %v, %v", i, errs[i], res[i].Err)
+				case res[i].Short == nil:
+					taken++
+				case *res[i].Short != tc.short:
+					t.Errorf("hold %d refused with %+v, want %+v", i, *res[i].Short, tc.short)
+				}
+			}
+			if taken != tc.taken {
+				t.Errorf("%d of %d holds taken, want %d", taken, tc.n, tc.taken)
+			}
+			keyHeld := agentd.Micros(0)
+			if tc.key {
+				keyHeld = agentd.Micros(10 * tc.taken)
+			}
+			w.want(tc.balance-tc.spent, agentd.Micros(10*tc.taken), tc.taken, keyHeld)
+			if problems := w.check(); len(problems) != 0 {
+				t.Errorf("check: %q", problems)
+			}
+		})
+	}
+}
 
 // TestPostgresHolds: the hold SQL — conditional takes and grows that refuse
 // without leaving anything behind, the key's budget counted from billing's first
