@@ -71,15 +71,7 @@ func (db *DB) Idempotent(ctx context.Context, orgID, keyID, idemKey string, now 
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
-	if err == nil && db.w != nil && db.w.durable != nil {
-		// Another replica's writer may have committed the record a moment before
-		// making it durable: a replay must not answer with what a crash could lose.
-		err = db.flushWAL(ctx)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return r, nil
+	return r, err
 }
 
 // putIdempotent stores a finished run's result under its key, replacing an

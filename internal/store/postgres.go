@@ -182,12 +182,7 @@ func openPostgres(ctx context.Context, dsn string, opts Options, now func() time
 		}
 		return db, nil
 	}
-	// The writer commits without waiting for the WAL flush, so that the writers'
-	// lock is not held through it, and makes each batch durable afterwards, before
-	// any caller hears of it (DB.flushWAL).
-	wcfg := cfg.Copy()
-	wcfg.RuntimeParams["synchronous_commit"] = "off"
-	write := stdlib.OpenDB(*wcfg)
+	write := stdlib.OpenDB(*cfg)
 	write.SetMaxOpenConns(1)
 	write.SetMaxIdleConns(1)
 	closeAll = append(closeAll, write)
@@ -195,30 +190,9 @@ func openPostgres(ctx context.Context, dsn string, opts Options, now func() time
 	if err := db.migrate(ctx); err != nil {
 		return nil, err
 	}
-	if err := db.flushWAL(ctx); err != nil {
-		return nil, err
-	}
-	db.w = newWriter(write, db.d, db.n, opts.MaxBatch, opts.MaxWait, db.flushWAL)
+	db.w = newWriter(write, db.d, db.n, opts.MaxBatch, opts.MaxWait)
 	n.listen(cfg.Copy(), db.listening.Store)
 	return db, nil
-}
-
-// flushWAL returns once everything committed so far is durable. The writer's
-// connection commits asynchronously; a transaction that writes WAL and commits
-// synchronously on another connection flushes the log up to its own commit record,
-// which follows every commit before it. A connection cut on the way is retried
-// on another, since the flush is harmless to repeat.
-func (db *DB) flushWAL(ctx context.Context) error {
-	var err error
-	for range 3 {
-		if _, err = db.read.ExecContext(ctx, `SELECT pg_logical_emit_message(true, 'agentd', '')`); err == nil {
-			return nil
-		}
-		if !db.d.isStorage(err) {
-			break
-		}
-	}
-	return fmt.Errorf("make the batch durable: %w", err)
 }
 
 // lockMigrations takes the session advisory lock that serializes migrations across

@@ -195,7 +195,7 @@ func Open(ctx context.Context, dsn string, opts Options) (_ *DB, err error) {
 		write.Close()
 		return nil, err
 	}
-	db.w = newWriter(write, db.d, db.n, opts.MaxBatch, opts.MaxWait, nil)
+	db.w = newWriter(write, db.d, db.n, opts.MaxBatch, opts.MaxWait)
 	return db, nil
 }
 

@@ -38,9 +38,6 @@ type writer struct {
 	maxBatch int
 	maxWait  time.Duration
 	expected atomic.Int64 // writes announced (Expect) but not yet queued
-	// durable, when set, is called after each commit and before any caller hears
-	// of it: the connection commits without waiting for the log flush (PostgreSQL).
-	durable func(context.Context) error
 
 	mu     sync.RWMutex // guards closed against sends racing close
 	closed bool
@@ -50,16 +47,14 @@ type writer struct {
 
 var reqPool = sync.Pool{New: func() any { return &writeReq{done: make(chan error, 1)} }}
 
-// newWriter starts the writer of db. With durable, commits do not wait for the
-// log flush; durable makes them durable (writer.durable).
-func newWriter(db *sql.DB, d dialect, n *notifier, maxBatch int, maxWait time.Duration, durable func(context.Context) error) *writer {
+func newWriter(db *sql.DB, d dialect, n *notifier, maxBatch int, maxWait time.Duration) *writer {
 	if maxBatch <= 0 {
 		maxBatch = 256
 	}
 	if maxWait <= 0 {
 		maxWait = time.Millisecond
 	}
-	w := &writer{db: db, d: d, n: n, stmts: newStmtCache(db), queue: make(chan *writeReq, 4096), maxBatch: maxBatch, maxWait: maxWait, stop: make(chan struct{}), durable: durable}
+	w := &writer{db: db, d: d, n: n, stmts: newStmtCache(db), queue: make(chan *writeReq, 4096), maxBatch: maxBatch, maxWait: maxWait, stop: make(chan struct{})}
 	w.wg.Add(1)
 	go w.loop()
 	return w
@@ -306,11 +301,7 @@ func (w *writer) tryBatch(batch []*writeReq) bool {
 	if len(t.deferred.runs)+len(t.deferred.settles)+len(t.deferred.holds) == 0 {
 		return false
 	}
-	err := t.deferred.writeBatch(context.Background(), w.db, w.d)
-	if err == nil {
-		err = w.flush() // committed: a failure now is told, never rerun
-	}
-	if err != nil {
+	if err := t.deferred.writeBatch(context.Background(), w.db, w.d); err != nil {
 		if errors.Is(err, errFlush) {
 			return false
 		}
@@ -411,9 +402,6 @@ func (w *writer) tryPlain(batch []*writeReq, deferring, grow bool) (_ []*writeRe
 		tx.Rollback()
 		return batch, nil, -1, fmt.Errorf("commit: %w", err)
 	}
-	if err := w.flush(); err != nil {
-		return batch, nil, -1, err
-	}
 	for _, r := range batch {
 		for _, h := range r.hooks {
 			h()
@@ -500,23 +488,12 @@ func (w *writer) try(batch []*writeReq) (errs []error, broken bool, cause error)
 		tx.Rollback()
 		return fill(errs, fmt.Errorf("commit: %w", err)), false, nil
 	}
-	if err := w.flush(); err != nil {
-		return fill(errs, err), false, nil
-	}
 	for _, r := range batch {
 		for _, h := range r.hooks {
 			h()
 		}
 	}
 	return errs, false, nil
-}
-
-// flush makes what the writer committed durable (writer.durable).
-func (w *writer) flush() error {
-	if w.durable == nil {
-		return nil
-	}
-	return w.durable(context.Background())
 }
 
 func fill(errs []error, err error) []error {

@@ -3,9 +3,7 @@
 -- turns) collide with no other replica's, so they are written first, while another
 -- replica's writer may hold the lock; then, under the lock, the rows every replica
 -- writes: organizations' balances and holds, keys' holds, the daily rollups and
--- agents' statistics, and the batch's holds. The lock is held for that part only,
--- since the writer's connection commits without waiting for the log flush
--- (store.DB.flushWAL).
+-- agents' statistics, and the batch's holds.
 CREATE OR REPLACE FUNCTION agentd_write_batch(
     p_lock BIGINT,
     p2 TEXT[],
