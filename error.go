@@ -27,6 +27,8 @@ const (
 	EInsufficientQuota Code = "insufficient_quota"  // 402
 	ERateLimited       Code = "rate_limited"        // 429
 	EInferenceFailed   Code = "inference_failed"    // 500
+	EUpstream          Code = "upstream_error"      // 502: the model provider failed or refused agentd
+	EUpstreamTimeout   Code = "upstream_timeout"    // 504: the model provider did not answer in time
 	EUnavailable       Code = "unavailable"         // 503
 	EInternal          Code = "internal"            // 500
 
@@ -39,7 +41,7 @@ const (
 var Codes = []Code{
 	EInvalid, EBadRequest, EModelUnavailable, EAlreadyExists, EUnauthenticated, EForbidden, ENotFound,
 	EMethodNotAllowed, EConflict, ESessionBusy, EPayloadTooLarge, EHeaderTooLarge, EInsufficientQuota,
-	ERateLimited, EInferenceFailed, EUnavailable, EInternal, ENotImplemented, EVersionNotSupported,
+	ERateLimited, EInferenceFailed, EUpstream, EUpstreamTimeout, EUnavailable, EInternal, ENotImplemented, EVersionNotSupported,
 }
 
 // Error is an error meant for the client: Code picks the status, Message is safe to

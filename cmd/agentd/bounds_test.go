@@ -1089,14 +1089,14 @@ func TestUntrustedProviderUsage(t *testing.T) {
 	for _, stream := range []bool{false, true} {
 		status, _, body := rawCall(t, "POST", s.URL+"/v1/chat/completions", s.Key, nil,
 			fmt.Sprintf(`{"model":"agent/huge_in","messages":[{"role":"user","content":"count"}],"stream":%v}`, stream))
-		// OpenAI's envelope: a 500 before the first byte, an error chunk and [DONE]
+		// OpenAI's envelope: a 502 before the first byte, an error chunk and [DONE]
 		// after it.
-		failure := `{"error":{"code":"inference_failed","message":"inference failed; nothing was charged"`
+		failure := `{"error":{"class":"upstream_error","code":"upstream_error","message":"inference failed: model huge_in failed (impossible usage reported); nothing was charged"`
 		if stream {
 			if status != 200 || !strings.Contains(string(body), "data: "+failure) || !strings.HasSuffix(strings.TrimSpace(string(body)), "data: [DONE]") {
 				t.Errorf("streamed chat completion with 2^62 tokens: %d %s", status, body)
 			}
-		} else if status != 500 || !strings.HasPrefix(string(body), failure) {
+		} else if status != 502 || !strings.HasPrefix(string(body), failure) {
 			t.Errorf("chat completion with 2^62 tokens: %d %s", status, body)
 		}
 	}

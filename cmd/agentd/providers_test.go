@@ -80,6 +80,10 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `{"id":"chatcmpl-1","object":"chat.completion","created":1741569952,"model":"echo-slow","choices":[{"index":0,"message":{"role":"assistant","content":%s},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":3,"total_tokens":13}}`, reply)
 		return
 	}
+	if model == "hangs" {
+		<-r.Context().Done() // never answers: the caller's deadline ends it
+		return
+	}
 	switch {
 	case status == 200 && anthropic:
 		fmt.Fprintf(w, `{"id":"msg_01XFDUDYJgAACzvnptvVoYEL","type":"message","role":"assistant","content":[{"type":"text","text":"Claude says hi (%s)"}],"model":%q,"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":31,"output_tokens":7}}`, model, model)
@@ -88,6 +92,12 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 	case anthropic:
 		w.WriteHeader(status)
 		fmt.Fprint(w, `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"},"request_id":"req_011CSHoEeqs5C35K2UUqR7Fy"}`)
+	case status == 400:
+		w.WriteHeader(status)
+		fmt.Fprint(w, `{"error":{"message":"Invalid value for 'top_logprobs': must be between 0 and 20 (sent by key sk-proj-abcdefghij).","type":"invalid_request_error","param":"top_logprobs","code":"integer_above_max_value"}}`)
+	case status == 401:
+		w.WriteHeader(status)
+		fmt.Fprint(w, `{"error":{"message":"Incorrect API key provided: sk-upstr*****cret. You can find your API key at https://platform.openai.com/account/api-keys.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}`)
 	case status == 429:
 		w.Header().Set("Retry-After-Ms", "20")
 		w.WriteHeader(status)

@@ -120,6 +120,8 @@ var statuses = map[agentd.Code]int{
 	agentd.EInsufficientQuota: http.StatusPaymentRequired,
 	agentd.ERateLimited:       http.StatusTooManyRequests,
 	agentd.EInferenceFailed:   http.StatusInternalServerError,
+	agentd.EUpstream:          http.StatusBadGateway,
+	agentd.EUpstreamTimeout:   http.StatusGatewayTimeout,
 	agentd.EUnavailable:       http.StatusServiceUnavailable,
 	agentd.EInternal:          http.StatusInternalServerError,
 
@@ -139,7 +141,7 @@ func Status(code agentd.Code) int {
 // else is internal, logged with a request id that the client gets instead.
 func (s *Server) publicError(r *http.Request, err error) *agentd.Error {
 	var e *agentd.Error
-	if errors.As(err, &e) {
+	if errors.As(honest(err, false), &e) {
 		return e
 	}
 	id := agentd.NewID("req")
@@ -172,6 +174,37 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("Retry-After", strconv.Itoa(ra))
 	}
 	writeJSON(w, status, body)
+}
+
+// inferenceCodes is the code a failed inference is answered with, by the class
+// of its cause (run.Class*). The OpenAI-compatible routes answer every class so;
+// NuGen's run route keeps its documented 500 inference_failed, the class in the
+// body, except for the request's own faults, which are 400 there too.
+var inferenceCodes = map[string]agentd.Code{
+	run.ClassInvalidRequest: agentd.EBadRequest,
+	run.ClassContextLength:  agentd.EBadRequest,
+	run.ClassProviderAuth:   agentd.EUpstream,
+	run.ClassProviderQuota:  agentd.EUpstream,
+	run.ClassRateLimited:    agentd.ERateLimited,
+	run.ClassTimeout:        agentd.EUpstreamTimeout,
+	run.ClassUpstream:       agentd.EUpstream,
+}
+
+// honest returns err with the code the class of a failed inference gives it:
+// for every class when all, else only for the request's own faults.
+func honest(err error, all bool) error {
+	var e *agentd.Error
+	if !errors.As(err, &e) || e.Code != agentd.EInferenceFailed {
+		return err
+	}
+	class, _ := e.Fields["class"].(string)
+	code, ok := inferenceCodes[class]
+	if !ok || (!all && code != agentd.EBadRequest) {
+		return err
+	}
+	c := *e
+	c.Code = code
+	return &c
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) error {

@@ -115,7 +115,7 @@ func TestStatusTable(t *testing.T) {
 		agentd.EInvalid: 422, agentd.EBadRequest: 400, agentd.EModelUnavailable: 400, agentd.EAlreadyExists: 400,
 		agentd.EUnauthenticated: 401, agentd.EForbidden: 403, agentd.ENotFound: 404, agentd.EMethodNotAllowed: 405,
 		agentd.EConflict: 409, agentd.ESessionBusy: 409, agentd.EPayloadTooLarge: 413, agentd.EHeaderTooLarge: 431,
-		agentd.EInsufficientQuota: 402, agentd.ERateLimited: 429, agentd.EInferenceFailed: 500,
+		agentd.EInsufficientQuota: 402, agentd.ERateLimited: 429, agentd.EInferenceFailed: 500, agentd.EUpstream: 502, agentd.EUpstreamTimeout: 504,
 		agentd.ENotImplemented: 501, agentd.EVersionNotSupported: 505, agentd.EUnavailable: 503, agentd.EInternal: 500,
 	}
 	for _, code := range agentd.Codes {

@@ -98,6 +98,8 @@ var openAITypes = map[agentd.Code]string{
 	agentd.EConflict:          "conflict_error",
 	agentd.ESessionBusy:       "conflict_error",
 	agentd.EInferenceFailed:   "server_error",
+	agentd.EUpstream:          "server_error",
+	agentd.EUpstreamTimeout:   "server_error",
 	agentd.EUnavailable:       "server_error",
 	agentd.EInternal:          "server_error",
 
@@ -179,6 +181,12 @@ func toOpenAIError(err error) openAIFailure {
 			code, param = "context_length_exceeded", "messages"
 		}
 	}
+	if class, ok := e.Fields["class"].(string); ok && e.Code != agentd.ERateLimited {
+		code = class // a failed inference: its cause's class (run.Class*)
+		if class == run.ClassContextLength {
+			param = "messages"
+		}
+	}
 	var coded *openAICoded
 	if errors.As(err, &coded) {
 		code = coded.code
@@ -228,6 +236,7 @@ func violationText(vs []agentd.Violation) string {
 // openAIError is err as an OpenAI client may see it. Internal errors are logged
 // with a request id, which the client gets instead of the cause.
 func (s *Server) openAIError(r *http.Request, err error) openAIFailure {
+	err = honest(err, true)
 	e := s.publicError(r, err)
 	if Status(e.Code) >= 500 && e.Code != agentd.EInternal {
 		s.Log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "code", string(e.Code), "err", err)
@@ -667,7 +676,11 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, c *chatCall,
 			return err
 		}
 		f := s.openAIError(r, err)
-		b, _ := json.Marshal(map[string]any{"error": map[string]any{"message": f.body["message"], "type": f.body["type"], "code": f.body["code"]}})
+		ev := map[string]any{"message": f.body["message"], "type": f.body["type"], "code": f.body["code"]}
+		if id, ok := f.body["run_id"]; ok {
+			ev["run_id"], ev["class"] = id, f.body["class"]
+		}
+		b, _ := json.Marshal(map[string]any{"error": ev})
 		st.event("", b)
 		st.event("", []byte("[DONE]"))
 		return nil

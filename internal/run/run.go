@@ -95,9 +95,6 @@ type Runner struct {
 	Log      *slog.Logger
 }
 
-// errInference is what a client sees when the model failed; the cause is logged.
-var errInference = &agentd.Error{Code: agentd.EInferenceFailed, Message: "inference failed; nothing was charged"}
-
 // ErrClientGone ends a streamed run whose client went away: what was generated
 // has been charged and recorded, and there is nobody to answer.
 var ErrClientGone = errors.New("run: the client went away mid-stream")
@@ -398,7 +395,7 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 			r.Log.Error("record failed run", "run_id", row.RunID, "err", err)
 		}
 		r.Log.Warn("inference failed", "run_id", row.RunID, "agent", row.AgentName, "model", m.ID, "err", out.err)
-		return nil, errInference
+		return nil, inferenceError(out.err, m, row.RunID)
 	}
 
 	resp := out.resp
@@ -431,11 +428,14 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 
 // validUsage refuses token counts a model cannot have produced: negative ones, or
 // more than its context window and its output limit together.
+// errImpossibleUsage marks usage that the model cannot have produced.
+var errImpossibleUsage = errors.New("run: impossible provider usage")
+
 func validUsage(u llm.Usage, m *catalog.Model) error {
 	limit := m.ContextWindow + m.MaxOutputTokens
 	if u.InputTokens < 0 || u.OutputTokens < 0 || u.InputTokens > limit || u.OutputTokens > limit || u.InputTokens+u.OutputTokens > limit {
-		return fmt.Errorf("run: provider usage of %d input and %d output tokens is impossible for model %s (context window %d, output limit %d)",
-			u.InputTokens, u.OutputTokens, m.ID, m.ContextWindow, m.MaxOutputTokens)
+		return fmt.Errorf("%w: %d input and %d output tokens for model %s (context window %d, output limit %d)",
+			errImpossibleUsage, u.InputTokens, u.OutputTokens, m.ID, m.ContextWindow, m.MaxOutputTokens)
 	}
 	return nil
 }
