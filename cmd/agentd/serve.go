@@ -302,7 +302,7 @@ func buildCatalog(cfg *config.Config) *catalog.Catalog {
 			})
 		case config.KindAnthropic:
 			providers[p.Name] = anthropic.New(anthropic.Options{
-				BaseURL: p.BaseURL, APIKey: p.APIKey, Version: p.AnthropicVersion, Headers: p.Headers,
+				BaseURL: p.BaseURL, APIKey: p.APIKey, Version: p.AnthropicVersion, Headers: p.Headers, DropParams: p.DropParams,
 			})
 		case config.KindOffline:
 			providers[p.Name] = providers[config.OfflineProvider]

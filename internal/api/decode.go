@@ -16,16 +16,24 @@ import (
 // reporting malformed JSON and wrong types as 422 in FastAPI's shape. Unknown fields
 // are tolerated: real NuGen clients send extra keys.
 func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
-	body := http.MaxBytesReader(w, r.Body, s.MaxBodyBytes)
-	data, err := io.ReadAll(body)
+	data, err := s.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	return decodeJSON(data, v)
+}
+
+// readBody reads the request body, enforcing the body size limit (413).
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.MaxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return agentd.Errorf(agentd.EPayloadTooLarge, "request body is larger than %d bytes", s.MaxBodyBytes)
+			return nil, agentd.Errorf(agentd.EPayloadTooLarge, "request body is larger than %d bytes", s.MaxBodyBytes)
 		}
-		return agentd.Errorf(agentd.EBadRequest, "reading request body: %v", err)
+		return nil, agentd.Errorf(agentd.EBadRequest, "reading request body: %v", err)
 	}
-	return decodeJSON(data, v)
+	return data, nil
 }
 
 // decodeJSON unmarshals data into v with 422 errors for every way it can fail.

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -260,8 +261,9 @@ func (s *Server) writeOpenAIError(w http.ResponseWriter, r *http.Request, err er
 	writeJSON(w, f.status, map[string]any{"error": f.body})
 }
 
-// chatRequest is a chat completion request as OpenAI's clients send it. Fields it
-// does not name (top_p, user, stop, seed, …) are ignored.
+// chatRequest is a chat completion request as OpenAI's clients send it: the
+// fields agentd takes itself. The others (top_p, user, stop, seed, …) go to the
+// model (chatParams).
 type chatRequest struct {
 	Model         *string       `json:"model"`
 	Messages      []chatMessage `json:"messages"`
@@ -300,6 +302,35 @@ type chatCall struct {
 	maxTokensField string // the field that set maxTokens, for errors about it
 	stream         bool
 	includeUsage   bool
+	params         []llm.Param // the rest of the body, for the model (chatParams)
+}
+
+// chatHandled are the fields of a chat request that agentd takes itself; every
+// other field is passed to the model as sent (chatParams). parallel_tool_calls
+// is among them because without tools, which agentd refuses, it asks nothing.
+var chatHandled = map[string]bool{
+	"model": true, "messages": true, "stream": true, "stream_options": true,
+	"temperature": true, "max_tokens": true, "max_completion_tokens": true, "n": true,
+	"tools": true, "tool_choice": true, "functions": true, "function_call": true,
+	"response_format": true, "parallel_tool_calls": true,
+}
+
+// chatParams are the fields of a chat request body that agentd does not take
+// itself, by name, with their JSON as sent; a null is no value.
+func chatParams(data []byte) ([]llm.Param, error) {
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(data, &all); err != nil {
+		return nil, agentd.Invalid("JSON decode error: "+err.Error(), "json_invalid", "body")
+	}
+	var params []llm.Param
+	for name, v := range all {
+		if chatHandled[name] || string(v) == "null" {
+			continue
+		}
+		params = append(params, llm.Param{Name: name, Value: v})
+	}
+	slices.SortFunc(params, func(a, b llm.Param) int { return strings.Compare(a.Name, b.Name) })
+	return params, nil
 }
 
 // unsupported is the 400 of a feature agentd does not offer.
@@ -470,8 +501,21 @@ func (c *chatCall) hash(sessionID string) string {
 		MaxTokens   *int        `json:"max_tokens"`
 		Stream      bool        `json:"stream"`
 		Session     string      `json:"session"`
-	}{"openai.chat", model, msgs, c.temperature, c.maxTokens, c.stream, sessionID})
+		Params      [][2]string `json:"params,omitempty"`
+	}{"openai.chat", model, msgs, c.temperature, c.maxTokens, c.stream, sessionID, paramPairs(c.params)})
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// paramPairs are params as name/value pairs, for the request hash.
+func paramPairs(params []llm.Param) [][2]string {
+	if len(params) == 0 {
+		return nil
+	}
+	pairs := make([][2]string, len(params))
+	for i, p := range params {
+		pairs[i] = [2]string{p.Name, string(p.Value)}
+	}
+	return pairs
 }
 
 // runError puts an error of the run in the call's terms: an unknown agent is an
@@ -562,17 +606,24 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, p *agen
 	if err != nil {
 		return err
 	}
+	data, err := s.readBody(w, r)
+	if err != nil {
+		return err
+	}
 	var body chatRequest
-	if err := s.decode(w, r, &body); err != nil {
+	if err := decodeJSON(data, &body); err != nil {
 		return err
 	}
 	c, err := body.call(s.MaxMessageChars)
 	if err != nil {
 		return err
 	}
+	if c.params, err = chatParams(data); err != nil {
+		return err
+	}
 	req := &run.Request{
 		Principal: p, AgentName: c.agent, Messages: c.messages,
-		Temperature: c.temperature, MaxTokens: c.maxTokens, SessionID: sid,
+		Temperature: c.temperature, MaxTokens: c.maxTokens, Params: c.params, SessionID: sid,
 		IdempotencyKey: idem, RequestHash: c.hash(sid),
 	}
 	if c.agent == "" {

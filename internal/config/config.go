@@ -155,6 +155,9 @@ type Provider struct {
 	MaxTokensField string `yaml:"max_tokens_field"`
 	// AnthropicVersion is the anthropic-version header (default 2023-06-01).
 	AnthropicVersion string `yaml:"anthropic_version"`
+	// DropParams (kind anthropic) drops the client parameters the provider cannot
+	// take instead of refusing the request with a 400 naming them.
+	DropParams bool `yaml:"drop_params"`
 }
 
 // Retry shapes the backoff between attempts: exponential from InitialBackoff,
@@ -520,6 +523,9 @@ func (c *Config) Validate() error {
 		}
 		if p.MaxRetries != nil && (*p.MaxRetries < 0 || *p.MaxRetries > 10) {
 			bad("providers[%d] %q: max_retries must be between 0 and 10", i, p.Name)
+		}
+		if p.DropParams && p.Kind != KindAnthropic {
+			bad("providers[%d] %q: drop_params is for kind anthropic (kind %s passes every parameter on)", i, p.Name, p.Kind)
 		}
 		if p.MaxTokensField != "max_tokens" && p.MaxTokensField != "max_completion_tokens" {
 			bad("providers[%d] %q: max_tokens_field %q: want max_tokens or max_completion_tokens", i, p.Name, p.MaxTokensField)

@@ -33,6 +33,38 @@ type Request struct {
 	Messages    []Message
 	Temperature float64
 	MaxTokens   int
+	// Params are the client's other parameters, passed on as it sent them.
+	Params []Param
+}
+
+// Param is a request parameter passed on as the client sent it: its name in
+// OpenAI's API (stop, seed, top_p, …, or any field agentd does not know) and its
+// JSON value, verbatim. An adapter sends those its API takes, translated where
+// its API names them otherwise; a Provider that cannot take one implements
+// ParamChecker, so that the caller refuses the request before any call.
+type Param struct {
+	Name  string
+	Value []byte // JSON, never null
+}
+
+// ParamChecker is implemented by providers that cannot take every Param.
+type ParamChecker interface {
+	// CheckParams returns a *ParamError for the first param it cannot take.
+	CheckParams(params []Param) error
+}
+
+// ParamError is a parameter a provider cannot take, or a value it cannot take for it.
+type ParamError struct {
+	Param  string
+	Kind   string // the provider's kind: "anthropic", "offline"
+	Reason string // why, when not simply unsupported
+}
+
+func (e *ParamError) Error() string {
+	if e.Reason != "" {
+		return fmt.Sprintf("parameter %q: %s", e.Param, e.Reason)
+	}
+	return fmt.Sprintf("parameter %q is not supported by %s models", e.Param, e.Kind)
 }
 
 // Sources of usage numbers.

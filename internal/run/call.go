@@ -43,7 +43,7 @@ type attempt struct {
 // first piece delivered is the commit point: after it nothing is retried and a
 // failure ends the call. It returns the response, the attempt that answered (or
 // the last one tried), and the error of the last try.
-func (r *Runner) call(ctx context.Context, plan []attempt, messages []llm.Message, temperature float64, emit func(string) error) *callResult {
+func (r *Runner) call(ctx context.Context, plan []attempt, messages []llm.Message, temperature float64, params []llm.Param, emit func(string) error) *callResult {
 	out := &callResult{}
 	var send func(string) error
 	if emit != nil {
@@ -60,7 +60,7 @@ func (r *Runner) call(ctx context.Context, plan []attempt, messages []llm.Messag
 		a := &plan[i]
 		out.used = a
 		m := a.model
-		req := &llm.Request{Model: m.UpstreamModel, Messages: messages, Temperature: temperature, MaxTokens: a.maxTokens}
+		req := &llm.Request{Model: m.UpstreamModel, Messages: messages, Temperature: temperature, MaxTokens: a.maxTokens, Params: params}
 		for try := 0; ; try++ {
 			resp, err := r.once(ctx, m, req, send)
 			out.resp, out.err = resp, err

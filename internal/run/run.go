@@ -39,7 +39,11 @@ type Request struct {
 	// MaxTokens within the agent's (or model's) limit.
 	Temperature *float64
 	MaxTokens   *int
-	SessionID   string // "" for a stateless run
+	// Params are the client's other parameters (OpenAI-compatible calls), passed
+	// to the model as sent; a model of the chain that cannot take one refuses the
+	// run before anything is held.
+	Params    []llm.Param
+	SessionID string // "" for a stateless run
 	// Emit, when set, makes the run stream: each piece of the reply is passed to it
 	// as it arrives. An error from Emit ends the run.
 	Emit func(text string) error
@@ -307,6 +311,9 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkParams(t.model, req.Params); err != nil {
+		return nil, err
+	}
 	// The lease covers history load to turn write, so turns of one session see each
 	// other in order.
 	var turn *session.Turn
@@ -331,7 +338,7 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 	defer write.Cancel()
 
 	callCtx, cancel := context.WithTimeout(ctx, r.Timeout)
-	out := r.call(callCtx, pp.plan, pp.pr.Messages, t.temperature, req.Emit)
+	out := r.call(callCtx, pp.plan, pp.pr.Messages, t.temperature, req.Params, req.Emit)
 	cancel()
 	m := out.used.model
 
@@ -467,6 +474,31 @@ func partialUsage(out *callResult, m *catalog.Model) agentd.Usage {
 		text = out.resp.Text
 	}
 	return agentd.Usage{InputTokens: out.used.inputTokens, OutputTokens: m.Count(text), Source: agentd.UsageEstimated}
+}
+
+// checkParams refuses params that a model of m's chain cannot take: the run
+// would fail there, or a fallback would answer without them.
+func checkParams(m *catalog.Model, params []llm.Param) error {
+	if len(params) == 0 {
+		return nil
+	}
+	for _, f := range m.Chain() {
+		c, ok := f.Provider.(llm.ParamChecker)
+		if !ok {
+			continue
+		}
+		var pe *llm.ParamError
+		if err := c.CheckParams(params); errors.As(err, &pe) {
+			msg := fmt.Sprintf("%s (model %s, provider %s)", pe.Error(), f.ID, f.ProviderName)
+			if f != m {
+				msg = fmt.Sprintf("%s (model %s, provider %s, a fallback of %s)", pe.Error(), f.ID, f.ProviderName, m.ID)
+			}
+			return agentd.Invalid(msg, "unsupported_parameter", "body", pe.Param)
+		} else if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // planFor lists the models that may answer a prompt for m: m itself, then each

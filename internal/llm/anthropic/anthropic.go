@@ -48,6 +48,10 @@ type Options struct {
 	// cannot replace x-api-key, anthropic-version or Content-Type, which have
 	// their own fields.
 	Headers map[string]string
+	// DropParams drops the client parameters the Messages API cannot take instead
+	// of refusing the request (CheckParams); an operator's choice, as LiteLLM's
+	// drop_params.
+	DropParams bool
 	// Client sends the requests. nil: a client of its own, pooling up to 256 idle
 	// connections, with no overall timeout — the context bounds each call, and a
 	// stream may rightly last minutes.
@@ -63,9 +67,13 @@ type Provider struct {
 	// requests share one read-only map.
 	clone  bool
 	client *http.Client
+	drop   bool // Options.DropParams
 }
 
-var _ llm.Provider = (*Provider)(nil)
+var (
+	_ llm.Provider     = (*Provider)(nil)
+	_ llm.ParamChecker = (*Provider)(nil)
+)
 
 // New returns a Provider for opts.
 func New(opts Options) *Provider {
@@ -100,7 +108,7 @@ func New(opts Options) *Provider {
 			ExpectContinueTimeout: time.Second,
 		}}
 	}
-	return &Provider{url: strings.TrimRight(base, "/") + "/v1/messages", header: h, clone: clone, client: client}
+	return &Provider{url: strings.TrimRight(base, "/") + "/v1/messages", header: h, clone: clone, client: client, drop: opts.DropParams}
 }
 
 // Complete sends req and returns the whole reply.
@@ -170,12 +178,67 @@ func (p *Provider) post(ctx context.Context, req *llm.Request, stream bool) (*ht
 
 // The request body.
 type request struct {
-	Model       string  `json:"model"`
-	MaxTokens   int     `json:"max_tokens"`
-	System      string  `json:"system,omitempty"`
-	Messages    []turn  `json:"messages"`
-	Temperature float64 `json:"temperature"`
-	Stream      bool    `json:"stream,omitempty"`
+	Model         string    `json:"model"`
+	MaxTokens     int       `json:"max_tokens"`
+	System        string    `json:"system,omitempty"`
+	Messages      []turn    `json:"messages"`
+	Temperature   float64   `json:"temperature"`
+	TopP          *float64  `json:"top_p,omitempty"`
+	StopSequences []string  `json:"stop_sequences,omitempty"`
+	Metadata      *metadata `json:"metadata,omitempty"`
+	Stream        bool      `json:"stream,omitempty"`
+}
+
+type metadata struct {
+	UserID string `json:"user_id"`
+}
+
+// CheckParams implements llm.ParamChecker: the Messages API takes OpenAI's stop
+// (as stop_sequences), top_p and user (as metadata.user_id); with DropParams the
+// rest are dropped, else refused.
+func (p *Provider) CheckParams(params []llm.Param) error {
+	var r request
+	for _, prm := range params {
+		if err := apply(&r, prm); err != nil {
+			if !p.drop || err.Reason != "" {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// apply sets what prm asks on r, or says why it cannot.
+func apply(r *request, prm llm.Param) *llm.ParamError {
+	bad := func(why string) *llm.ParamError {
+		return &llm.ParamError{Param: prm.Name, Kind: "anthropic", Reason: why}
+	}
+	switch prm.Name {
+	case "stop":
+		var one string
+		if json.Unmarshal(prm.Value, &one) == nil {
+			r.StopSequences = []string{one}
+			return nil
+		}
+		if json.Unmarshal(prm.Value, &r.StopSequences) != nil {
+			return bad("must be a string or a list of strings")
+		}
+	case "top_p":
+		var v float64
+		if json.Unmarshal(prm.Value, &v) != nil || v < 0 || v > 1 {
+			return bad("must be a number between 0 and 1")
+		}
+		r.TopP = &v
+	case "user":
+		var v string
+		if json.Unmarshal(prm.Value, &v) != nil {
+			return bad("must be a string")
+		}
+		r.Metadata = &metadata{UserID: v}
+	default:
+		return &llm.ParamError{Param: prm.Name, Kind: "anthropic"}
+	}
+	return nil
 }
 
 type turn struct {
@@ -232,6 +295,9 @@ func encode(req *llm.Request, stream bool) ([]byte, error) {
 		return nil, permanent("anthropic: the request has no user message")
 	}
 	r.System = system.String()
+	for _, prm := range req.Params {
+		apply(&r, prm) // CheckParams has refused what cannot be sent; the rest is dropped
+	}
 	return json.Marshal(&r)
 }
 

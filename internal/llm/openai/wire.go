@@ -169,6 +169,12 @@ func encode(req *llm.Request, stream, completionTokens bool) (*bytes.Buffer, err
 		}
 		b = strconv.AppendInt(b, int64(req.MaxTokens), 10)
 	}
+	for _, p := range req.Params { // the client's own, verbatim: this is its API
+		b = append(b, ',')
+		b = appendString(b, p.Name)
+		b = append(b, ':')
+		b = append(b, p.Value...)
+	}
 	if stream {
 		b = append(b, `,"stream":true,"stream_options":{"include_usage":true}`...)
 	}

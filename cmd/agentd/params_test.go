@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/shared"
+
+	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/client"
+)
+
+// TestParamsReachTheModel: every parameter an OpenAI SDK sends reaches the model,
+// or the request is refused with a 400 that names it and the provider. An
+// OpenAI-compatible upstream gets each as sent, unknown fields included, whole
+// and streamed, for a catalog model and an agent; an Anthropic one gets what its
+// API calls them; a provider with drop_params drops what it cannot take.
+func TestParamsReachTheModel(t *testing.T) {
+	u := newUpstream(t, nil)
+	cfg := fmt.Sprintf(`
+providers:
+  - {name: compat, kind: openai, base_url: %[1]s/v1, api_key_env: UPSTREAM_KEY}
+  - {name: claude, kind: anthropic, base_url: %[1]s, api_key_env: ANTHROPIC_KEY}
+  - {name: lenient, kind: anthropic, base_url: %[1]s, api_key_env: ANTHROPIC_KEY, drop_params: true}
+models:
+  - {id: gpt-test, provider: compat, upstream_model: gpt-params, context_window: 8192, max_output_tokens: 512, price: {input: 1, output: 1}}
+  - {id: claude-test, provider: claude, upstream_model: claude-params, context_window: 8192, max_output_tokens: 512, price: {input: 1, output: 1}}
+  - {id: claude-lenient, provider: lenient, upstream_model: claude-lenient, context_window: 8192, max_output_tokens: 512, price: {input: 1, output: 1}}
+  - {id: gpt-falls, provider: compat, upstream_model: gpt-falls, context_window: 8192, max_output_tokens: 512, price: {input: 1, output: 1}, fallbacks: [claude-test]}
+`, u.URL)
+	s := startServer(t, cfg, providerEnv)
+	op := s.client(s.Key)
+	ctx := context.Background()
+	if _, err := op.GrantCredits(ctx, agentd.DefaultOrgName, 100); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := op.CreateAgent(ctx, client.AgentSpec{Name: client.Ptr("params_bot"), Description: client.Ptr("t"),
+		Model: client.Ptr("gpt-test"), MaxToken: client.Ptr(64)}); err != nil {
+		t.Fatal(err)
+	}
+	oc := newOpenAI(s, s.Key)
+	lastBody := func(model string) map[string]any {
+		t.Helper()
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		bodies := u.bodies[model]
+		if len(bodies) == 0 {
+			t.Fatalf("upstream %s got no request", model)
+		}
+		return bodies[len(bodies)-1]
+	}
+	asJSON := func(v any) string { b, _ := json.Marshal(v); return string(b) }
+
+	// Every parameter of OpenAI's API that agentd does not take itself, through
+	// the SDK's own fields, and one it does not know (extra fields).
+	params := func(model string) openai.ChatCompletionNewParams {
+		p := chatParams(model, openai.UserMessage("hi"))
+		p.Stop = openai.ChatCompletionNewParamsStopUnion{OfStringArray: []string{"\n\n", "END"}}
+		p.Seed = openai.Int(42)
+		p.TopP = openai.Float(0.5)
+		p.FrequencyPenalty = openai.Float(0.25)
+		p.PresencePenalty = openai.Float(-0.5)
+		p.LogitBias = map[string]int64{"50256": -100}
+		p.Logprobs = openai.Bool(true)
+		p.TopLogprobs = openai.Int(3)
+		p.User = openai.String("end-user-7")
+		p.Metadata = shared.Metadata{"team": "search"}
+		p.Store = openai.Bool(false)
+		p.ServiceTier = openai.ChatCompletionNewParamsServiceTierFlex
+		p.ReasoningEffort = shared.ReasoningEffortLow
+		p.SetExtraFields(map[string]any{"prediction_hint": map[string]any{"k": []int{1, 2}}})
+		return p
+	}
+	want := map[string]string{
+		"stop": `["\n\n","END"]`, "seed": `42`, "top_p": `0.5`, "frequency_penalty": `0.25`, "presence_penalty": `-0.5`,
+		"logit_bias": `{"50256":-100}`, "logprobs": `true`, "top_logprobs": `3`, "user": `"end-user-7"`,
+		"metadata": `{"team":"search"}`, "store": `false`, "service_tier": `"flex"`, "reasoning_effort": `"low"`,
+		"prediction_hint": `{"k":[1,2]}`,
+	}
+	for _, tc := range []struct{ name, model string }{{"catalog model", "gpt-test"}, {"agent", "agent/params_bot"}} {
+		for _, stream := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s stream=%v", tc.name, stream), func(t *testing.T) {
+				if stream {
+					if _, err := streamChat(t, oc, params(tc.model)); err != nil {
+						t.Fatal(err)
+					}
+				} else if _, err := oc.Chat.Completions.New(ctx, params(tc.model)); err != nil {
+					t.Fatal(err)
+				}
+				body := lastBody("gpt-params")
+				for name, w := range want {
+					if got := asJSON(body[name]); got != w {
+						t.Errorf("upstream got %s = %s, want %s", name, got, w)
+					}
+				}
+				if stream && body["stream"] != true {
+					t.Errorf("stream = %v, want true", body["stream"])
+				}
+			})
+		}
+	}
+
+	t.Run("anthropic translates what it can take", func(t *testing.T) {
+		p := chatParams("claude-test", openai.UserMessage("hi"))
+		p.Stop = openai.ChatCompletionNewParamsStopUnion{OfString: openai.String("END")}
+		p.TopP = openai.Float(0.5)
+		p.User = openai.String("end-user-7")
+		if _, err := oc.Chat.Completions.New(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		body := lastBody("claude-params")
+		if got := asJSON([]any{body["stop_sequences"], body["top_p"], body["metadata"], body["stop"], body["user"]}); got != `[["END"],0.5,{"user_id":"end-user-7"},null,null]` {
+			t.Errorf("anthropic upstream got stop_sequences, top_p, metadata, stop, user = %s", got)
+		}
+	})
+
+	t.Run("a parameter a provider cannot take is a 400 naming both", func(t *testing.T) {
+		before := u.count("claude-params") + u.count("gpt-falls")
+		for _, tc := range []struct {
+			model, says string
+		}{
+			{"claude-test", `parameter "seed" is not supported by anthropic models (model claude-test, provider claude)`},
+			{"gpt-falls", `parameter "seed" is not supported by anthropic models (model claude-test, provider claude, a fallback of gpt-falls)`},
+		} {
+			p := chatParams(tc.model, openai.UserMessage("hi"))
+			p.Seed = openai.Int(42)
+			_, err := oc.Chat.Completions.New(ctx, p)
+			e := wantAPIError(t, err, 400, "invalid_request_error", "unsupported_parameter")
+			if e.Param != "seed" || !strings.Contains(e.Message, tc.says) {
+				t.Errorf("%s: param %q, message %q; want seed, %q", tc.model, e.Param, e.Message, tc.says)
+			}
+		}
+		p := chatParams("claude-test", openai.UserMessage("hi"))
+		p.TopP = openai.Float(7)
+		_, err := oc.Chat.Completions.New(ctx, p)
+		if e := wantAPIError(t, err, 400, "invalid_request_error", "unsupported_parameter"); e.Param != "top_p" || !strings.Contains(e.Message, "between 0 and 1") {
+			t.Errorf("top_p 7: %q %q", e.Param, e.Message)
+		}
+		if after := u.count("claude-params") + u.count("gpt-falls"); after != before {
+			t.Errorf("refused requests reached the upstream: %d calls, want %d", after, before)
+		}
+	})
+
+	t.Run("drop_params drops what the provider cannot take", func(t *testing.T) {
+		p := chatParams("claude-lenient", openai.UserMessage("hi"))
+		p.Seed = openai.Int(42)
+		p.TopP = openai.Float(0.5)
+		if _, err := oc.Chat.Completions.New(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		body := lastBody("claude-lenient")
+		if _, ok := body["seed"]; ok || body["top_p"] != 0.5 {
+			t.Errorf("lenient upstream got %s", asJSON(body))
+		}
+	})
+
+	t.Run("the offline model refuses log probabilities", func(t *testing.T) {
+		p := chatParams("offline", openai.UserMessage("hi"))
+		p.Logprobs = openai.Bool(true)
+		_, err := oc.Chat.Completions.New(ctx, p)
+		if e := wantAPIError(t, err, 400, "invalid_request_error", "unsupported_parameter"); e.Param != "logprobs" {
+			t.Errorf("param %q", e.Param)
+		}
+		p = chatParams("offline", openai.UserMessage("hi"))
+		p.Seed, p.User = openai.Int(1), openai.String("u")
+		if _, err := oc.Chat.Completions.New(ctx, p, option.WithHeader("X-Test", "1")); err != nil {
+			t.Errorf("seed and user on the offline model: %v", err)
+		}
+	})
+}
