@@ -318,16 +318,21 @@ var chatHandled = map[string]bool{
 // chatParams are the fields of a chat request body that agentd does not take
 // itself, by name, with their JSON as sent; a null is no value.
 func chatParams(data []byte) ([]llm.Param, error) {
-	var all map[string]json.RawMessage
-	if err := json.Unmarshal(data, &all); err != nil {
-		return nil, agentd.Invalid("JSON decode error: "+err.Error(), "json_invalid", "body")
-	}
 	var params []llm.Param
-	for name, v := range all {
-		if chatHandled[name] || string(v) == "null" {
-			continue
+	err := topFields(data, func(name, v []byte) {
+		if chatHandled[string(name)] || string(v) == "null" {
+			return
 		}
-		params = append(params, llm.Param{Name: name, Value: v})
+		for i := range params {
+			if params[i].Name == string(name) { // a repeated member: the last wins, as in decoding
+				params[i].Value = v
+				return
+			}
+		}
+		params = append(params, llm.Param{Name: string(name), Value: v})
+	})
+	if err != nil {
+		return nil, agentd.Invalid("JSON decode error: "+err.Error(), "json_invalid", "body")
 	}
 	slices.SortFunc(params, func(a, b llm.Param) int { return strings.Compare(a.Name, b.Name) })
 	return params, nil

@@ -383,3 +383,26 @@ func FuzzChatRequest(f *testing.F) {
 		noSilentReplacement(t, body, decoded...)
 	})
 }
+
+// BenchmarkChatParams is what finding the parameters to pass on adds to a chat
+// completion request: a second parse of the body's top level.
+//
+//	go test ./internal/api -run XXX -bench ChatParams
+func BenchmarkChatParams(b *testing.B) {
+	msgs := `"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"` + strings.Repeat("word ", 200) + `"}]`
+	for _, tc := range []struct{ name, body string }{
+		{"plain", `{"model":"gpt-4o-mini",` + msgs + `,"temperature":0.2,"max_tokens":64}`},
+		{"six params", `{"model":"gpt-4o-mini",` + msgs + `,"temperature":0.2,"max_tokens":64,"top_p":0.9,"stop":["\n\n"],"seed":7,"user":"u-1","metadata":{"team":"search"},"store":false}`},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			data := []byte(tc.body)
+			b.ReportAllocs()
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				if _, err := chatParams(data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
