@@ -373,6 +373,18 @@ func TestOpenAICompatible(t *testing.T) {
 		if page.Object != "list" || page.Data[0].JSON.ExtraFields["provider"].Raw() == "" {
 			t.Errorf("list %s", page.RawJSON())
 		}
+		// One model: a catalog model, an agent (by any spelling of its name), or 404.
+		for id, want := range map[string]string{"gpt-test": "gpt-test agentd", "agent/support_bot": "agent/support_bot " + agentd.DefaultOrgName,
+			"agent/Support Bot": "agent/support_bot " + agentd.DefaultOrgName} {
+			m, err := oc.Models.Get(ctx, id)
+			if err != nil || m.ID+" "+m.OwnedBy != want || m.Object != "model" {
+				t.Errorf("GET /v1/models/%s: %v %+v, want %s", id, err, m, want)
+			}
+		}
+		for _, id := range []string{"gpt-9", "agent/nobody", "agent/!!"} {
+			_, err := oc.Models.Get(ctx, id)
+			wantAPIError(t, err, 404, "not_found_error", "model_not_found")
+		}
 		// agents:read or run may list; usage alone may not.
 		op := s.client(s.Key)
 		for scope, status := range map[string]int{"agents:read": 200, "run": 200, "usage": 403} {

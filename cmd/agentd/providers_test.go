@@ -219,12 +219,16 @@ func TestRealProviders(t *testing.T) {
 	t.Run("models/base lists the catalog", func(t *testing.T) {
 		var out struct {
 			Models []struct {
-				ID            string   `json:"id"`
-				Provider      string   `json:"provider"`
-				ContextWindow int      `json:"context_window"`
-				Tokenizer     string   `json:"tokenizer"`
-				Fallbacks     []string `json:"fallbacks"`
-				Price         struct {
+				ID             string   `json:"id"`
+				ModelID        string   `json:"model_id"`
+				ModelName      string   `json:"model_name"`
+				InferenceReady bool     `json:"inference_ready"`
+				Type           string   `json:"type"`
+				Provider       string   `json:"provider"`
+				ContextWindow  int      `json:"context_window"`
+				Tokenizer      string   `json:"tokenizer"`
+				Fallbacks      []string `json:"fallbacks"`
+				Price          struct {
 					Input, Output float64
 				} `json:"price"`
 			} `json:"models"`
@@ -234,6 +238,9 @@ func TestRealProviders(t *testing.T) {
 		}
 		got := map[string]string{}
 		for _, m := range out.Models {
+			if m.ModelID != m.ID || m.ModelName == "" || !m.InferenceReady || m.Type != "chat" {
+				t.Errorf("%s: model_id %q, model_name %q, inference_ready %v, type %q", m.ID, m.ModelID, m.ModelName, m.InferenceReady, m.Type)
+			}
 			got[m.ID] = fmt.Sprintf("%s %d %s %v %v/%v", m.Provider, m.ContextWindow, m.Tokenizer, m.Fallbacks, m.Price.Input, m.Price.Output)
 		}
 		want := map[string]string{

@@ -260,8 +260,15 @@ func (s *Server) deleteAgent(w http.ResponseWriter, r *http.Request, p *agentd.P
 
 // modelInfo describes a catalog model.
 type modelInfo struct {
-	ID              string    `json:"id"`
-	Name            string    `json:"name"`
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// ModelID, ModelName, InferenceReady and Type are the fields NuGen's own
+	// clients read: the id and name again, whether it answers now (every catalog
+	// model is served), and "chat" (every model is a chat model).
+	ModelID         string    `json:"model_id"`
+	ModelName       string    `json:"model_name"`
+	InferenceReady  bool      `json:"inference_ready"`
+	Type            string    `json:"type"`
 	BaseModel       string    `json:"base_model"`
 	Description     string    `json:"description"`
 	Provider        string    `json:"provider"`
@@ -297,7 +304,8 @@ func (s *Server) models() []modelInfo {
 			fallbacks = append(fallbacks, f.ID)
 		}
 		out = append(out, modelInfo{
-			ID: m.ID, Name: name, BaseModel: m.ID, Description: desc, Provider: m.ProviderName,
+			ID: m.ID, Name: name, ModelID: m.ID, ModelName: name, InferenceReady: true, Type: "chat",
+			BaseModel: m.ID, Description: desc, Provider: m.ProviderName,
 			Tokenizer: m.Tokenizer, Fallbacks: fallbacks,
 			ContextWindow: m.ContextWindow, MaxOutputTokens: m.MaxOutputTokens,
 			Price: modelCost{Input: json.Number(m.Price.InputPerM.String()), Output: json.Number(m.Price.OutputPerM.String())},

@@ -783,6 +783,36 @@ type openAIModel struct {
 	BaseModel string `json:"base_model,omitempty"`
 }
 
+// getModel is GET /v1/models/{id}: a catalog model, or agent/<name> for an active
+// agent of the caller's organization; else 404 model_not_found.
+func (s *Server) getModel(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
+	id := r.PathValue("id")
+	if name, ok := strings.CutPrefix(id, agentModelPrefix); ok {
+		n := agentd.NormalizeName(name)
+		if n == "" {
+			return modelNotFound(id)
+		}
+		a, err := s.Agents.Get(r.Context(), p, n)
+		if agentd.ErrorCode(err) == agentd.ENotFound {
+			return modelNotFound(id)
+		}
+		if err != nil {
+			return err
+		}
+		owner := p.OrgName
+		if owner == "" {
+			owner = "agentd"
+		}
+		return writeJSON(w, http.StatusOK, openAIModel{ID: agentModelPrefix + a.Name, Object: "model", Created: a.CreatedAt.Unix(),
+			OwnedBy: owner, AgentID: a.ID, BaseModel: a.Version.Model})
+	}
+	m, err := s.Catalog.Model(id)
+	if err != nil {
+		return modelNotFound(id)
+	}
+	return writeJSON(w, http.StatusOK, openAIModel{ID: m.ID, Object: "model", Created: s.Clock.Now().Unix(), OwnedBy: "agentd", Provider: m.ProviderName})
+}
+
 // listModels is GET /v1/models: the catalog's models, then the caller's
 // organization's active agents as "agent/<name>". Catalog models have no creation
 // time of their own: theirs is the time of the request. Agents are read a page at

@@ -57,6 +57,7 @@ func (s *Server) routes(mux handleFuncer) {
 	mux.HandleFunc("POST /v1/chat/completions", s.withOpenAI(s.chatCompletions, agentd.ScopeRun))
 	mux.HandleFunc("POST /api/v3/inference/chat/completions", s.withOpenAI(s.chatCompletions, agentd.ScopeRun))
 	mux.HandleFunc("GET /v1/models", s.withOpenAI(s.listModels, agentd.ScopeAgentsRead, agentd.ScopeRun))
+	mux.HandleFunc("GET /v1/models/{id...}", s.withOpenAI(s.getModel, agentd.ScopeAgentsRead, agentd.ScopeRun))
 	mux.HandleFunc("/v1/", s.openAINoRoute(mux))
 	mux.HandleFunc("/v1", s.openAINoRoute(mux))
 }
