@@ -159,6 +159,37 @@ models:
 		}
 	})
 
+	t.Run("structured output", func(t *testing.T) {
+		format := func(model string) openai.ChatCompletionNewParams {
+			p := chatParams(model, openai.UserMessage("hi"))
+			p.ResponseFormat = openai.ChatCompletionNewParamsResponseFormatUnion{OfJSONSchema: &shared.ResponseFormatJSONSchemaParam{
+				JSONSchema: shared.ResponseFormatJSONSchemaJSONSchemaParam{Name: "answer", Strict: openai.Bool(true),
+					Schema: map[string]any{"type": "object", "properties": map[string]any{"n": map[string]any{"type": "integer"}}}}}}
+			return p
+		}
+		if _, err := oc.Chat.Completions.New(ctx, format("gpt-test")); err != nil {
+			t.Fatal(err)
+		}
+		if got := asJSON(lastBody("gpt-params")["response_format"]); got != `{"json_schema":{"name":"answer","schema":{"properties":{"n":{"type":"integer"}},"type":"object"},"strict":true},"type":"json_schema"}` {
+			t.Errorf("openai upstream got response_format %s", got)
+		}
+		for model, says := range map[string]string{
+			"claude-test": `parameter "response_format" is not supported by anthropic models (model claude-test, provider claude)`,
+			"offline":     `parameter "response_format": the offline model answers from demonstrations and cannot promise JSON`,
+		} {
+			_, err := oc.Chat.Completions.New(ctx, format(model))
+			if e := wantAPIError(t, err, 400, "invalid_request_error", "unsupported_parameter"); e.Param != "response_format" || !strings.Contains(e.Message, says) {
+				t.Errorf("%s: %q %q, want %q", model, e.Param, e.Message, says)
+			}
+		}
+		// Plain text is what every model gives: asked for, it is not passed on.
+		p := chatParams("claude-test", openai.UserMessage("hi"))
+		p.ResponseFormat = openai.ChatCompletionNewParamsResponseFormatUnion{OfText: &shared.ResponseFormatTextParam{}}
+		if _, err := oc.Chat.Completions.New(ctx, p); err != nil {
+			t.Errorf("text response_format on anthropic: %v", err)
+		}
+	})
+
 	t.Run("the offline model refuses log probabilities", func(t *testing.T) {
 		p := chatParams("offline", openai.UserMessage("hi"))
 		p.Logprobs = openai.Bool(true)

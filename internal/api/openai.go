@@ -312,7 +312,7 @@ var chatHandled = map[string]bool{
 	"model": true, "messages": true, "stream": true, "stream_options": true,
 	"temperature": true, "max_tokens": true, "max_completion_tokens": true, "n": true,
 	"tools": true, "tool_choice": true, "functions": true, "function_call": true,
-	"response_format": true, "parallel_tool_calls": true,
+	"parallel_tool_calls": true,
 }
 
 // chatParams are the fields of a chat request body that agentd does not take
@@ -322,6 +322,9 @@ func chatParams(data []byte) ([]llm.Param, error) {
 	err := topFields(data, func(name, v []byte) {
 		if chatHandled[string(name)] || string(v) == "null" {
 			return
+		}
+		if string(name) == "response_format" && textFormat(v) {
+			return // plain text, what every model gives unasked
 		}
 		for i := range params {
 			if params[i].Name == string(name) { // a repeated member: the last wins, as in decoding
@@ -374,10 +377,13 @@ func (req *chatRequest) call(maxChars int) (*chatCall, error) {
 		return nil, unsupported("tool_choice is not supported: agents are text in, text out", "tool_choice")
 	case given(req.FunctionCall) && string(req.FunctionCall) != `"none"`:
 		return nil, unsupported("function_call is not supported: agents are text in, text out", "function_call")
-	case given(req.ResponseFormat) && !textFormat(req.ResponseFormat):
-		return nil, unsupported("response_format is not supported: replies are plain text", "response_format")
 	case req.N != nil && *req.N != 1:
 		return nil, unsupported("n must be 1: agentd returns one choice", "n")
+	}
+	if given(req.ResponseFormat) {
+		if err := checkResponseFormat(req.ResponseFormat); err != nil {
+			return nil, err
+		}
 	}
 	if t := req.Temperature; t != nil && (*t < 0 || *t > 2) {
 		return nil, agentd.Invalid("temperature must be between 0 and 2", "less_than_equal", "body", "temperature")
@@ -415,11 +421,42 @@ func (req *chatRequest) call(maxChars int) (*chatCall, error) {
 }
 
 // textFormat reports whether a response_format asks for plain text.
-func textFormat(raw json.RawMessage) bool {
+func textFormat(raw []byte) bool {
 	var f struct {
 		Type string `json:"type"`
 	}
 	return json.Unmarshal(raw, &f) == nil && f.Type == "text"
+}
+
+// checkResponseFormat refuses a response_format that no provider would take:
+// OpenAI's three types, and json_schema with a name and an object schema. What
+// the model makes of it is the provider's (it is passed on as sent).
+func checkResponseFormat(raw json.RawMessage) error {
+	var f struct {
+		Type       *string `json:"type"`
+		JSONSchema *struct {
+			Name   *string         `json:"name"`
+			Schema json.RawMessage `json:"schema"`
+		} `json:"json_schema"`
+	}
+	if raw[0] != '{' || json.Unmarshal(raw, &f) != nil {
+		return agentd.Invalid("Input should be an object", "model_attributes_type", "body", "response_format")
+	}
+	switch {
+	case f.Type == nil:
+		return agentd.Invalid("Field required", "missing", "body", "response_format", "type")
+	case *f.Type == "text", *f.Type == "json_object":
+		return nil
+	case *f.Type != "json_schema":
+		return agentd.Invalid("Input should be 'text', 'json_object' or 'json_schema'", "literal_error", "body", "response_format", "type")
+	case f.JSONSchema == nil:
+		return agentd.Invalid("Field required", "missing", "body", "response_format", "json_schema")
+	case f.JSONSchema.Name == nil || *f.JSONSchema.Name == "":
+		return agentd.Invalid("Field required", "missing", "body", "response_format", "json_schema", "name")
+	case given(f.JSONSchema.Schema) && f.JSONSchema.Schema[0] != '{':
+		return agentd.Invalid("Input should be an object", "model_attributes_type", "body", "response_format", "json_schema", "schema")
+	}
+	return nil
 }
 
 // message converts the i-th message: system and developer messages are system

@@ -244,12 +244,14 @@ var _ llm.ParamChecker = (*Model)(nil)
 // CheckParams implements llm.ParamChecker. The offline model is deterministic:
 // sampling parameters (seed, top_p, penalties, logit_bias, stop, …) and labels
 // (user, metadata, store, service_tier) change nothing in its answer, so they are
-// taken; what it cannot give — log probabilities — is refused.
+// taken; what it cannot give — log probabilities, JSON on demand — is refused.
 func (m *Model) CheckParams(params []llm.Param) error {
 	for _, p := range params {
 		switch v := string(p.Value); {
 		case p.Name == "logprobs" && v != "false", p.Name == "top_logprobs" && v != "0":
 			return &llm.ParamError{Param: p.Name, Kind: "offline", Reason: "the offline model has no log probabilities to return"}
+		case p.Name == "response_format":
+			return &llm.ParamError{Param: p.Name, Kind: "offline", Reason: "the offline model answers from demonstrations and cannot promise JSON"}
 		}
 	}
 	return nil
