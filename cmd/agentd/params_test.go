@@ -204,3 +204,111 @@ models:
 		}
 	})
 }
+
+// TestCompletions: text completions through the chat path, with the official SDK:
+// the prompt is the user message the upstream gets (after an agent's fixed part),
+// the reply comes back as text_completion, whole and streamed, at /v1 and at
+// NuGen's inference path; what a chat cannot do is refused by name.
+func TestCompletions(t *testing.T) {
+	u := newUpstream(t, nil)
+	cfg := fmt.Sprintf(`
+providers:
+  - {name: compat, kind: openai, base_url: %[1]s/v1, api_key_env: UPSTREAM_KEY}
+models:
+  - {id: gpt-test, provider: compat, upstream_model: gpt-complete, context_window: 8192, max_output_tokens: 512, price: {input: 1, output: 1}}
+`, u.URL)
+	s := startServer(t, cfg, providerEnv)
+	op := s.client(s.Key)
+	ctx := context.Background()
+	if _, err := op.GrantCredits(ctx, agentd.DefaultOrgName, 100); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := op.CreateAgent(ctx, client.AgentSpec{Name: client.Ptr("writer"), Description: client.Ptr("t"),
+		Model: client.Ptr("gpt-test"), MaxToken: client.Ptr(64), Instructions: client.Ptr("Write tersely.")}); err != nil {
+		t.Fatal(err)
+	}
+	oc := newOpenAI(s, s.Key)
+	last := func() map[string]any {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		b := u.bodies["gpt-complete"]
+		return b[len(b)-1]
+	}
+	asJSON := func(v any) string { b, _ := json.Marshal(v); return string(b) }
+
+	res, err := oc.Completions.New(ctx, openai.CompletionNewParams{Model: "gpt-test",
+		Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("Once upon a time")}, TopP: openai.Float(0.5)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Object != "text_completion" || len(res.Choices) != 1 || res.Choices[0].Text != "Upstream says hi (gpt-complete)" ||
+		res.Choices[0].FinishReason != "stop" || res.Usage.PromptTokens != 42 || res.Usage.CompletionTokens != 8 || !strings.HasPrefix(res.ID, "cmpl-run-") {
+		t.Errorf("completion %s", res.RawJSON())
+	}
+	body := last()
+	if got := asJSON([]any{body["messages"], body["max_tokens"], body["top_p"]}); got != `[[{"content":"Once upon a time","role":"user"}],16,0.5]` {
+		t.Errorf("upstream got messages, max_tokens, top_p = %s", got)
+	}
+
+	// An agent: its fixed part first; its own reply limit.
+	if _, err := oc.Completions.New(ctx, openai.CompletionNewParams{Model: "agent/writer",
+		Prompt: openai.CompletionNewParamsPromptUnion{OfArrayOfStrings: []string{"a haiku"}}}); err != nil {
+		t.Fatal(err)
+	}
+	body = last()
+	if got := asJSON([]any{body["messages"], body["max_tokens"]}); got != `[[{"content":"Write tersely.","role":"system"},{"content":"a haiku","role":"user"}],64]` {
+		t.Errorf("agent completion: upstream got %s", got)
+	}
+
+	// Streamed: text pieces, then the finish reason, then the usage.
+	stream := oc.Completions.NewStreaming(ctx, openai.CompletionNewParams{Model: "gpt-test",
+		Prompt:        openai.CompletionNewParamsPromptUnion{OfString: openai.String("Once")},
+		StreamOptions: openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}})
+	var text, finish string
+	var usage openai.CompletionUsage
+	for stream.Next() {
+		ch := stream.Current()
+		if ch.Object != "text_completion" {
+			t.Errorf("chunk %s", ch.RawJSON())
+		}
+		for _, c := range ch.Choices {
+			text += c.Text
+			if c.FinishReason != "" {
+				finish = string(c.FinishReason)
+			}
+		}
+		if ch.Usage.TotalTokens > 0 {
+			usage = ch.Usage
+		}
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if text != "Upstream says hi (gpt-complete)" || finish != "stop" || usage.TotalTokens == 0 {
+		t.Errorf("stream: %q, finish %q, usage %+v", text, finish, usage)
+	}
+
+	// NuGen's path answers the same.
+	status, _, raw := rawCall(t, "POST", s.URL+"/api/v3/inference/completions", s.Key, nil, `{"model":"gpt-test","prompt":"hi","max_tokens":5}`)
+	if status != 200 || jsonField(string(raw), "object") != "text_completion" || !strings.Contains(string(raw), `"text":"Upstream says hi (gpt-complete)"`) {
+		t.Errorf("NuGen completions: %d %s", status, raw)
+	}
+
+	for _, tc := range []struct{ body, param string }{
+		{`{"model":"gpt-test","prompt":["a","b"]}`, "prompt"},
+		{`{"model":"gpt-test","prompt":[[1,2,3]]}`, "prompt.[0]"},
+		{`{"model":"gpt-test"}`, "prompt"},
+		{`{"model":"gpt-test","prompt":"x","n":2}`, "n"},
+		{`{"model":"gpt-test","prompt":"x","echo":true}`, "echo"},
+		{`{"model":"gpt-test","prompt":"x","suffix":"y"}`, "suffix"},
+		{`{"model":"gpt-test","prompt":"x","logprobs":2}`, "logprobs"},
+		{`{"model":"gpt-test","prompt":"x","max_tokens":0}`, "max_tokens"},
+	} {
+		status, _, raw := rawCall(t, "POST", s.URL+"/v1/completions", s.Key, nil, tc.body)
+		var e struct{ Error struct{ Param *string } }
+		json.Unmarshal(raw, &e)
+		if status != 400 || e.Error.Param == nil || *e.Error.Param != tc.param {
+			t.Errorf("%s: %d %s, want 400 naming %s", tc.body, status, raw, tc.param)
+		}
+	}
+}

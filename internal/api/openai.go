@@ -10,6 +10,7 @@ package api
 // API gives its code (except validation: 400, as OpenAI's clients expect).
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -263,7 +264,7 @@ func (s *Server) writeOpenAIError(w http.ResponseWriter, r *http.Request, err er
 
 // chatRequest is a chat completion request as OpenAI's clients send it: the
 // fields agentd takes itself. The others (top_p, user, stop, seed, …) go to the
-// model (chatParams).
+// model (bodyParams).
 type chatRequest struct {
 	Model         *string       `json:"model"`
 	Messages      []chatMessage `json:"messages"`
@@ -302,11 +303,12 @@ type chatCall struct {
 	maxTokensField string // the field that set maxTokens, for errors about it
 	stream         bool
 	includeUsage   bool
-	params         []llm.Param // the rest of the body, for the model (chatParams)
+	params         []llm.Param // the rest of the body, for the model (bodyParams)
+	api            string      // for the request hash: "" (chat) or "openai.completion"
 }
 
 // chatHandled are the fields of a chat request that agentd takes itself; every
-// other field is passed to the model as sent (chatParams). parallel_tool_calls
+// other field is passed to the model as sent (bodyParams). parallel_tool_calls
 // is among them because without tools, which agentd refuses, it asks nothing.
 var chatHandled = map[string]bool{
 	"model": true, "messages": true, "stream": true, "stream_options": true,
@@ -315,12 +317,12 @@ var chatHandled = map[string]bool{
 	"parallel_tool_calls": true,
 }
 
-// chatParams are the fields of a chat request body that agentd does not take
-// itself, by name, with their JSON as sent; a null is no value.
-func chatParams(data []byte) ([]llm.Param, error) {
+// bodyParams are the fields of a request body that are not handled, by name,
+// with their JSON as sent; a null is no value.
+func bodyParams(data []byte, handled map[string]bool) ([]llm.Param, error) {
 	var params []llm.Param
 	err := topFields(data, func(name, v []byte) {
-		if chatHandled[string(name)] || string(v) == "null" {
+		if handled[string(name)] || string(v) == "null" {
 			return
 		}
 		if string(name) == "response_format" && textFormat(v) {
@@ -544,7 +546,7 @@ func (c *chatCall) hash(sessionID string) string {
 		Stream      bool        `json:"stream"`
 		Session     string      `json:"session"`
 		Params      [][2]string `json:"params,omitempty"`
-	}{"openai.chat", model, msgs, c.temperature, c.maxTokens, c.stream, sessionID, paramPairs(c.params)})
+	}{cmp.Or(c.api, "openai.chat"), model, msgs, c.temperature, c.maxTokens, c.stream, sessionID, paramPairs(c.params)})
 	return hex.EncodeToString(h.Sum(nil))
 }
 
@@ -640,28 +642,54 @@ func extensionOf(res *run.Result) chatExtension {
 
 // chatCompletions is POST /v1/chat/completions.
 func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
-	sid, err := sessionID(r)
+	var body chatRequest
+	c, err := s.readCall(w, r, &body, chatHandled, func() (*chatCall, error) { return body.call(s.MaxMessageChars) })
 	if err != nil {
 		return err
+	}
+	res, err := s.answer(w, r, p, c, func() streamShape { return newChatStream(s, c) })
+	if res == nil {
+		return err // an error, or a stream that has been answered
+	}
+	return writeJSON(w, http.StatusOK, &chatCompletion{
+		ID: "chatcmpl-" + res.RunID, Object: "chat.completion", Created: res.Created / 1_000_000, Model: c.model,
+		Choices: []chatChoice{{Message: chatReply{Role: llm.RoleAssistant, Content: res.Response}, FinishReason: finishReason(res.FinishReason)}},
+		Usage:   usageOf(res), Agentd: extensionOf(res),
+	})
+}
+
+// readCall decodes the request body into body and makes it a call (toCall), with
+// the fields handled does not name as the parameters passed on.
+func (s *Server) readCall(w http.ResponseWriter, r *http.Request, body any, handled map[string]bool, toCall func() (*chatCall, error)) (*chatCall, error) {
+	data, err := s.readBody(w, r)
+	if err != nil {
+		return nil, err
+	}
+	if err := decodeJSON(data, body); err != nil {
+		return nil, err
+	}
+	c, err := toCall()
+	if err != nil {
+		return nil, err
+	}
+	if c.params, err = bodyParams(data, handled); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// answer runs call c for p, with the request's session and Idempotency-Key.
+// Streamed, it answers in events of the shape made by shape and returns no
+// result; else it returns the result (a replay marked in the headers) for the
+// caller to write, or the error in the call's terms.
+func (s *Server) answer(w http.ResponseWriter, r *http.Request, p *agentd.Principal, c *chatCall, shape func() streamShape) (*run.Result, error) {
+	sid, err := sessionID(r)
+	if err != nil {
+		return nil, err
 	}
 	idem, err := idempotencyKey(r)
 	if err != nil {
-		return err
-	}
-	data, err := s.readBody(w, r)
-	if err != nil {
-		return err
-	}
-	var body chatRequest
-	if err := decodeJSON(data, &body); err != nil {
-		return err
-	}
-	c, err := body.call(s.MaxMessageChars)
-	if err != nil {
-		return err
-	}
-	if c.params, err = chatParams(data); err != nil {
-		return err
+		return nil, err
 	}
 	req := &run.Request{
 		Principal: p, AgentName: c.agent, Messages: c.messages,
@@ -670,25 +698,21 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, p *agen
 	}
 	if c.agent == "" {
 		if _, err := s.Catalog.Model(c.model); err != nil {
-			return modelNotFound(c.model)
+			return nil, modelNotFound(c.model)
 		}
 		req.Model = c.model
 	}
 	if c.stream {
-		return s.streamChat(w, r, c, req)
+		return nil, s.streamChat(w, r, c, req, shape())
 	}
 	res, err := s.Runner.Run(r.Context(), req)
 	if err != nil {
-		return c.runError(err)
+		return nil, c.runError(err)
 	}
 	if res.Replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
-	return writeJSON(w, http.StatusOK, &chatCompletion{
-		ID: "chatcmpl-" + res.RunID, Object: "chat.completion", Created: res.Created / 1_000_000, Model: c.model,
-		Choices: []chatChoice{{Message: chatReply{Role: llm.RoleAssistant, Content: res.Response}, FinishReason: finishReason(res.FinishReason)}},
-		Usage:   usageOf(res), Agentd: extensionOf(res),
-	})
+	return res, nil
 }
 
 type chatChunk struct {
@@ -716,44 +740,80 @@ type chatDelta struct {
 	Content *string `json:"content,omitempty"`
 }
 
-// streamChat answers a call as chat.completion.chunk events: the assistant role
-// with the first piece, one chunk per piece, a chunk with the finish reason, with
-// stream_options.include_usage a chunk with the usage, then [DONE]. An error before
-// the first byte keeps its status; after it, an error event ends the stream.
-func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, c *chatCall, req *run.Request) error {
-	// The run id is known only when the run ends; the chunks share an id of their
-	// own, and the last ones carry the run id in their agentd extension.
-	base := chatChunk{ID: agentd.NewID("chatcmpl"), Object: "chat.completion.chunk", Created: s.Clock.Now().Unix(), Model: c.model}
+// streamShape makes the events of a streamed answer: chat.completion.chunk
+// (chatStream) or text_completion (completions.go).
+type streamShape interface {
+	// piece is an event with text; first is set for the first one.
+	piece(text string, first bool) any
+	// finish is the event with the finish reason and agentd's extension.
+	finish(reason string, x *chatExtension) any
+	// usage is the last event, with stream_options.include_usage.
+	usage(u chatUsage, x *chatExtension) any
+}
+
+// chatStream is streamShape for chat completions: the assistant role with the
+// first piece, one chunk per piece, a chunk with the finish reason, with
+// stream_options.include_usage a chunk with the usage. The chunks share an id of
+// their own: the run id is known only when the run ends, and the last ones carry
+// it in their agentd extension.
+type chatStream struct{ base chatChunk }
+
+func newChatStream(s *Server, c *chatCall) *chatStream {
+	cs := &chatStream{base: chatChunk{ID: agentd.NewID("chatcmpl"), Object: "chat.completion.chunk", Created: s.Clock.Now().Unix(), Model: c.model}}
 	if c.includeUsage {
-		base.Usage = json.RawMessage("null")
+		cs.base.Usage = json.RawMessage("null")
 	}
+	return cs
+}
+
+func (cs *chatStream) piece(text string, first bool) any {
+	ch := cs.base
+	d := chatDelta{Content: &text}
+	if first {
+		empty := ""
+		d = chatDelta{Role: llm.RoleAssistant, Content: &empty}
+	}
+	ch.Choices = []chunkChoice{{Delta: d}}
+	return &ch
+}
+
+func (cs *chatStream) finish(reason string, x *chatExtension) any {
+	ch := cs.base
+	ch.Choices = []chunkChoice{{Delta: chatDelta{}, FinishReason: &reason}}
+	ch.Agentd = x
+	return &ch
+}
+
+func (cs *chatStream) usage(u chatUsage, x *chatExtension) any {
+	ch := cs.base
+	ch.Choices, ch.Usage, ch.Agentd = []chunkChoice{}, u, x
+	return &ch
+}
+
+// streamChat answers a call as events of sh, then [DONE]. An error before the
+// first byte keeps its status; after it, an error event ends the stream.
+func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, c *chatCall, req *run.Request, sh streamShape) error {
 	st := newEventStream(w, s.keepAlive())
 	defer st.close()
-	send := func(ch chatChunk) error {
-		b, err := json.Marshal(&ch)
+	send := func(ev any) error {
+		b, err := json.Marshal(ev)
 		if err != nil {
 			return err
 		}
 		return st.event("", b)
 	}
-	piece := func(delta chatDelta) error {
-		ch := base
-		ch.Choices = []chunkChoice{{Delta: delta}}
-		return send(ch)
-	}
 	started := false
 	emit := func(text string) error {
 		if !started {
 			started = true
-			empty := ""
-			if err := piece(chatDelta{Role: llm.RoleAssistant, Content: &empty}); err != nil {
+			if err := send(sh.piece("", true)); err != nil {
 				return err
 			}
 		}
 		if text == "" {
 			return nil
 		}
-		return piece(chatDelta{Content: &text})
+		return send(sh.piece(text, false))
 	}
 	req.Emit = emit
 	res, err := s.Runner.Run(r.Context(), req)
@@ -782,7 +842,7 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, c *chatCall,
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
 	// A replay has no live pieces: the stored reply is one. An empty reply still
-	// gets the role chunk.
+	// gets the first piece.
 	text := ""
 	if !started || res.Replayed {
 		text = res.Response
@@ -791,16 +851,11 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, c *chatCall,
 		return nil
 	}
 	x := extensionOf(res)
-	fin := base
-	fin.Choices = []chunkChoice{{Delta: chatDelta{}, FinishReason: new(finishReason(res.FinishReason))}}
-	fin.Agentd = &x
-	if err := send(fin); err != nil {
+	if err := send(sh.finish(finishReason(res.FinishReason), &x)); err != nil {
 		return nil
 	}
 	if c.includeUsage {
-		u := base
-		u.Choices, u.Usage, u.Agentd = []chunkChoice{}, usageOf(res), &x
-		if err := send(u); err != nil {
+		if err := send(sh.usage(usageOf(res), &x)); err != nil {
 			return nil
 		}
 	}

@@ -407,7 +407,7 @@ func BenchmarkChatParams(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(data)))
 			for b.Loop() {
-				if _, err := chatParams(data); err != nil {
+				if _, err := bodyParams(data, chatHandled); err != nil {
 					b.Fatal(err)
 				}
 			}
