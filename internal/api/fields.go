@@ -78,7 +78,7 @@ func skipString(b []byte, i int) int {
 	for i++; i < len(b); i++ {
 		switch b[i] {
 		case '\\':
-			i++ // the escaped byte; \uXXXX's digits need no care
+			i++ // the escaped byte; the four hex digits of a \u escape need no care
 		case '"':
 			return i + 1
 		}
