@@ -19,11 +19,16 @@ type LedgerRow struct {
 	Model          string // the model that answered
 	InputTokens    int
 	OutputTokens   int
-	UsageSource    string // UsageProvider or UsageEstimated
-	Cost           Micros
-	LatencyMS      int64
-	Outcome        Outcome
-	ErrorCode      string
+	// Parts of InputTokens and OutputTokens with prices or meanings of their own
+	// (Usage).
+	CachedInputTokens int
+	CacheWriteTokens  int
+	ReasoningTokens   int
+	UsageSource       string // UsageProvider or UsageEstimated
+	Cost              Micros
+	LatencyMS         int64
+	Outcome           Outcome
+	ErrorCode         string
 }
 
 // Outcome is how a run ended.
@@ -76,7 +81,8 @@ type UsageRow struct {
 	Failed       int64
 	InputTokens  int64
 	OutputTokens int64
-	Cost         Micros
+	CacheTokens
+	Cost Micros
 	// AvgLatencyMS is the mean latency of the successful runs; 0 when none.
 	AvgLatencyMS float64
 }
@@ -88,7 +94,23 @@ type ModelUsage struct {
 	Failed       int64
 	InputTokens  int64
 	OutputTokens int64
-	Cost         Micros
+	CacheTokens
+	Cost Micros
+}
+
+// CacheTokens are the parts of a sum of usage with prices or meanings of their
+// own: input read from and written to the provider's prompt cache, and reasoning.
+type CacheTokens struct {
+	CachedInputTokens int64
+	CacheWriteTokens  int64
+	ReasoningTokens   int64
+}
+
+// Add adds o to t.
+func (t *CacheTokens) Add(o CacheTokens) {
+	t.CachedInputTokens += o.CachedInputTokens
+	t.CacheWriteTokens += o.CacheWriteTokens
+	t.ReasoningTokens += o.ReasoningTokens
 }
 
 // UsageTotals is an organization's usage over a range of days.
@@ -97,7 +119,8 @@ type UsageTotals struct {
 	Failed       int64
 	InputTokens  int64
 	OutputTokens int64
-	Cost         Micros
+	CacheTokens
+	Cost Micros
 	// Models is the usage per answering model, most successful runs first.
 	Models []ModelUsage
 }

@@ -69,23 +69,70 @@ func (m Micros) String() string {
 
 // Price is a model's price. The catalog states credits per million tokens; stored as
 // micro-credits per million tokens so that prices and costs stay exact integers.
+// Input tokens read from a provider's prompt cache and input tokens written to it
+// have prices of their own (OpenAI discounts cached input; Anthropic bills cache
+// reads at a tenth of the input price and cache writes at 1.25×).
 type Price struct {
-	InputPerM  Micros // micro-credits per million input tokens
-	OutputPerM Micros
+	InputPerM       Micros // micro-credits per million input tokens
+	OutputPerM      Micros
+	CachedInputPerM Micros // per million input tokens read from the cache
+	CacheWritePerM  Micros // per million input tokens written to the cache
 }
 
-// Cost returns the cost of a usage at price p, rounded up to the next micro-credit so
-// that the sum of charges never undercounts. Negative counts and prices count as
-// zero; a cost beyond MaxMicros is MaxMicros, which no balance covers.
+// Tokens are the counts a charge is made of. CachedInput and CacheWrite are
+// parts of Input, counted at their own prices.
+type Tokens struct {
+	Input, Output, CachedInput, CacheWrite int
+}
+
+// Cost returns the cost of inputTokens and outputTokens at the input and output
+// prices (Charge of no cached tokens).
 func (p Price) Cost(inputTokens, outputTokens int) Micros {
-	// tokens × micro-credits per million tokens, summed in 128 bits.
-	ih, il := bits.Mul64(uint64(max(inputTokens, 0)), uint64(max(p.InputPerM, 0)))
-	oh, ol := bits.Mul64(uint64(max(outputTokens, 0)), uint64(max(p.OutputPerM, 0)))
-	lo, carry := bits.Add64(il, ol, 0)
-	hi, over := bits.Add64(ih, oh, carry)
-	lo, carry = bits.Add64(lo, 999_999, 0) // round up
-	hi, over2 := bits.Add64(hi, 0, carry)
-	if over != 0 || over2 != 0 || hi >= 1_000_000 { // the quotient would not fit 64 bits
+	return p.Charge(Tokens{Input: inputTokens, Output: outputTokens})
+}
+
+// Charge returns the cost of t at price p, rounded up to the next micro-credit so
+// that the sum of charges never undercounts: the input tokens that were neither
+// read from nor written to the cache at the input price, the others at theirs.
+// Negative counts and prices count as zero, cached parts beyond the input as
+// none of it; a cost beyond MaxMicros is MaxMicros, which no balance covers.
+func (p Price) Charge(t Tokens) Micros {
+	in := max(t.Input, 0)
+	cached := min(max(t.CachedInput, 0), in)
+	written := min(max(t.CacheWrite, 0), in-cached)
+	return perMillion(
+		[2]uint64{uint64(in - cached - written), uint64(max(p.InputPerM, 0))},
+		[2]uint64{uint64(cached), uint64(max(p.CachedInputPerM, 0))},
+		[2]uint64{uint64(written), uint64(max(p.CacheWritePerM, 0))},
+		[2]uint64{uint64(max(t.Output, 0)), uint64(max(p.OutputPerM, 0))},
+	)
+}
+
+// MaxCost is the most inputTokens and outputTokens can cost at p, however the
+// provider splits the input between plain, cached and cache-written tokens: a
+// hold's amount.
+func (p Price) MaxCost(inputTokens, outputTokens int) Micros {
+	q := p
+	q.InputPerM = max(p.InputPerM, p.CachedInputPerM, p.CacheWritePerM)
+	return q.Cost(inputTokens, outputTokens)
+}
+
+// perMillion is the sum of count × price-per-million over terms, in micro-credits
+// rounded up, summed in 128 bits; MaxMicros when it would pass it.
+func perMillion(terms ...[2]uint64) Micros {
+	var hi, lo uint64
+	for _, t := range terms {
+		h, l := bits.Mul64(t[0], t[1])
+		var carry, over uint64
+		lo, carry = bits.Add64(lo, l, 0)
+		hi, over = bits.Add64(hi, h, carry)
+		if over != 0 {
+			return MaxMicros
+		}
+	}
+	lo, carry := bits.Add64(lo, 999_999, 0) // round up
+	hi, over := bits.Add64(hi, 0, carry)
+	if over != 0 || hi >= 1_000_000 { // the quotient would not fit 64 bits
 		return MaxMicros
 	}
 	q, _ := bits.Div64(hi, lo, 1_000_000)
@@ -96,6 +143,12 @@ func (p Price) Cost(inputTokens, outputTokens int) Micros {
 type Usage struct {
 	InputTokens  int
 	OutputTokens int
+	// CachedInputTokens and CacheWriteTokens are parts of InputTokens read from
+	// and written to the provider's prompt cache; ReasoningTokens is the part of
+	// OutputTokens the model spent reasoning. Zero when the provider said none.
+	CachedInputTokens int `json:",omitempty"`
+	CacheWriteTokens  int `json:",omitempty"`
+	ReasoningTokens   int `json:",omitempty"`
 	// Source is "provider" when the counts came from the model's provider and
 	// "estimated" when agentd counted them itself.
 	Source string

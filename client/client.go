@@ -175,10 +175,13 @@ type RunResult struct {
 	Model    string `json:"model"`
 	Response string `json:"response"`
 	Usage    struct {
-		InputTokens  int    `json:"input_tokens"`
-		OutputTokens int    `json:"output_tokens"`
-		TotalTokens  int    `json:"total_tokens"`
-		Source       string `json:"source"`
+		InputTokens       int    `json:"input_tokens"`
+		CachedInputTokens int    `json:"cached_input_tokens"` // parts of InputTokens and OutputTokens
+		CacheWriteTokens  int    `json:"cache_write_tokens"`
+		ReasoningTokens   int    `json:"reasoning_tokens"`
+		OutputTokens      int    `json:"output_tokens"`
+		TotalTokens       int    `json:"total_tokens"`
+		Source            string `json:"source"`
 	} `json:"usage"`
 	SessionID *string `json:"session_id"`
 	RunID     string  `json:"run_id"`

@@ -26,13 +26,22 @@ type AgentsUsage struct {
 
 // ModelUsage is the usage of one answering model.
 type ModelUsage struct {
-	Model        string  `json:"model"`
-	Runs         int64   `json:"runs"`
-	Failed       int64   `json:"failed"`
-	InputTokens  int64   `json:"input_tokens"`
-	OutputTokens int64   `json:"output_tokens"`
-	TotalTokens  int64   `json:"total_tokens"`
-	Cost         float64 `json:"cost"`
+	Model        string `json:"model"`
+	Runs         int64  `json:"runs"`
+	Failed       int64  `json:"failed"`
+	InputTokens  int64  `json:"input_tokens"`
+	OutputTokens int64  `json:"output_tokens"`
+	TotalTokens  int64  `json:"total_tokens"`
+	CacheTokens
+	Cost float64 `json:"cost"`
+}
+
+// CacheTokens are the parts of a usage's input and output tokens with prices or
+// meanings of their own.
+type CacheTokens struct {
+	CachedInputTokens int64 `json:"cached_input_tokens"`
+	CacheWriteTokens  int64 `json:"cache_write_tokens"`
+	ReasoningTokens   int64 `json:"reasoning_tokens"`
 }
 
 // Usage returns the organization's usage summary between from and to.
@@ -85,11 +94,16 @@ type UsageRecord struct {
 	InputTokens    int     `json:"input_tokens"`
 	OutputTokens   int     `json:"output_tokens"`
 	TotalTokens    int     `json:"total_tokens"`
-	UsageSource    string  `json:"usage_source"`
-	Cost           float64 `json:"cost"`
-	LatencyMS      int64   `json:"latency_ms"`
-	Outcome        string  `json:"outcome"`
-	ErrorCode      *string `json:"error_code"`
+	// Parts of InputTokens and OutputTokens: read from and written to the
+	// provider's prompt cache, and spent reasoning.
+	CachedInputTokens int     `json:"cached_input_tokens"`
+	CacheWriteTokens  int     `json:"cache_write_tokens"`
+	ReasoningTokens   int     `json:"reasoning_tokens"`
+	UsageSource       string  `json:"usage_source"`
+	Cost              float64 `json:"cost"`
+	LatencyMS         int64   `json:"latency_ms"`
+	Outcome           string  `json:"outcome"`
+	ErrorCode         *string `json:"error_code"`
 }
 
 // UsagePage is a page of usage records; NextCursor is nil after the last page.
@@ -149,13 +163,14 @@ type UsageSummary struct {
 
 // UsageSummaryRow is one group's usage.
 type UsageSummaryRow struct {
-	Group        string  `json:"group"`              // day, agent name, model or key id
-	AgentID      string  `json:"agent_id,omitempty"` // when grouped by agent
-	Runs         int64   `json:"runs"`
-	Failed       int64   `json:"failed"`
-	InputTokens  int64   `json:"input_tokens"`
-	OutputTokens int64   `json:"output_tokens"`
-	TotalTokens  int64   `json:"total_tokens"`
+	Group        string `json:"group"`              // day, agent name, model or key id
+	AgentID      string `json:"agent_id,omitempty"` // when grouped by agent
+	Runs         int64  `json:"runs"`
+	Failed       int64  `json:"failed"`
+	InputTokens  int64  `json:"input_tokens"`
+	OutputTokens int64  `json:"output_tokens"`
+	TotalTokens  int64  `json:"total_tokens"`
+	CacheTokens
 	Cost         float64 `json:"cost"`
 	AvgLatencyMS float64 `json:"avg_latency_ms"`
 }

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/client"
 )
 
@@ -37,12 +36,8 @@ models:
   - {id: broken, provider: compat, upstream_model: broken, context_window: 8192, max_output_tokens: 64, price: {input: 1, output: 1}}
   - {id: hangs, provider: slow, upstream_model: hangs, context_window: 8192, max_output_tokens: 64, price: {input: 1, output: 1}}
 `, u.URL)
-	s := startServer(t, cfg, providerEnv)
-	op := s.client(s.Key)
+	s, op := fundedServer(t, cfg, 10)
 	ctx := context.Background()
-	if _, err := op.GrantCredits(ctx, agentd.DefaultOrgName, 10); err != nil {
-		t.Fatal(err)
-	}
 	before, err := op.Billing(ctx)
 	if err != nil {
 		t.Fatal(err)

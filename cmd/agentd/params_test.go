@@ -15,6 +15,18 @@ import (
 	"github.com/agentd/agentd/client"
 )
 
+// fundedServer is a server on cfg (with providerEnv's keys) whose default
+// organization holds credits, and its operator client.
+func fundedServer(t *testing.T, cfg string, credits float64) (*testServer, *client.Client) {
+	t.Helper()
+	s := startServer(t, cfg, providerEnv)
+	op := s.client(s.Key)
+	if _, err := op.GrantCredits(context.Background(), agentd.DefaultOrgName, credits); err != nil {
+		t.Fatal(err)
+	}
+	return s, op
+}
+
 // TestParamsReachTheModel: every parameter an OpenAI SDK sends reaches the model,
 // or the request is refused with a 400 that names it and the provider. An
 // OpenAI-compatible upstream gets each as sent, unknown fields included, whole
@@ -33,12 +45,8 @@ models:
   - {id: claude-lenient, provider: lenient, upstream_model: claude-lenient, context_window: 8192, max_output_tokens: 512, price: {input: 1, output: 1}}
   - {id: gpt-falls, provider: compat, upstream_model: gpt-falls, context_window: 8192, max_output_tokens: 512, price: {input: 1, output: 1}, fallbacks: [claude-test]}
 `, u.URL)
-	s := startServer(t, cfg, providerEnv)
-	op := s.client(s.Key)
+	s, op := fundedServer(t, cfg, 100)
 	ctx := context.Background()
-	if _, err := op.GrantCredits(ctx, agentd.DefaultOrgName, 100); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := op.CreateAgent(ctx, client.AgentSpec{Name: client.Ptr("params_bot"), Description: client.Ptr("t"),
 		Model: client.Ptr("gpt-test"), MaxToken: client.Ptr(64)}); err != nil {
 		t.Fatal(err)
@@ -217,12 +225,8 @@ providers:
 models:
   - {id: gpt-test, provider: compat, upstream_model: gpt-complete, context_window: 8192, max_output_tokens: 512, price: {input: 1, output: 1}}
 `, u.URL)
-	s := startServer(t, cfg, providerEnv)
-	op := s.client(s.Key)
+	s, op := fundedServer(t, cfg, 100)
 	ctx := context.Background()
-	if _, err := op.GrantCredits(ctx, agentd.DefaultOrgName, 100); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := op.CreateAgent(ctx, client.AgentSpec{Name: client.Ptr("writer"), Description: client.Ptr("t"),
 		Model: client.Ptr("gpt-test"), MaxToken: client.Ptr(64), Instructions: client.Ptr("Write tersely.")}); err != nil {
 		t.Fatal(err)

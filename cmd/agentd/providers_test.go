@@ -80,6 +80,14 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `{"id":"chatcmpl-1","object":"chat.completion","created":1741569952,"model":"echo-slow","choices":[{"index":0,"message":{"role":"assistant","content":%s},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":3,"total_tokens":13}}`, reply)
 		return
 	}
+	switch model { // providers that report cached and reasoning tokens
+	case "gpt-cached":
+		fmt.Fprint(w, `{"id":"chatcmpl-C","object":"chat.completion","created":1741569952,"model":"gpt-cached","choices":[{"index":0,"message":{"role":"assistant","content":"cached hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1000,"completion_tokens":200,"total_tokens":1200,"prompt_tokens_details":{"cached_tokens":600,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":150,"audio_tokens":0}}}`)
+		return
+	case "claude-cached":
+		fmt.Fprint(w, `{"id":"msg_C","type":"message","role":"assistant","content":[{"type":"text","text":"cached hi"}],"model":"claude-cached","stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":100,"cache_creation_input_tokens":100,"cache_read_input_tokens":800,"output_tokens":50}}`)
+		return
+	}
 	if model == "hangs" {
 		<-r.Context().Done() // never answers: the caller's deadline ends it
 		return

@@ -313,6 +313,8 @@ func buildCatalog(cfg *config.Config) *catalog.Catalog {
 	for _, m := range cfg.Models {
 		in, _ := agentd.CreditsToMicros(m.Price.Input)
 		out, _ := agentd.CreditsToMicros(m.Price.Output)
+		cached, _ := agentd.CreditsToMicros(m.Price.Cached())
+		written, _ := agentd.CreditsToMicros(m.Price.CacheWriting())
 		p := kinds[m.Provider]
 		retries := 0
 		if p.MaxRetries != nil {
@@ -321,7 +323,7 @@ func buildCatalog(cfg *config.Config) *catalog.Catalog {
 		cm := &catalog.Model{
 			ID: m.ID, Name: m.Name, ProviderName: m.Provider, Provider: providers[m.Provider], UpstreamModel: m.UpstreamModel,
 			ContextWindow: m.ContextWindow, MaxOutputTokens: m.MaxOutputTokens,
-			Price:     agentd.Price{InputPerM: in, OutputPerM: out},
+			Price:     agentd.Price{InputPerM: in, OutputPerM: out, CachedInputPerM: cached, CacheWritePerM: written},
 			Count:     counter(m.Tokenizer),
 			Tokenizer: m.Tokenizer,
 			Timeout:   time.Duration(p.Timeout), MaxRetries: retries,

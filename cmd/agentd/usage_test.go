@@ -346,7 +346,7 @@ func TestUsageRecord(t *testing.T) {
 		}
 		wantHeader := []string{"run_id", "created_at", "org_id", "key_id", "owner", "agent_id", "agent_name", "agent_version",
 			"session_id", "model_requested", "model", "input_tokens", "output_tokens", "total_tokens", "usage_source", "cost",
-			"latency_ms", "outcome", "error_code"}
+			"latency_ms", "outcome", "error_code", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens"}
 		if len(rows) == 0 || !slices.Equal(rows[0], wantHeader) {
 			t.Fatalf("CSV header %v, want %v", rows[:min(1, len(rows))], wantHeader)
 		}
@@ -359,7 +359,8 @@ func TestUsageRecord(t *testing.T) {
 			cost += csvMicros(t, row[15])
 			want := []string{rec.RunID, rec.CreatedAt, rec.OrgID, rec.KeyID, rec.Owner, rec.AgentID, rec.AgentName, "1", "",
 				rec.ModelRequested, rec.Model, strconv.Itoa(rec.InputTokens), strconv.Itoa(rec.OutputTokens), strconv.Itoa(rec.TotalTokens),
-				rec.UsageSource, fmt.Sprintf("%.6f", rec.Cost), strconv.FormatInt(rec.LatencyMS, 10), "ok", ""}
+				rec.UsageSource, fmt.Sprintf("%.6f", rec.Cost), strconv.FormatInt(rec.LatencyMS, 10), "ok", "",
+				strconv.Itoa(rec.CachedInputTokens), strconv.Itoa(rec.CacheWriteTokens), strconv.Itoa(rec.ReasoningTokens)}
 			if !slices.Equal(row, want) {
 				t.Errorf("CSV row %d = %v, want %v", i, row, want)
 			}

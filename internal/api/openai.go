@@ -616,6 +616,19 @@ type chatUsage struct {
 	PromptTokens     int `json:"prompt_tokens"`
 	CompletionTokens int `json:"completion_tokens"`
 	TotalTokens      int `json:"total_tokens"`
+	// OpenAI's details, when the provider reported cached or reasoning tokens;
+	// cache writes (Anthropic's) in agentd's own member of the prompt details.
+	PromptTokensDetails     *promptDetails     `json:"prompt_tokens_details,omitempty"`
+	CompletionTokensDetails *completionDetails `json:"completion_tokens_details,omitempty"`
+}
+
+type promptDetails struct {
+	CachedTokens     int `json:"cached_tokens"`
+	CacheWriteTokens int `json:"cache_write_tokens,omitempty"`
+}
+
+type completionDetails struct {
+	ReasoningTokens int `json:"reasoning_tokens"`
 }
 
 // chatExtension is what agentd adds to OpenAI's response: the run, the catalog
@@ -628,8 +641,15 @@ type chatExtension struct {
 }
 
 func usageOf(res *run.Result) chatUsage {
-	return chatUsage{PromptTokens: res.Usage.InputTokens, CompletionTokens: res.Usage.OutputTokens,
-		TotalTokens: res.Usage.InputTokens + res.Usage.OutputTokens}
+	u := res.Usage
+	out := chatUsage{PromptTokens: u.InputTokens, CompletionTokens: u.OutputTokens, TotalTokens: u.InputTokens + u.OutputTokens}
+	if u.CachedInputTokens > 0 || u.CacheWriteTokens > 0 {
+		out.PromptTokensDetails = &promptDetails{CachedTokens: u.CachedInputTokens, CacheWriteTokens: u.CacheWriteTokens}
+	}
+	if u.ReasoningTokens > 0 {
+		out.CompletionTokensDetails = &completionDetails{ReasoningTokens: u.ReasoningTokens}
+	}
+	return out
 }
 
 func extensionOf(res *run.Result) chatExtension {

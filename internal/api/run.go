@@ -39,6 +39,11 @@ type runUsage struct {
 	OutputTokens int    `json:"output_tokens"`
 	TotalTokens  int    `json:"total_tokens"`
 	Source       string `json:"source"`
+	// Parts of the counts with prices or meanings of their own, when the provider
+	// reported any (an extension of NuGen's usage).
+	CachedInputTokens int `json:"cached_input_tokens,omitempty"`
+	CacheWriteTokens  int `json:"cache_write_tokens,omitempty"`
+	ReasoningTokens   int `json:"reasoning_tokens,omitempty"`
 }
 
 // decodeRun reads and validates a run request: its message, session id, and
@@ -133,6 +138,7 @@ func toRunResponse(res *run.Result) *runResponse {
 		Usage: runUsage{
 			InputTokens: res.Usage.InputTokens, OutputTokens: res.Usage.OutputTokens,
 			TotalTokens: res.Usage.InputTokens + res.Usage.OutputTokens, Source: res.Usage.Source,
+			CachedInputTokens: res.Usage.CachedInputTokens, CacheWriteTokens: res.Usage.CacheWriteTokens, ReasoningTokens: res.Usage.ReasoningTokens,
 		},
 		Context: runContext{HistoryTurns: res.HistoryTurns, TrimmedTurns: res.TrimmedTurns},
 	}

@@ -122,13 +122,14 @@ func (s *Server) agentsUsage(w http.ResponseWriter, r *http.Request, p *agentd.P
 	mostUsed := ""
 	byModel := map[string]int64{}
 	type modelUsage struct {
-		Model        string        `json:"model"`
-		Runs         int64         `json:"runs"`
-		Failed       int64         `json:"failed"`
-		InputTokens  int64         `json:"input_tokens"`
-		OutputTokens int64         `json:"output_tokens"`
-		TotalTokens  int64         `json:"total_tokens"`
-		Cost         agentd.Micros `json:"cost"`
+		Model        string `json:"model"`
+		Runs         int64  `json:"runs"`
+		Failed       int64  `json:"failed"`
+		InputTokens  int64  `json:"input_tokens"`
+		OutputTokens int64  `json:"output_tokens"`
+		TotalTokens  int64  `json:"total_tokens"`
+		cacheTokens
+		Cost agentd.Micros `json:"cost"`
 	}
 	models := make([]modelUsage, 0, len(t.Models))
 	for _, m := range t.Models { // most successful runs first
@@ -139,7 +140,7 @@ func (s *Server) agentsUsage(w http.ResponseWriter, r *http.Request, p *agentd.P
 			}
 		}
 		models = append(models, modelUsage{Model: m.Model, Runs: m.Runs, Failed: m.Failed, InputTokens: m.InputTokens,
-			OutputTokens: m.OutputTokens, TotalTokens: m.InputTokens + m.OutputTokens, Cost: m.Cost})
+			OutputTokens: m.OutputTokens, TotalTokens: m.InputTokens + m.OutputTokens, cacheTokens: cacheTokens(m.CacheTokens), Cost: m.Cost})
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"data": map[string]any{
 		"totalUsage": t.Runs, "totalTokens": tokens, "averageTokensPerRequest": avg,
@@ -150,27 +151,38 @@ func (s *Server) agentsUsage(w http.ResponseWriter, r *http.Request, p *agentd.P
 	}})
 }
 
+// cacheTokens are agentd.CacheTokens as the usage API shows them.
+type cacheTokens struct {
+	CachedInputTokens int64 `json:"cached_input_tokens"`
+	CacheWriteTokens  int64 `json:"cache_write_tokens"`
+	ReasoningTokens   int64 `json:"reasoning_tokens"`
+}
+
 // usageRecord is one ledger row as the API shows it.
 type usageRecord struct {
-	RunID          string         `json:"run_id"`
-	CreatedAt      string         `json:"created_at"`
-	OrgID          string         `json:"org_id"`
-	KeyID          string         `json:"key_id"`
-	Owner          string         `json:"owner"`
-	AgentID        string         `json:"agent_id"`
-	AgentName      string         `json:"agent_name"`
-	AgentVersion   int            `json:"agent_version"`
-	SessionID      *string        `json:"session_id"`
-	ModelRequested string         `json:"model_requested"`
-	Model          string         `json:"model"`
-	InputTokens    int            `json:"input_tokens"`
-	OutputTokens   int            `json:"output_tokens"`
-	TotalTokens    int            `json:"total_tokens"`
-	UsageSource    string         `json:"usage_source"`
-	Cost           agentd.Micros  `json:"cost"`
-	LatencyMS      int64          `json:"latency_ms"`
-	Outcome        agentd.Outcome `json:"outcome"`
-	ErrorCode      *string        `json:"error_code"`
+	RunID          string  `json:"run_id"`
+	CreatedAt      string  `json:"created_at"`
+	OrgID          string  `json:"org_id"`
+	KeyID          string  `json:"key_id"`
+	Owner          string  `json:"owner"`
+	AgentID        string  `json:"agent_id"`
+	AgentName      string  `json:"agent_name"`
+	AgentVersion   int     `json:"agent_version"`
+	SessionID      *string `json:"session_id"`
+	ModelRequested string  `json:"model_requested"`
+	Model          string  `json:"model"`
+	InputTokens    int     `json:"input_tokens"`
+	OutputTokens   int     `json:"output_tokens"`
+	TotalTokens    int     `json:"total_tokens"`
+	// Parts of input_tokens and output_tokens (agentd.Usage).
+	CachedInputTokens int            `json:"cached_input_tokens"`
+	CacheWriteTokens  int            `json:"cache_write_tokens"`
+	ReasoningTokens   int            `json:"reasoning_tokens"`
+	UsageSource       string         `json:"usage_source"`
+	Cost              agentd.Micros  `json:"cost"`
+	LatencyMS         int64          `json:"latency_ms"`
+	Outcome           agentd.Outcome `json:"outcome"`
+	ErrorCode         *string        `json:"error_code"`
 }
 
 // recordTime formats a ledger time: RFC 3339, UTC, always with microseconds.
@@ -191,14 +203,16 @@ func newUsageRecord(r *agentd.LedgerRow) usageRecord {
 		AgentID: r.AgentID, AgentName: r.AgentName, AgentVersion: r.AgentVersion, SessionID: nonEmpty(r.SessionID),
 		ModelRequested: r.ModelRequested, Model: r.Model,
 		InputTokens: r.InputTokens, OutputTokens: r.OutputTokens, TotalTokens: r.InputTokens + r.OutputTokens,
+		CachedInputTokens: r.CachedInputTokens, CacheWriteTokens: r.CacheWriteTokens, ReasoningTokens: r.ReasoningTokens,
 		UsageSource: r.UsageSource, Cost: r.Cost, LatencyMS: r.LatencyMS, Outcome: r.Outcome, ErrorCode: nonEmpty(r.ErrorCode),
 	}
 }
 
-// csvColumns are the CSV export's columns: the JSON record's fields, in order.
+// csvColumns are the CSV export's columns: the JSON record's fields, those added
+// later (the cache and reasoning tokens) last, so that no column moves.
 var csvColumns = []string{"run_id", "created_at", "org_id", "key_id", "owner", "agent_id", "agent_name", "agent_version",
 	"session_id", "model_requested", "model", "input_tokens", "output_tokens", "total_tokens", "usage_source", "cost",
-	"latency_ms", "outcome", "error_code"}
+	"latency_ms", "outcome", "error_code", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens"}
 
 // csvRecord fills row (len(csvColumns)) with r; cost is in credits with 6 decimals.
 func csvRecord(row []string, r *agentd.LedgerRow) {
@@ -208,6 +222,7 @@ func csvRecord(row []string, r *agentd.LedgerRow) {
 	row[11], row[12] = strconv.Itoa(r.InputTokens), strconv.Itoa(r.OutputTokens)
 	row[13], row[14] = strconv.Itoa(r.InputTokens+r.OutputTokens), r.UsageSource
 	row[15], row[16], row[17], row[18] = credits6(r.Cost), strconv.FormatInt(r.LatencyMS, 10), string(r.Outcome), r.ErrorCode
+	row[19], row[20], row[21] = strconv.Itoa(r.CachedInputTokens), strconv.Itoa(r.CacheWriteTokens), strconv.Itoa(r.ReasoningTokens)
 	escapeCSVText(row) // no text cell is a formula (csvsafe.go)
 }
 
@@ -338,13 +353,14 @@ func (s *Server) usageSummary(w http.ResponseWriter, r *http.Request, p *agentd.
 		return err
 	}
 	type summaryRow struct {
-		Group        string        `json:"group"`
-		AgentID      string        `json:"agent_id,omitempty"`
-		Runs         int64         `json:"runs"`
-		Failed       int64         `json:"failed"`
-		InputTokens  int64         `json:"input_tokens"`
-		OutputTokens int64         `json:"output_tokens"`
-		TotalTokens  int64         `json:"total_tokens"`
+		Group        string `json:"group"`
+		AgentID      string `json:"agent_id,omitempty"`
+		Runs         int64  `json:"runs"`
+		Failed       int64  `json:"failed"`
+		InputTokens  int64  `json:"input_tokens"`
+		OutputTokens int64  `json:"output_tokens"`
+		TotalTokens  int64  `json:"total_tokens"`
+		cacheTokens
 		Cost         agentd.Micros `json:"cost"`
 		AvgLatencyMS float64       `json:"avg_latency_ms"`
 	}
@@ -352,7 +368,7 @@ func (s *Server) usageSummary(w http.ResponseWriter, r *http.Request, p *agentd.
 	for i, row := range rows {
 		data[i] = summaryRow{Group: row.Group, AgentID: row.AgentID, Runs: row.Runs, Failed: row.Failed,
 			InputTokens: row.InputTokens, OutputTokens: row.OutputTokens, TotalTokens: row.InputTokens + row.OutputTokens,
-			Cost: row.Cost, AvgLatencyMS: math.Round(row.AvgLatencyMS*100) / 100}
+			cacheTokens: cacheTokens(row.CacheTokens), Cost: row.Cost, AvgLatencyMS: math.Round(row.AvgLatencyMS*100) / 100}
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"data": data, "group_by": groupBy, "from": nonEmpty(fromDay), "to": nonEmpty(toDay)})
 }

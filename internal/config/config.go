@@ -196,10 +196,27 @@ const (
 	TokenizerEstimate = "estimate"
 )
 
-// Price is in credits per million tokens.
+// Price is in credits per million tokens. CachedInput (input read from the
+// provider's prompt cache) and CacheWrite (input written to it) are the input
+// price when not set.
 type Price struct {
-	Input  float64 `yaml:"input"`
-	Output float64 `yaml:"output"`
+	Input       float64  `yaml:"input"`
+	Output      float64  `yaml:"output"`
+	CachedInput *float64 `yaml:"cached_input"`
+	CacheWrite  *float64 `yaml:"cache_write"`
+}
+
+// Cached is the price of cached input tokens; CacheWriting of cache writes.
+func (p Price) Cached() float64 { return derefOr(p.CachedInput, p.Input) }
+
+// CacheWriting is the price of input tokens written to the cache.
+func (p Price) CacheWriting() float64 { return derefOr(p.CacheWrite, p.Input) }
+
+func derefOr(v *float64, def float64) float64 {
+	if v == nil {
+		return def
+	}
+	return *v
 }
 
 // Duration is a time.Duration written as "30s" in YAML.
@@ -550,8 +567,11 @@ func (c *Config) Validate() error {
 			bad("models[%d] %q: max_output_tokens must be positive and below context_window", i, m.ID)
 		}
 		// The cap keeps tokens × price far inside int64 micro-credits.
-		if m.Price.Input < 0 || m.Price.Output < 0 || m.Price.Input > 10000 || m.Price.Output > 10000 {
-			bad("models[%d] %q: prices must be between 0 and 10000 credits per million tokens", i, m.ID)
+		for _, v := range []float64{m.Price.Input, m.Price.Output, m.Price.Cached(), m.Price.CacheWriting()} {
+			if !(v >= 0 && v <= 10000) { // NaN too
+				bad("models[%d] %q: prices (input, output, cached_input, cache_write) must be between 0 and 10000 credits per million tokens", i, m.ID)
+				break
+			}
 		}
 		switch m.Tokenizer {
 		case TokenizerO200k, TokenizerCl100k, TokenizerEstimate:

@@ -222,7 +222,7 @@ func TestErrors(t *testing.T) {
 		{"max output not below context", "models:\n  - {id: m, provider: offline, context_window: 100, max_output_tokens: 100}\n", nil, config.Overrides{},
 			[]string{"FILE", `"m": max_output_tokens must be positive and below context_window`}},
 		{"negative price", "models:\n  - {id: m, provider: offline, price: {input: -1}}\n", nil, config.Overrides{},
-			[]string{"FILE", `"m": prices must be between`}},
+			[]string{"FILE", `"m": prices (input, output, cached_input, cache_write) must be between`}},
 		{"fallback to itself", "models:\n  - {id: m, provider: offline, fallbacks: [m]}\n", nil, config.Overrides{},
 			[]string{"FILE", `models[0] "m": falls back to itself`}},
 		{"unknown fallback", "models:\n  - {id: m, provider: offline, fallbacks: [nope]}\n", nil, config.Overrides{},

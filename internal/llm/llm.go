@@ -81,7 +81,13 @@ const (
 type Usage struct {
 	InputTokens  int
 	OutputTokens int
-	Source       string
+	// CachedInputTokens and CacheWriteTokens are the parts of InputTokens the
+	// provider read from and wrote to its prompt cache (priced apart);
+	// ReasoningTokens the part of OutputTokens spent reasoning.
+	CachedInputTokens int
+	CacheWriteTokens  int
+	ReasoningTokens   int
+	Source            string
 }
 
 // Finish reasons, normalized across providers.

@@ -237,7 +237,7 @@ func (r *Runner) prepare(ctx context.Context, req *Request, t *target, history h
 	// Hold the most this run can cost on any model that may answer it: every input
 	// token and the whole reply budget.
 	for _, at := range pp.plan {
-		pp.holdAmount = max(pp.holdAmount, at.model.Price.Cost(at.inputTokens, at.maxTokens))
+		pp.holdAmount = max(pp.holdAmount, at.model.Price.MaxCost(at.inputTokens, at.maxTokens))
 	}
 	return pp, nil
 }
@@ -387,8 +387,8 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 		// it and are charged; no turn is stored, since half a reply is no memory.
 		u := partialUsage(out, m)
 		row.Outcome, row.ErrorCode = agentd.OutcomeCancelled, "client_closed"
-		row.InputTokens, row.OutputTokens, row.UsageSource = u.InputTokens, u.OutputTokens, u.Source
-		row.Cost = r.charge(hold, m.Price.Cost(u.InputTokens, u.OutputTokens), row.RunID)
+		setUsage(row, u)
+		row.Cost = r.charge(hold, m.Price.Charge(tokensOf(u)), row.RunID)
 		if err := record(); err != nil {
 			r.Log.Error("record cancelled run", "run_id", row.RunID, "err", err)
 			return nil, err
@@ -406,17 +406,17 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 	}
 
 	resp := out.resp
-	u := resp.Usage
+	u := usageOf(resp.Usage)
 	row.Outcome = agentd.OutcomeOK
-	row.InputTokens, row.OutputTokens, row.UsageSource = u.InputTokens, u.OutputTokens, u.Source
-	row.Cost = r.charge(hold, m.Price.Cost(u.InputTokens, u.OutputTokens), row.RunID)
+	setUsage(row, u)
+	row.Cost = r.charge(hold, m.Price.Charge(tokensOf(u)), row.RunID)
 	if turn != nil {
 		rec.Turn = &agentd.Turn{User: turnMessage(req), Assistant: resp.Text, UserTokens: pp.msgTokens, AssistantTokens: u.OutputTokens}
 	}
 	res := &Result{
 		RunID: row.RunID, AgentID: row.AgentID, Model: m.ID, Response: resp.Text, FinishReason: resp.FinishReason,
 		Created:   row.CreatedAt.UnixMicro(),
-		Usage:     agentd.Usage{InputTokens: u.InputTokens, OutputTokens: u.OutputTokens, Source: u.Source},
+		Usage:     u,
 		SessionID: req.SessionID, HistoryTurns: pp.historyTurns, TrimmedTurns: pp.trimmedTurns,
 	}
 	if idem != nil {
@@ -444,7 +444,30 @@ func validUsage(u llm.Usage, m *catalog.Model) error {
 		return fmt.Errorf("%w: %d input and %d output tokens for model %s (context window %d, output limit %d)",
 			errImpossibleUsage, u.InputTokens, u.OutputTokens, m.ID, m.ContextWindow, m.MaxOutputTokens)
 	}
+	// The priced parts are parts: more of them than the whole is no basis for a bill.
+	if u.CachedInputTokens < 0 || u.CacheWriteTokens < 0 || u.ReasoningTokens < 0 ||
+		u.CachedInputTokens > u.InputTokens || u.CacheWriteTokens > u.InputTokens-u.CachedInputTokens || u.ReasoningTokens > u.OutputTokens {
+		return fmt.Errorf("%w: %d cached and %d cache-write of %d input tokens, %d reasoning of %d output tokens for model %s",
+			errImpossibleUsage, u.CachedInputTokens, u.CacheWriteTokens, u.InputTokens, u.ReasoningTokens, u.OutputTokens, m.ID)
+	}
 	return nil
+}
+
+// usageOf is a provider's usage as the run reports and records it.
+func usageOf(u llm.Usage) agentd.Usage {
+	return agentd.Usage{InputTokens: u.InputTokens, OutputTokens: u.OutputTokens, CachedInputTokens: u.CachedInputTokens,
+		CacheWriteTokens: u.CacheWriteTokens, ReasoningTokens: u.ReasoningTokens, Source: u.Source}
+}
+
+// tokensOf is what u is charged for.
+func tokensOf(u agentd.Usage) agentd.Tokens {
+	return agentd.Tokens{Input: u.InputTokens, Output: u.OutputTokens, CachedInput: u.CachedInputTokens, CacheWrite: u.CacheWriteTokens}
+}
+
+// setUsage writes u into the ledger row.
+func setUsage(row *agentd.LedgerRow, u agentd.Usage) {
+	row.InputTokens, row.OutputTokens, row.UsageSource = u.InputTokens, u.OutputTokens, u.Source
+	row.CachedInputTokens, row.CacheWriteTokens, row.ReasoningTokens = u.CachedInputTokens, u.CacheWriteTokens, u.ReasoningTokens
 }
 
 // charge is what a run costing cost is charged against hold. When the provider
@@ -466,8 +489,7 @@ func (r *Runner) charge(hold billing.Hold, cost agentd.Micros, runID string) age
 // the text delivered, counted with the model's tokenizer.
 func partialUsage(out *callResult, m *catalog.Model) agentd.Usage {
 	if out.resp != nil && out.resp.Usage.Source == llm.SourceProvider && out.resp.Usage.OutputTokens > 0 && validUsage(out.resp.Usage, m) == nil {
-		u := out.resp.Usage
-		return agentd.Usage{InputTokens: u.InputTokens, OutputTokens: u.OutputTokens, Source: u.Source}
+		return usageOf(out.resp.Usage)
 	}
 	text := ""
 	if out.resp != nil {

@@ -129,9 +129,10 @@ func (d *deferred) setHolds(rows *sql.Rows, committed bool) error {
 	return nil
 }
 
-// recordArgs are agentd_write_batch's 58 arrays of the records and settles, and
-// how many organizations they charge.
-func (d *deferred) recordArgs() (args []any, orgs int) {
+// recordArgs are agentd_write_batch's 58 arrays of the records and settles, the
+// 6 of their cache and reasoning tokens (ledger rows', then rollups'; migration
+// 0008 put them last), and how many organizations they charge.
+func (d *deferred) recordArgs() (args, tokens []any, orgs int) {
 	var (
 		l   ledgerCols
 		u   = map[rollupKey]*rollupRow{}
@@ -158,6 +159,9 @@ func (d *deferred) recordArgs() (args []any, orgs int) {
 		s.name = row.AgentName // the name of the latest run
 		s.in += int64(row.InputTokens)
 		s.out += int64(row.OutputTokens)
+		s.cached += int64(row.CachedInputTokens)
+		s.written += int64(row.CacheWriteTokens)
+		s.reasoning += int64(row.ReasoningTokens)
 		s.cost += int64(row.Cost)
 		if ok {
 			s.runs++
@@ -211,12 +215,13 @@ func (d *deferred) recordArgs() (args []any, orgs int) {
 	args = append(args, ac.args()...)
 	args = append(args, id.args()...)
 	args = append(args, tu.args()...)
-	return args, len(chk)
+	tokens = []any{l.cached, l.written, l.reasoning, rc.cached, rc.written, rc.reasoning}
+	return args, tokens, len(chk)
 }
 
 type ledgerCols struct {
 	runID, org, key, owner, agent, agentName, session, modelRequested, model, source, outcome, errCode []string
-	created, version, in, out, cost, latency                                                           []int64
+	created, version, in, out, cost, latency, cached, written, reasoning                               []int64
 }
 
 func (c *ledgerCols) add(r *agentd.LedgerRow, created int64) {
@@ -238,6 +243,9 @@ func (c *ledgerCols) add(r *agentd.LedgerRow, created int64) {
 	c.latency = append(c.latency, r.LatencyMS)
 	c.outcome = append(c.outcome, string(r.Outcome))
 	c.errCode = append(c.errCode, r.ErrorCode)
+	c.cached = append(c.cached, int64(r.CachedInputTokens))
+	c.written = append(c.written, int64(r.CacheWriteTokens))
+	c.reasoning = append(c.reasoning, int64(r.ReasoningTokens))
 }
 
 func (c *ledgerCols) args() []any {
@@ -246,13 +254,13 @@ func (c *ledgerCols) args() []any {
 }
 
 type rollupRow struct {
-	name                                 string
-	runs, failed, in, out, cost, latency int64
+	name                                                             string
+	runs, failed, in, out, cost, latency, cached, written, reasoning int64
 }
 
 type rollupCols struct {
-	org, day, agent, name, model, key    []string
-	runs, failed, in, out, cost, latency []int64
+	org, day, agent, name, model, key                                []string
+	runs, failed, in, out, cost, latency, cached, written, reasoning []int64
 }
 
 func (c *rollupCols) add(k rollupKey, s *rollupRow) {
@@ -268,6 +276,9 @@ func (c *rollupCols) add(k rollupKey, s *rollupRow) {
 	c.out = append(c.out, s.out)
 	c.cost = append(c.cost, s.cost)
 	c.latency = append(c.latency, s.latency)
+	c.cached = append(c.cached, s.cached)
+	c.written = append(c.written, s.written)
+	c.reasoning = append(c.reasoning, s.reasoning)
 }
 
 func (c *rollupCols) args() []any {
@@ -345,9 +356,9 @@ var errNeedsTx = errors.New("store: the write needs a transaction")
 // in no transaction; runPlain turns it into errNeedsTx.
 type needsTx struct{}
 
-// writeBatchQuery calls agentd_write_batch (migration 0006) with the writers' lock
-// key, the 58 arrays of the records (recordArgs) and the 8 of the holds
-// (holdArgs), typed in that order.
+// writeBatchQuery calls agentd_write_batch (migration 0008) with the writers' lock
+// key, the 58 arrays of the records (recordArgs), the 8 of the holds (holdArgs)
+// and the 6 of the records' cache and reasoning tokens, typed in that order.
 var writeBatchQuery = func() string {
 	const t, i = "TEXT[]", "BIGINT[]"
 	kinds := []string{
@@ -358,6 +369,7 @@ var writeBatchQuery = func() string {
 		t, t, t, t, t, t, i, i, // idempotency records
 		t, t, t, t, t, t, t, i, i, i, i, i, // session turns
 		t, t, t, i, i, i, t, t, // holds
+		i, i, i, i, i, i, // cache and reasoning tokens: ledger rows', rollups'
 	}
 	var b strings.Builder
 	b.WriteString("SELECT ord, taken, key_short, available, budget, period FROM agentd_write_batch(CAST(? AS BIGINT)")
@@ -370,9 +382,10 @@ var writeBatchQuery = func() string {
 
 // batchArgs are agentd_write_batch's arguments for what the batch deferred.
 func (d *deferred) batchArgs(dl dialect) []any {
-	records, _ := d.recordArgs()
+	records, tokens, _ := d.recordArgs()
 	args := append([]any{dl.writerLock}, records...)
-	return append(args, d.holdArgs()...)
+	args = append(args, d.holdArgs()...)
+	return append(args, tokens...)
 }
 
 // writeBatch writes what the batch's writes deferred in one call, as its own

@@ -384,6 +384,7 @@ func TestPostgresRecordBatches(t *testing.T) {
 	for i := range n {
 		r := okRun(a, "alice", fmt.Sprint("s", i%3), 7)
 		r.Turn = &agentd.Turn{User: fmt.Sprint("u", i), Assistant: fmt.Sprint("a", i), UserTokens: 1, AssistantTokens: 1}
+		r.CachedInputTokens, r.CacheWriteTokens, r.ReasoningTokens = 4, 3, 2
 		if i == 17 {
 			r.OrgID = "org-gone" // charged to no organization: this write must fail alone
 		}
@@ -410,6 +411,12 @@ func TestPostgresRecordBatches(t *testing.T) {
 	}
 	if got := count(t, db, `SELECT COALESCE(sum(runs), 0) FROM usage_daily WHERE org_id = ?`, o.ID); got != n-1 {
 		t.Errorf("rollups count %d runs, want %d", got, n-1)
+	}
+	for _, table := range []string{"ledger", "usage_daily"} {
+		q := `SELECT COALESCE(sum(cached_input_tokens) * 10000 + sum(cache_write_tokens) * 100 + sum(reasoning_tokens), 0) FROM ` + table + ` WHERE org_id = ?`
+		if got, want := count(t, db, q, o.ID), (n-1)*(4*10000+3*100+2); got != want {
+			t.Errorf("%s: cache and reasoning tokens sum to %d, want %d", table, got, want)
+		}
 	}
 	if problems, err := db.Check(ctx); err != nil || len(problems) > 0 {
 		t.Errorf("Check: %v %q", err, problems)

@@ -58,11 +58,13 @@ func (t *Tx) RecordRun(ctx context.Context, r *Run) (turnStored bool, err error)
 	row := &r.LedgerRow
 	created := micros(row.CreatedAt)
 	if _, err := t.exec(ctx, `INSERT INTO ledger (run_id, created_at, org_id, key_id, owner, agent_id, agent_name, agent_version,
-		session_id, model_requested, model, input_tokens, output_tokens, usage_source, cost, latency_ms, outcome, error_code)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		session_id, model_requested, model, input_tokens, output_tokens, usage_source, cost, latency_ms, outcome, error_code,
+		cached_input_tokens, cache_write_tokens, reasoning_tokens)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		row.RunID, created, row.OrgID, row.KeyID, row.Owner, row.AgentID, row.AgentName, row.AgentVersion,
 		row.SessionID, row.ModelRequested, row.Model, row.InputTokens, row.OutputTokens, row.UsageSource, row.Cost,
-		row.LatencyMS, string(row.Outcome), row.ErrorCode); err != nil {
+		row.LatencyMS, string(row.Outcome), row.ErrorCode,
+		row.CachedInputTokens, row.CacheWriteTokens, row.ReasoningTokens); err != nil {
 		return false, err
 	}
 	if err := t.rollup(ctx, row); err != nil {

@@ -31,8 +31,8 @@ func (t *Tx) rollup(ctx context.Context, r *agentd.LedgerRow) error {
 		runs, failed, latency = 0, 1, 0
 	}
 	_, err := t.exec(ctx, `INSERT INTO usage_daily (org_id, day, agent_id, agent_name, model, key_id,
-		runs, failed, input_tokens, output_tokens, cost, latency_ms)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		runs, failed, input_tokens, output_tokens, cost, latency_ms, cached_input_tokens, cache_write_tokens, reasoning_tokens)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (org_id, day, agent_id, model, key_id) DO UPDATE SET
 		agent_name = excluded.agent_name,
 		runs = usage_daily.runs + excluded.runs,
@@ -40,9 +40,12 @@ func (t *Tx) rollup(ctx context.Context, r *agentd.LedgerRow) error {
 		input_tokens = usage_daily.input_tokens + excluded.input_tokens,
 		output_tokens = usage_daily.output_tokens + excluded.output_tokens,
 		cost = usage_daily.cost + excluded.cost,
-		latency_ms = usage_daily.latency_ms + excluded.latency_ms`,
+		latency_ms = usage_daily.latency_ms + excluded.latency_ms,
+		cached_input_tokens = usage_daily.cached_input_tokens + excluded.cached_input_tokens,
+		cache_write_tokens = usage_daily.cache_write_tokens + excluded.cache_write_tokens,
+		reasoning_tokens = usage_daily.reasoning_tokens + excluded.reasoning_tokens`,
 		r.OrgID, dayOf(micros(r.CreatedAt)), r.AgentID, r.AgentName, r.Model, r.KeyID,
-		runs, failed, r.InputTokens, r.OutputTokens, r.Cost, latency)
+		runs, failed, r.InputTokens, r.OutputTokens, r.Cost, latency, r.CachedInputTokens, r.CacheWriteTokens, r.ReasoningTokens)
 	if err != nil {
 		return fmt.Errorf("usage rollup: %w", err)
 	}
@@ -77,14 +80,15 @@ func parseLedgerCursor(c string) (created int64, runID string, err error) {
 }
 
 const ledgerColumns = `run_id, created_at, org_id, key_id, owner, agent_id, agent_name, agent_version,
-	session_id, model_requested, model, input_tokens, output_tokens, usage_source, cost, latency_ms, outcome, error_code`
+	session_id, model_requested, model, input_tokens, output_tokens, usage_source, cost, latency_ms, outcome, error_code,
+	cached_input_tokens, cache_write_tokens, reasoning_tokens`
 
 func scanRow(s interface{ Scan(...any) error }, r *agentd.LedgerRow) error {
 	var created int64
 	var outcome string
 	err := s.Scan(&r.RunID, &created, &r.OrgID, &r.KeyID, &r.Owner, &r.AgentID, &r.AgentName, &r.AgentVersion,
 		&r.SessionID, &r.ModelRequested, &r.Model, &r.InputTokens, &r.OutputTokens, &r.UsageSource, &r.Cost, &r.LatencyMS,
-		&outcome, &r.ErrorCode)
+		&outcome, &r.ErrorCode, &r.CachedInputTokens, &r.CacheWriteTokens, &r.ReasoningTokens)
 	r.CreatedAt, r.Outcome = fromMicros(created), agentd.Outcome(outcome)
 	return err
 }
@@ -173,6 +177,7 @@ func (r *summaryRow) add(o summaryRow) {
 	r.Failed += o.Failed
 	r.InputTokens += o.InputTokens
 	r.OutputTokens += o.OutputTokens
+	r.CacheTokens.Add(o.CacheTokens)
 	r.Cost += o.Cost
 	r.latencyMS += o.latencyMS
 }
@@ -220,7 +225,7 @@ func (db *DB) UsageSummary(ctx context.Context, orgID, groupBy, fromDay, toDay s
 		return nil, err
 	}
 	rows, err := db.query(ctx, `SELECT `+col+`, max(day), sum(runs), sum(failed), sum(input_tokens), sum(output_tokens),
-		sum(cost), sum(latency_ms) FROM usage_daily WHERE org_id = ?`+rangeCond+` GROUP BY `+col,
+		sum(cost), sum(latency_ms), sum(cached_input_tokens), sum(cache_write_tokens), sum(reasoning_tokens) FROM usage_daily WHERE org_id = ?`+rangeCond+` GROUP BY `+col,
 		append([]any{orgID}, rangeArgs...)...)
 	if err != nil {
 		return nil, err
@@ -239,7 +244,8 @@ func (db *DB) UsageSummary(ctx context.Context, orgID, groupBy, fromDay, toDay s
 		if groupBy == agentd.GroupByAgent {
 			dest = []any{&r.AgentID, &r.Group}
 		}
-		dest = append(dest, &lastDay, &r.Runs, &r.Failed, &r.InputTokens, &r.OutputTokens, &r.Cost, &r.latencyMS)
+		dest = append(dest, &lastDay, &r.Runs, &r.Failed, &r.InputTokens, &r.OutputTokens, &r.Cost, &r.latencyMS,
+			&r.CachedInputTokens, &r.CacheWriteTokens, &r.ReasoningTokens)
 		if err := rows.Scan(dest...); err != nil {
 			return nil, err
 		}
@@ -291,8 +297,8 @@ func (db *DB) UsageTotals(ctx context.Context, orgID, fromDay, toDay, agentID st
 		cond += " AND agent_id = ?"
 		args = append(args, agentID)
 	}
-	rows, err := db.query(ctx, `SELECT model, sum(runs), sum(failed), sum(input_tokens), sum(output_tokens), sum(cost)
-		FROM usage_daily WHERE org_id = ?`+cond+` GROUP BY model`, args...)
+	rows, err := db.query(ctx, `SELECT model, sum(runs), sum(failed), sum(input_tokens), sum(output_tokens), sum(cost),
+		sum(cached_input_tokens), sum(cache_write_tokens), sum(reasoning_tokens) FROM usage_daily WHERE org_id = ?`+cond+` GROUP BY model`, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -300,7 +306,8 @@ func (db *DB) UsageTotals(ctx context.Context, orgID, fromDay, toDay, agentID st
 	t := &agentd.UsageTotals{Models: []agentd.ModelUsage{}}
 	for rows.Next() {
 		var m agentd.ModelUsage
-		if err := rows.Scan(&m.Model, &m.Runs, &m.Failed, &m.InputTokens, &m.OutputTokens, &m.Cost); err != nil {
+		if err := rows.Scan(&m.Model, &m.Runs, &m.Failed, &m.InputTokens, &m.OutputTokens, &m.Cost,
+			&m.CachedInputTokens, &m.CacheWriteTokens, &m.ReasoningTokens); err != nil {
 			return nil, err
 		}
 		t.Models = append(t.Models, m)
@@ -308,6 +315,7 @@ func (db *DB) UsageTotals(ctx context.Context, orgID, fromDay, toDay, agentID st
 		t.Failed += m.Failed
 		t.InputTokens += m.InputTokens
 		t.OutputTokens += m.OutputTokens
+		t.CacheTokens.Add(m.CacheTokens)
 		t.Cost += m.Cost
 	}
 	if err := rows.Err(); err != nil {
@@ -382,11 +390,11 @@ func (db *DB) PruneLedger(ctx context.Context, before int64, limit int) (n int, 
 // rollupKey names one usage_daily row.
 type rollupKey struct{ org, day, agent, model, key string }
 
-type rollupSums struct{ runs, failed, in, out, cost, latency int64 }
+type rollupSums struct{ runs, failed, in, out, cost, latency, cached, written, reasoning int64 }
 
 func (s rollupSums) String() string {
-	return fmt.Sprintf("runs %d, failed %d, input_tokens %d, output_tokens %d, cost %d, latency_ms %d",
-		s.runs, s.failed, s.in, s.out, s.cost, s.latency)
+	return fmt.Sprintf("runs %d, failed %d, input_tokens %d, output_tokens %d, cost %d, latency_ms %d, cached_input_tokens %d, cache_write_tokens %d, reasoning_tokens %d",
+		s.runs, s.failed, s.in, s.out, s.cost, s.latency, s.cached, s.written, s.reasoning)
 }
 
 // CheckRollups compares the rollups with the ledger and describes every
@@ -403,7 +411,7 @@ func (db *DB) CheckRollups(ctx context.Context) (problems []string, err error) {
 	}
 	ledger := map[rollupKey]*rollupSums{}
 	rows, err := db.query(ctx, `SELECT org_id, created_at, agent_id, model, key_id, outcome,
-		input_tokens, output_tokens, cost, latency_ms FROM ledger`)
+		input_tokens, output_tokens, cost, latency_ms, cached_input_tokens, cache_write_tokens, reasoning_tokens FROM ledger`)
 	if err != nil {
 		return nil, err
 	}
@@ -412,8 +420,8 @@ func (db *DB) CheckRollups(ctx context.Context) (problems []string, err error) {
 		var k rollupKey
 		var created int64
 		var outcome string
-		var in, out, cost, latency int64
-		if err := rows.Scan(&k.org, &created, &k.agent, &k.model, &k.key, &outcome, &in, &out, &cost, &latency); err != nil {
+		var in, out, cost, latency, cached, written, reasoning int64
+		if err := rows.Scan(&k.org, &created, &k.agent, &k.model, &k.key, &outcome, &in, &out, &cost, &latency, &cached, &written, &reasoning); err != nil {
 			return nil, err
 		}
 		k.day = dayOf(created)
@@ -431,6 +439,9 @@ func (db *DB) CheckRollups(ctx context.Context) (problems []string, err error) {
 		s.in += in
 		s.out += out
 		s.cost += cost
+		s.cached += cached
+		s.written += written
+		s.reasoning += reasoning
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
@@ -438,7 +449,7 @@ func (db *DB) CheckRollups(ctx context.Context) (problems []string, err error) {
 	rows.Close()
 
 	rows, err = db.query(ctx, `SELECT org_id, day, agent_id, model, key_id, runs, failed,
-		input_tokens, output_tokens, cost, latency_ms FROM usage_daily`)
+		input_tokens, output_tokens, cost, latency_ms, cached_input_tokens, cache_write_tokens, reasoning_tokens FROM usage_daily`)
 	if err != nil {
 		return nil, err
 	}
@@ -458,7 +469,8 @@ func (db *DB) CheckRollups(ctx context.Context) (problems []string, err error) {
 	for rows.Next() {
 		var k rollupKey
 		var r rollupSums
-		if err := rows.Scan(&k.org, &k.day, &k.agent, &k.model, &k.key, &r.runs, &r.failed, &r.in, &r.out, &r.cost, &r.latency); err != nil {
+		if err := rows.Scan(&k.org, &k.day, &k.agent, &k.model, &k.key, &r.runs, &r.failed, &r.in, &r.out, &r.cost, &r.latency,
+			&r.cached, &r.written, &r.reasoning); err != nil {
 			return nil, err
 		}
 		if !whole(k) {

@@ -671,6 +671,11 @@ func TestUsageMigrationBackfills(t *testing.T) {
 			`DROP INDEX ledger_org_time_run`,
 			`CREATE INDEX ledger_org_time ON ledger(org_id, created_at)`,
 			`DELETE FROM schema_migrations WHERE version = 2`,
+			// As before migration 6 too, which added columns to both tables.
+			`ALTER TABLE ledger DROP COLUMN cached_input_tokens`,
+			`ALTER TABLE ledger DROP COLUMN cache_write_tokens`,
+			`ALTER TABLE ledger DROP COLUMN reasoning_tokens`,
+			`DELETE FROM schema_migrations WHERE version = 6`,
 		} {
 			if _, err := tx.exec(ctx, q); err != nil {
 				return fmt.Errorf("%s: %w", q, err)

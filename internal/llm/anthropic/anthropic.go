@@ -336,7 +336,8 @@ func (u *usage) llmUsage() llm.Usage {
 		}
 		in += part
 	}
-	return llm.Usage{InputTokens: in, OutputTokens: u.OutputTokens, Source: llm.SourceProvider}
+	return llm.Usage{InputTokens: in, OutputTokens: u.OutputTokens, Source: llm.SourceProvider,
+		CachedInputTokens: u.CacheReadInputTokens, CacheWriteTokens: u.CacheCreationInputTokens}
 }
 
 // merge keeps the larger of each count: Anthropic's counts are cumulative, and

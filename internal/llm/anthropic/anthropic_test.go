@@ -387,7 +387,7 @@ func TestCompleteReply(t *testing.T) {
 		want       llm.Response
 	}{
 		{"cache tokens are input", `{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"hi"}],"model":"claude-x","stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":21,"cache_creation_input_tokens":188086,"cache_read_input_tokens":5,"output_tokens":393}}`,
-			llm.Response{Text: "hi", FinishReason: llm.FinishStop, Model: "claude-x", Usage: llm.Usage{InputTokens: 188112, OutputTokens: 393, Source: llm.SourceProvider}}},
+			llm.Response{Text: "hi", FinishReason: llm.FinishStop, Model: "claude-x", Usage: llm.Usage{InputTokens: 188112, OutputTokens: 393, CachedInputTokens: 5, CacheWriteTokens: 188086, Source: llm.SourceProvider}}},
 		{"thinking and tool use are skipped", `{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"thinking","thinking":"Let me add.","signature":"EqQB"},{"type":"redacted_thinking","data":"xyz"},{"type":"text","text":"It is "},{"type":"tool_use","id":"toolu_1","name":"calc","input":{"x":1}},{"type":"text","text":"4."}],"model":"claude-x","stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":10,"output_tokens":20}}`,
 			llm.Response{Text: "It is 4.", FinishReason: llm.FinishOther, Model: "claude-x", Usage: llm.Usage{InputTokens: 10, OutputTokens: 20, Source: llm.SourceProvider}}},
 		{"max tokens", `{"type":"message","content":[{"type":"text","text":"cut"}],"model":"m","stop_reason":"max_tokens","usage":{"input_tokens":1,"output_tokens":2}}`,
@@ -508,7 +508,7 @@ func TestStreamReply(t *testing.T) {
 		t.Errorf("pieces = %q, want %q", pieces, want)
 	}
 	want := llm.Response{Text: "It is 4.", FinishReason: llm.FinishLength, Model: "claude-x",
-		Usage: llm.Usage{InputTokens: 480 + 100 + 2000, OutputTokens: 57, Source: llm.SourceProvider}}
+		Usage: llm.Usage{InputTokens: 480 + 100 + 2000, OutputTokens: 57, CachedInputTokens: 2000, CacheWriteTokens: 100, Source: llm.SourceProvider}}
 	if *resp != want {
 		t.Errorf("got %+v\nwant %+v", *resp, want)
 	}
@@ -575,7 +575,7 @@ func TestStreamCutAfterFinalUsage(t *testing.T) {
 	if !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Errorf("err = %v, want it to wrap io.ErrUnexpectedEOF", err)
 	}
-	want := llm.Usage{InputTokens: 2572, OutputTokens: 9, Source: llm.SourceProvider}
+	want := llm.Usage{InputTokens: 2572, OutputTokens: 9, CachedInputTokens: 2000, CacheWriteTokens: 100, Source: llm.SourceProvider}
 	if resp.Text != "done" || resp.Usage != want {
 		t.Errorf("resp %+v, want text done and usage %+v", resp, want)
 	}

@@ -61,12 +61,25 @@ type delta struct {
 }
 
 type usage struct {
-	PromptTokens     int `json:"prompt_tokens"`
-	CompletionTokens int `json:"completion_tokens"`
+	PromptTokens        int `json:"prompt_tokens"`
+	CompletionTokens    int `json:"completion_tokens"`
+	PromptTokensDetails *struct {
+		CachedTokens int `json:"cached_tokens"`
+	} `json:"prompt_tokens_details"`
+	CompletionTokensDetails *struct {
+		ReasoningTokens int `json:"reasoning_tokens"`
+	} `json:"completion_tokens_details"`
 }
 
 func (u *usage) neutral() llm.Usage {
-	return llm.Usage{InputTokens: u.PromptTokens, OutputTokens: u.CompletionTokens, Source: llm.SourceProvider}
+	out := llm.Usage{InputTokens: u.PromptTokens, OutputTokens: u.CompletionTokens, Source: llm.SourceProvider}
+	if d := u.PromptTokensDetails; d != nil {
+		out.CachedInputTokens = d.CachedTokens // a part of prompt_tokens
+	}
+	if d := u.CompletionTokensDetails; d != nil {
+		out.ReasoningTokens = d.ReasoningTokens // a part of completion_tokens
+	}
+	return out
 }
 
 // reset empties r for the next chunk of a stream. Decoding into a slice reuses its
