@@ -192,6 +192,37 @@ func TestPriceCost(t *testing.T) {
 	}
 }
 
+// TestPriceCharge: each part of the input at its own price, parts clamped to the
+// whole, the sum rounded up once, MaxCost at the highest input price.
+func TestPriceCharge(t *testing.T) {
+	p := agentd.Price{InputPerM: 3_000_000, CachedInputPerM: 300_000, CacheWritePerM: 3_750_000, OutputPerM: 15_000_000}
+	for _, tc := range []struct {
+		name string
+		t    agentd.Tokens
+		want agentd.Micros
+	}{
+		{"no cache", agentd.Tokens{Input: 1000, Output: 50}, 3750},
+		{"reads and writes", agentd.Tokens{Input: 1000, CachedInput: 800, CacheWrite: 100, Output: 50}, 300 + 240 + 375 + 750},
+		{"all read", agentd.Tokens{Input: 1000, CachedInput: 1000}, 300},
+		{"parts past the whole count as the whole", agentd.Tokens{Input: 10, CachedInput: 8, CacheWrite: 50}, 10}, // 8×0.3 + 2×3.75 = 9.9 µ-credits
+		{"negative parts count as none", agentd.Tokens{Input: 1000, CachedInput: -5, CacheWrite: -5}, 3000},
+		{"one rounding for the sum", agentd.Tokens{Input: 3, CachedInput: 1, CacheWrite: 2}, 8}, // 0.3 + 7.5 = 7.8, not 1 + 8
+		{"overflow is the maximum", agentd.Tokens{Input: 1 << 62, Output: 1 << 62}, agentd.MaxMicros},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := p.Charge(tc.t); got != tc.want {
+				t.Errorf("Charge(%+v) = %d, want %d", tc.t, got, tc.want)
+			}
+		})
+	}
+	if got := p.MaxCost(1000, 50); got != 3750+750 { // 1000 at 3.75 + 50 at 15
+		t.Errorf("MaxCost = %d, want %d", got, 3750+750)
+	}
+	if got := (agentd.Price{InputPerM: 1_000_000, OutputPerM: 2_000_000}).Charge(agentd.Tokens{Input: 1, Output: 1}); got != 3 {
+		t.Errorf("without cache prices, Charge = %d, want Cost's 3", got)
+	}
+}
+
 func TestPrincipalCan(t *testing.T) {
 	all := agentd.AllScopes
 	tests := []struct {
