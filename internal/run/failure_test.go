@@ -70,3 +70,24 @@ func TestInferenceErrorClasses(t *testing.T) {
 		})
 	}
 }
+
+// TestValidUsageParts: cache and reasoning parts beyond their totals, or
+// negative, are impossible usage; parts within them are not.
+func TestValidUsageParts(t *testing.T) {
+	m := &catalog.Model{ID: "m", ContextWindow: 1000, MaxOutputTokens: 100}
+	for _, tc := range []struct {
+		u  llm.Usage
+		ok bool
+	}{
+		{llm.Usage{InputTokens: 100, OutputTokens: 10, CachedInputTokens: 60, CacheWriteTokens: 40, ReasoningTokens: 10}, true},
+		{llm.Usage{InputTokens: 100, CachedInputTokens: 101}, false},
+		{llm.Usage{InputTokens: 100, CachedInputTokens: 60, CacheWriteTokens: 41}, false},
+		{llm.Usage{InputTokens: 100, OutputTokens: 10, ReasoningTokens: 11}, false},
+		{llm.Usage{InputTokens: 100, CachedInputTokens: -1}, false},
+		{llm.Usage{OutputTokens: 10, ReasoningTokens: -1}, false},
+	} {
+		if err := validUsage(tc.u, m); (err == nil) != tc.ok || (err != nil && !errors.Is(err, errImpossibleUsage)) {
+			t.Errorf("validUsage(%+v) = %v, want ok %v", tc.u, err, tc.ok)
+		}
+	}
+}
