@@ -547,7 +547,7 @@ func TestOpenAICompatible(t *testing.T) {
 	})
 
 	t.Run("not found path", func(t *testing.T) {
-		resp, err := http.Get(s.URL + "/v1/embeddings")
+		resp, err := http.Get(s.URL + "/v1/audio/speech")
 		if err != nil {
 			t.Fatal(err)
 		}

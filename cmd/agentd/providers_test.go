@@ -80,6 +80,16 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `{"id":"chatcmpl-1","object":"chat.completion","created":1741569952,"model":"echo-slow","choices":[{"index":0,"message":{"role":"assistant","content":%s},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":3,"total_tokens":13}}`, reply)
 		return
 	}
+	if r.URL.Path == "/v1/embeddings" { // a vector [i+1, 0.5, -0.25] per input, 7 tokens each
+		inputs, _ := body["input"].([]any)
+		var data []string
+		for i := range inputs {
+			data = append(data, fmt.Sprintf(`{"object":"embedding","index":%d,"embedding":[%d,0.5,-0.25]}`, i, i+1))
+		}
+		fmt.Fprintf(w, `{"object":"list","data":[%s],"model":%q,"usage":{"prompt_tokens":%d,"total_tokens":%d}}`,
+			strings.Join(data, ","), model, 7*len(inputs), 7*len(inputs))
+		return
+	}
 	switch model { // providers that report cached and reasoning tokens
 	case "gpt-cached":
 		fmt.Fprint(w, `{"id":"chatcmpl-C","object":"chat.completion","created":1741569952,"model":"gpt-cached","choices":[{"index":0,"message":{"role":"assistant","content":"cached hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1000,"completion_tokens":200,"total_tokens":1200,"prompt_tokens_details":{"cached_tokens":600,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":150,"audio_tokens":0}}}`)
@@ -246,7 +256,7 @@ func TestRealProviders(t *testing.T) {
 		}
 		got := map[string]string{}
 		for _, m := range out.Models {
-			if m.ModelID != m.ID || m.ModelName == "" || !m.InferenceReady || m.Type != "chat" {
+			if m.ModelID != m.ID || m.ModelName == "" || !m.InferenceReady || m.Type != map[bool]string{false: "chat", true: "embedding"}[m.ID == "offline-hash-embed"] {
 				t.Errorf("%s: model_id %q, model_name %q, inference_ready %v, type %q", m.ID, m.ModelID, m.ModelName, m.InferenceReady, m.Type)
 			}
 			got[m.ID] = fmt.Sprintf("%s %d %s %v %v/%v", m.Provider, m.ContextWindow, m.Tokenizer, m.Fallbacks, m.Price.Input, m.Price.Output)

@@ -327,6 +327,7 @@ func buildCatalog(cfg *config.Config) *catalog.Catalog {
 			Count:     counter(m.Tokenizer),
 			Tokenizer: m.Tokenizer,
 			Timeout:   time.Duration(p.Timeout), MaxRetries: retries,
+			Embedding: m.Type == config.TypeEmbedding,
 		}
 		byID[m.ID] = cm
 		models = append(models, cm)

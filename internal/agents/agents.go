@@ -250,6 +250,10 @@ func (s *Service) apply(a *agentd.Agent, spec Spec, errs *violations) error {
 		if m, err = s.cat.Model(a.Version.Model); err != nil && len(errs.list) == 0 {
 			return err
 		}
+		if m != nil && m.Embedding {
+			errs.add(fmt.Sprintf("model %q is an embedding model; an agent needs a chat model (GET /api/v3/models/base lists them)", m.ID), "value_error", "model")
+			m = nil
+		}
 	}
 	if size := a.Size(); size > s.opts.MaxBytes {
 		errs.add(fmt.Sprintf("the agent's description, instructions and demonstrations take %d bytes; at most %d are allowed (agents.max_bytes)", size, s.opts.MaxBytes), "value_error")

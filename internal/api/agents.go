@@ -8,6 +8,7 @@ import (
 
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/internal/agents"
+	"github.com/agentd/agentd/internal/catalog"
 )
 
 // agentRequest is the body of create and update. Every field may be null, which
@@ -264,7 +265,7 @@ type modelInfo struct {
 	Name string `json:"name"`
 	// ModelID, ModelName, InferenceReady and Type are the fields NuGen's own
 	// clients read: the id and name again, whether it answers now (every catalog
-	// model is served), and "chat" (every model is a chat model).
+	// model is served), and "chat" or "embedding".
 	ModelID         string    `json:"model_id"`
 	ModelName       string    `json:"model_name"`
 	InferenceReady  bool      `json:"inference_ready"`
@@ -304,7 +305,7 @@ func (s *Server) models() []modelInfo {
 			fallbacks = append(fallbacks, f.ID)
 		}
 		out = append(out, modelInfo{
-			ID: m.ID, Name: name, ModelID: m.ID, ModelName: name, InferenceReady: true, Type: "chat",
+			ID: m.ID, Name: name, ModelID: m.ID, ModelName: name, InferenceReady: true, Type: modelType(m),
 			BaseModel: m.ID, Description: desc, Provider: m.ProviderName,
 			Tokenizer: m.Tokenizer, Fallbacks: fallbacks,
 			ContextWindow: m.ContextWindow, MaxOutputTokens: m.MaxOutputTokens,
@@ -312,6 +313,14 @@ func (s *Server) models() []modelInfo {
 		})
 	}
 	return out
+}
+
+// modelType is a catalog model's type: "chat" or "embedding".
+func modelType(m *catalog.Model) string {
+	if m.Embedding {
+		return "embedding"
+	}
+	return "chat"
 }
 
 func (s *Server) baseModels(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {

@@ -252,7 +252,8 @@ func TestOpenAIRoutes(t *testing.T) {
 	}{
 		{"GET", "/v1/chat/completions", 405, "invalid_request_error", "POST"},
 		{"POST", "/v1/models/", 405, "invalid_request_error", "GET"},
-		{"GET", "/v1/embeddings", 404, "not_found_error", ""},
+		{"GET", "/v1/embeddings", 405, "invalid_request_error", "POST"},
+		{"GET", "/v1/audio/speech", 404, "not_found_error", ""},
 		{"GET", "/v1", 404, "not_found_error", ""},
 		{"GET", "/v1/", 404, "not_found_error", ""},
 	} {

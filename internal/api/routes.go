@@ -56,8 +56,10 @@ func (s *Server) routes(mux handleFuncer) {
 	// same chat endpoint.
 	mux.HandleFunc("POST /v1/chat/completions", s.withOpenAI(s.chatCompletions, agentd.ScopeRun))
 	mux.HandleFunc("POST /v1/completions", s.withOpenAI(s.completions, agentd.ScopeRun))
+	mux.HandleFunc("POST /v1/embeddings", s.withOpenAI(s.embeddings, agentd.ScopeRun))
 	mux.HandleFunc("POST /api/v3/inference/chat/completions", s.withOpenAI(s.chatCompletions, agentd.ScopeRun))
 	mux.HandleFunc("POST /api/v3/inference/completions", s.withOpenAI(s.completions, agentd.ScopeRun))
+	mux.HandleFunc("POST /api/v3/inference/embeddings", s.withOpenAI(s.embeddings, agentd.ScopeRun))
 	mux.HandleFunc("GET /v1/models", s.withOpenAI(s.listModels, agentd.ScopeAgentsRead, agentd.ScopeRun))
 	mux.HandleFunc("GET /v1/models/{id...}", s.withOpenAI(s.getModel, agentd.ScopeAgentsRead, agentd.ScopeRun))
 	mux.HandleFunc("/v1/", s.openAINoRoute(mux))

@@ -29,6 +29,9 @@ type Model struct {
 	// retryable failure is retried on it before falling back.
 	Timeout    time.Duration
 	MaxRetries int
+	// Embedding marks a model for embeddings only (config type embedding): its
+	// provider is an llm.Embedder, and chat calls refuse it.
+	Embedding bool
 
 	chain []*Model // computed by New
 }

@@ -187,7 +187,16 @@ type Model struct {
 	// (exact for OpenAI families) or estimate (bytes/3, an upper bound for English
 	// text). Default: inferred from the provider kind and upstream model name.
 	Tokenizer string `yaml:"tokenizer"`
+	// Type is chat (the default) or embedding: a model for /v1/embeddings, whose
+	// context_window bounds each input and which has no output.
+	Type string `yaml:"type"`
 }
+
+// Model types.
+const (
+	TypeChat      = "chat"
+	TypeEmbedding = "embedding"
+)
 
 // Tokenizers.
 const (
@@ -239,6 +248,10 @@ const (
 	OfflineProvider      = "offline"
 	OfflineContextWindow = 32768
 	OfflineMaxOutput     = 4096
+	// OfflineEmbedModelID is the built-in embedding model: hashed words, not a
+	// learned model, as its id says.
+	OfflineEmbedModelID = "offline-hash-embed"
+	OfflineEmbedWindow  = 8192
 )
 
 // Default returns the configuration used when nothing is set.
@@ -333,9 +346,13 @@ func Load(o Overrides, getenv func(string) string) (*Config, error) {
 // addOffline makes sure the built-in offline model is in the catalog, and fills
 // defaults of models on the offline provider.
 func (c *Config) addOffline() {
-	found := false
+	found, foundEmbed := false, false
 	for i := range c.Models {
 		m := &c.Models[i]
+		if m.Type == "" {
+			m.Type = TypeChat
+		}
+		foundEmbed = foundEmbed || m.ID == OfflineEmbedModelID
 		if m.ID == OfflineModelID {
 			found = true
 			if m.Provider == "" {
@@ -346,7 +363,7 @@ func (c *Config) addOffline() {
 			if m.ContextWindow == 0 {
 				m.ContextWindow = OfflineContextWindow
 			}
-			if m.MaxOutputTokens == 0 {
+			if m.MaxOutputTokens == 0 && m.Type == TypeChat {
 				m.MaxOutputTokens = OfflineMaxOutput
 			}
 		}
@@ -358,7 +375,13 @@ func (c *Config) addOffline() {
 		// Appended, not prepended, so that errors about models[i] use the file's own index.
 		c.Models = append(c.Models, Model{
 			ID: OfflineModelID, Provider: OfflineProvider, UpstreamModel: OfflineModelID,
-			Name: "agentd offline model", ContextWindow: OfflineContextWindow, MaxOutputTokens: OfflineMaxOutput,
+			Name: "agentd offline model", ContextWindow: OfflineContextWindow, MaxOutputTokens: OfflineMaxOutput, Type: TypeChat,
+		})
+	}
+	if !foundEmbed {
+		c.Models = append(c.Models, Model{
+			ID: OfflineEmbedModelID, Provider: OfflineProvider, UpstreamModel: OfflineEmbedModelID,
+			Name: "agentd offline hashed embedding (not a learned model)", ContextWindow: OfflineEmbedWindow, Type: TypeEmbedding,
 		})
 	}
 }
@@ -513,6 +536,7 @@ func (c *Config) Validate() error {
 		bad("retry: initial_backoff must be positive and max_backoff at least initial_backoff")
 	}
 	providers := map[string]bool{}
+	anthropic := map[string]bool{} // providers of kind anthropic, which has no embeddings
 	for i, p := range c.Providers {
 		switch {
 		case p.Name == "":
@@ -521,6 +545,7 @@ func (c *Config) Validate() error {
 			bad("providers[%d] %q: duplicate name (%q is built in)", i, p.Name, OfflineProvider)
 		}
 		providers[p.Name] = true
+		anthropic[p.Name] = p.Kind == KindAnthropic
 		switch p.Kind {
 		case KindOpenAI, KindAnthropic:
 			if u, err := url.Parse(p.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -563,8 +588,20 @@ func (c *Config) Validate() error {
 		if m.ContextWindow <= 0 {
 			bad("models[%d] %q: context_window must be positive", i, m.ID)
 		}
-		if m.MaxOutputTokens <= 0 || m.MaxOutputTokens >= m.ContextWindow {
-			bad("models[%d] %q: max_output_tokens must be positive and below context_window", i, m.ID)
+		switch m.Type {
+		case TypeChat:
+			if m.MaxOutputTokens <= 0 || m.MaxOutputTokens >= m.ContextWindow {
+				bad("models[%d] %q: max_output_tokens must be positive and below context_window", i, m.ID)
+			}
+		case TypeEmbedding:
+			if m.MaxOutputTokens != 0 || len(m.Fallbacks) > 0 {
+				bad("models[%d] %q: an embedding model has no max_output_tokens and no fallbacks", i, m.ID)
+			}
+			if anthropic[m.Provider] {
+				bad("models[%d] %q: provider %q is of kind anthropic, which serves no embeddings", i, m.ID, m.Provider)
+			}
+		default:
+			bad("models[%d] %q: type %q: want chat or embedding", i, m.ID, m.Type)
 		}
 		// The cap keeps tokens × price far inside int64 micro-credits.
 		for _, v := range []float64{m.Price.Input, m.Price.Output, m.Price.Cached(), m.Price.CacheWriting()} {

@@ -40,8 +40,8 @@ func TestDefaults(t *testing.T) {
 		c.Limits.MaxBodyBytes != 1<<20 || c.Limits.MaxMessageChars != 32768 {
 		t.Errorf("limits %+v", c.Limits)
 	}
-	if len(c.Models) != 1 {
-		t.Fatalf("models %+v, want only the offline model", c.Models)
+	if len(c.Models) != 2 || c.Models[1].ID != config.OfflineEmbedModelID || c.Models[1].Type != config.TypeEmbedding {
+		t.Fatalf("models %+v, want the offline model and the offline embedding model", c.Models)
 	}
 	m := c.Models[0]
 	if m.ID != config.OfflineModelID || m.Provider != config.OfflineProvider || m.UpstreamModel != "offline" ||
@@ -147,6 +147,10 @@ models:
 			c, err := config.Load(config.Overrides{ConfigFile: writeFile(t, tt.yaml)}, env(nil))
 			if err != nil {
 				t.Fatal(err)
+			}
+			// The built-in embedding model comes last, unless the file names it.
+			if n := len(c.Models); n > 0 && c.Models[n-1].ID == config.OfflineEmbedModelID {
+				c.Models = c.Models[:n-1]
 			}
 			if len(c.Models) != len(tt.want) {
 				t.Fatalf("models %+v, want %+v", c.Models, tt.want)
@@ -362,7 +366,7 @@ models:
 	if p[2].APIKey != "" || time.Duration(p[2].Timeout) != 5*time.Minute {
 		t.Errorf("ollama provider = %+v", p[2])
 	}
-	want := map[string]string{"gpt-4o-mini": "o200k", "gpt-4": "cl100k", "claude-haiku": "estimate", "llama": "estimate", "gpt-oss": "o200k", "offline": "o200k"}
+	want := map[string]string{"gpt-4o-mini": "o200k", "gpt-4": "cl100k", "claude-haiku": "estimate", "llama": "estimate", "gpt-oss": "o200k", "offline": "o200k", "offline-hash-embed": "o200k"}
 	for _, m := range c.Models {
 		if m.Tokenizer != want[m.ID] {
 			t.Errorf("model %s: tokenizer %q, want %q", m.ID, m.Tokenizer, want[m.ID])

@@ -218,3 +218,24 @@ func EstimateUsage(count func(string) int, req *Request, resp *Response) {
 		Source:       SourceEstimated,
 	}
 }
+
+// EmbedRequest asks for one vector per input, in order.
+type EmbedRequest struct {
+	Model  string
+	Input  []string
+	Params []Param // as Request.Params: dimensions, user, …
+}
+
+// EmbedResponse is the vectors of an EmbedRequest, in its order, and the input
+// tokens the provider counted (0 with Source "" when it reported none).
+type EmbedResponse struct {
+	Vectors     [][]float32
+	InputTokens int
+	Source      string
+	Model       string
+}
+
+// Embedder is a Provider that also computes embeddings.
+type Embedder interface {
+	Embed(ctx context.Context, req *EmbedRequest) (*EmbedResponse, error)
+}

@@ -135,6 +135,9 @@ func (r *Runner) resolve(ctx context.Context, req *Request) (*target, error) {
 		if err != nil {
 			return nil, err
 		}
+		if m.Embedding {
+			return nil, agentd.Invalid(fmt.Sprintf("model %s is an embedding model: use POST /v1/embeddings", m.ID), "value_error", "body", "model")
+		}
 		t = &target{model: m, maxTokens: min(m.MaxOutputTokens, DefaultRawMaxTokens), temperature: 1}
 		limit, what = m.MaxOutputTokens, "the model's max_output_tokens"
 	}

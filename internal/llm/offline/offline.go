@@ -2,7 +2,9 @@ package offline
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"math"
 	"slices"
 	"strings"
@@ -255,4 +257,57 @@ func (m *Model) CheckParams(params []llm.Param) error {
 		}
 	}
 	return nil
+}
+
+var _ llm.Embedder = (*Model)(nil)
+
+// EmbedDimensions is the length of the offline model's vectors unless the
+// request asks for fewer or more ("dimensions", 1 to 4096).
+const EmbedDimensions = 256
+
+// Embed implements llm.Embedder with a deterministic hashed embedding, not a
+// learned one: each lower-cased word adds ±1 to the coordinate its FNV-1a hash
+// names, and the vector is scaled to unit length, so equal texts get equal
+// vectors and texts sharing words point the same way. Input tokens are counted
+// with the model's tokenizer.
+func (m *Model) Embed(ctx context.Context, req *llm.EmbedRequest) (*llm.EmbedResponse, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, &llm.Error{Kind: llm.KindRetryable, Message: "offline: " + err.Error(), Err: err}
+	}
+	dims := EmbedDimensions
+	for _, p := range req.Params {
+		if p.Name == "dimensions" {
+			if err := json.Unmarshal(p.Value, &dims); err != nil || dims < 1 || dims > 4096 {
+				return nil, &llm.Error{Kind: llm.KindPermanent, StatusCode: 400, Message: "offline: dimensions must be an integer from 1 to 4096"}
+			}
+		}
+	}
+	out := &llm.EmbedResponse{Model: req.Model, Source: llm.SourceProvider, Vectors: make([][]float32, len(req.Input))}
+	for i, text := range req.Input {
+		out.InputTokens += m.count(text)
+		v := make([]float64, dims)
+		for _, w := range strings.Fields(strings.ToLower(text)) {
+			h := fnv.New64a()
+			h.Write([]byte(w))
+			x := h.Sum64()
+			sign := 1.0
+			if x&1 == 1 {
+				sign = -1
+			}
+			v[(x>>1)%uint64(dims)] += sign
+		}
+		var norm float64
+		for _, c := range v {
+			norm += c * c
+		}
+		vec := make([]float32, dims)
+		if norm > 0 {
+			norm = math.Sqrt(norm)
+			for j, c := range v {
+				vec[j] = float32(c / norm)
+			}
+		}
+		out.Vectors[i] = vec
+	}
+	return out, nil
 }
