@@ -316,3 +316,77 @@ models:
 		}
 	}
 }
+
+// TestSeveralChoices: n reaches an OpenAI-compatible upstream; every choice comes
+// back in order and is held for and billed (the provider's usage covers them
+// all); a session remembers the first; providers that give one answer refuse n
+// by name, and so does a stream.
+func TestSeveralChoices(t *testing.T) {
+	u := newUpstream(t, nil)
+	cfg := fmt.Sprintf(`
+providers:
+  - {name: compat, kind: openai, base_url: %[1]s/v1, api_key_env: UPSTREAM_KEY}
+  - {name: claude, kind: anthropic, base_url: %[1]s, api_key_env: ANTHROPIC_KEY}
+models:
+  - {id: gpt-n, provider: compat, upstream_model: gpt-n, context_window: 8192, max_output_tokens: 512, price: {input: 1000, output: 1000}}
+  - {id: claude-test, provider: claude, upstream_model: claude-n, context_window: 8192, max_output_tokens: 512, price: {input: 1, output: 1}}
+`, u.URL)
+	s, op := fundedServer(t, cfg, 100)
+	ctx := context.Background()
+	if _, err := op.CreateAgent(ctx, client.AgentSpec{Name: client.Ptr("chooser"), Description: client.Ptr("t"),
+		Model: client.Ptr("gpt-n"), MaxToken: client.Ptr(64), ConversationSavingEnabled: client.Ptr(true)}); err != nil {
+		t.Fatal(err)
+	}
+	oc := newOpenAI(s, s.Key)
+	p := chatParams("agent/chooser", openai.UserMessage("pick"))
+	p.N = openai.Int(3)
+	res, err := oc.Chat.Completions.New(ctx, p, option.WithHeader("X-Session-ID", "n-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for i, c := range res.Choices {
+		if c.Index != int64(i) || c.FinishReason != "stop" {
+			t.Errorf("choice %d: %s", i, c.RawJSON())
+		}
+		got = append(got, c.Message.Content)
+	}
+	if strings.Join(got, "|") != "choice 0|choice 1|choice 2" || res.Usage.CompletionTokens != 15 {
+		t.Errorf("choices %q, usage %s", got, res.Usage.RawJSON())
+	}
+	u.mu.Lock()
+	sent := u.bodies["gpt-n"][0]["n"]
+	u.mu.Unlock()
+	if sent != 3.0 {
+		t.Errorf("upstream got n = %v", sent)
+	}
+	page, err := op.UsageRecords(ctx, client.UsageFilter{Model: "gpt-n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Data) != 1 || page.Data[0].OutputTokens != 15 || page.Data[0].Cost != 0.035 { // (20 + 15) × 1000 / 1e6
+		t.Errorf("ledger %+v", page.Data)
+	}
+	sess, err := op.Session(ctx, "chooser", "n-1", "", 10)
+	if err != nil || len(sess.Turns) != 1 || sess.Turns[0].Assistant != "choice 0" {
+		t.Errorf("session %+v, %v: want the first choice remembered", sess, err)
+	}
+
+	for _, tc := range []struct{ model, says string }{
+		{"claude-test", `parameter "n" is not supported by anthropic models`},
+		{"offline", `parameter "n": the offline model gives one answer`},
+	} {
+		p := chatParams(tc.model, openai.UserMessage("pick"))
+		p.N = openai.Int(2)
+		_, err := oc.Chat.Completions.New(ctx, p)
+		if e := wantAPIError(t, err, 400, "invalid_request_error", "unsupported_parameter"); e.Param != "n" || !strings.Contains(e.Message, tc.says) {
+			t.Errorf("%s: %q %q", tc.model, e.Param, e.Message)
+		}
+	}
+	p = chatParams("gpt-n", openai.UserMessage("pick"))
+	p.N = openai.Int(2)
+	_, err = streamChat(t, oc, p)
+	if e := wantAPIError(t, err, 400, "invalid_request_error", "unsupported_value"); e.Param != "n" || !strings.Contains(e.Message, "n > 1 is not supported with stream") {
+		t.Errorf("streamed n = 2: %q %q", e.Param, e.Message)
+	}
+}

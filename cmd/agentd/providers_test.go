@@ -90,6 +90,19 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 			strings.Join(data, ","), model, 7*len(inputs), 7*len(inputs))
 		return
 	}
+	if model == "gpt-n" { // n choices, "choice i", 5 completion tokens each
+		n := 1
+		if v, ok := body["n"].(float64); ok {
+			n = int(v)
+		}
+		var choices []string
+		for i := n - 1; i >= 0; i-- { // out of order: the index orders them
+			choices = append(choices, fmt.Sprintf(`{"index":%d,"message":{"role":"assistant","content":"choice %d"},"finish_reason":"stop"}`, i, i))
+		}
+		fmt.Fprintf(w, `{"id":"chatcmpl-N","object":"chat.completion","created":1741569952,"model":"gpt-n","choices":[%s],"usage":{"prompt_tokens":20,"completion_tokens":%d,"total_tokens":%d}}`,
+			strings.Join(choices, ","), 5*n, 20+5*n)
+		return
+	}
 	switch model { // providers that report cached and reasoning tokens
 	case "gpt-cached":
 		fmt.Fprint(w, `{"id":"chatcmpl-C","object":"chat.completion","created":1741569952,"model":"gpt-cached","choices":[{"index":0,"message":{"role":"assistant","content":"cached hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1000,"completion_tokens":200,"total_tokens":1200,"prompt_tokens_details":{"cached_tokens":600,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":150,"audio_tokens":0}}}`)

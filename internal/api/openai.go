@@ -305,7 +305,11 @@ type chatCall struct {
 	includeUsage   bool
 	params         []llm.Param // the rest of the body, for the model (bodyParams)
 	api            string      // for the request hash: "" (chat) or "openai.completion"
+	n              int         // choices asked for (0: one)
 }
+
+// maxChoices bounds n, as OpenAI does.
+const maxChoices = 128
 
 // chatHandled are the fields of a chat request that agentd takes itself; every
 // other field is passed to the model as sent (bodyParams). parallel_tool_calls
@@ -379,8 +383,15 @@ func (req *chatRequest) call(maxChars int) (*chatCall, error) {
 		return nil, unsupported("tool_choice is not supported: agents are text in, text out", "tool_choice")
 	case given(req.FunctionCall) && string(req.FunctionCall) != `"none"`:
 		return nil, unsupported("function_call is not supported: agents are text in, text out", "function_call")
-	case req.N != nil && *req.N != 1:
-		return nil, unsupported("n must be 1: agentd returns one choice", "n")
+	}
+	if req.N != nil {
+		switch n := *req.N; {
+		case n < 1 || n > maxChoices:
+			return nil, agentd.Invalid(fmt.Sprintf("n must be between 1 and %d", maxChoices), "less_than_equal", "body", "n")
+		case n > 1 && req.Stream != nil && *req.Stream:
+			return nil, unsupported("n > 1 is not supported with stream: agentd streams one choice", "n")
+		}
+		c.n = *req.N
 	}
 	if given(req.ResponseFormat) {
 		if err := checkResponseFormat(req.ResponseFormat); err != nil {
@@ -546,7 +557,8 @@ func (c *chatCall) hash(sessionID string) string {
 		Stream      bool        `json:"stream"`
 		Session     string      `json:"session"`
 		Params      [][2]string `json:"params,omitempty"`
-	}{cmp.Or(c.api, "openai.chat"), model, msgs, c.temperature, c.maxTokens, c.stream, sessionID, paramPairs(c.params)})
+		N           int         `json:"n,omitempty"`
+	}{cmp.Or(c.api, "openai.chat"), model, msgs, c.temperature, c.maxTokens, c.stream, sessionID, paramPairs(c.params), c.n})
 	return hex.EncodeToString(h.Sum(nil))
 }
 
@@ -671,10 +683,13 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, p *agen
 	if res == nil {
 		return err // an error, or a stream that has been answered
 	}
+	choices := []chatChoice{{Message: chatReply{Role: llm.RoleAssistant, Content: res.Response}, FinishReason: finishReason(res.FinishReason)}}
+	for i, more := range res.More {
+		choices = append(choices, chatChoice{Index: i + 1, Message: chatReply{Role: llm.RoleAssistant, Content: more.Text}, FinishReason: finishReason(more.FinishReason)})
+	}
 	return writeJSON(w, http.StatusOK, &chatCompletion{
 		ID: "chatcmpl-" + res.RunID, Object: "chat.completion", Created: res.Created / 1_000_000, Model: c.model,
-		Choices: []chatChoice{{Message: chatReply{Role: llm.RoleAssistant, Content: res.Response}, FinishReason: finishReason(res.FinishReason)}},
-		Usage:   usageOf(res), Agentd: extensionOf(res),
+		Choices: choices, Usage: usageOf(res), Agentd: extensionOf(res),
 	})
 }
 
@@ -713,7 +728,7 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, p *agentd.Princi
 	}
 	req := &run.Request{
 		Principal: p, AgentName: c.agent, Messages: c.messages,
-		Temperature: c.temperature, MaxTokens: c.maxTokens, Params: c.params, SessionID: sid,
+		Temperature: c.temperature, MaxTokens: c.maxTokens, Params: c.params, N: c.n, SessionID: sid,
 		IdempotencyKey: idem, RequestHash: c.hash(sid),
 	}
 	if c.agent == "" {

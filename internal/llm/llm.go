@@ -101,8 +101,17 @@ const (
 type Response struct {
 	Text         string
 	FinishReason string
-	Usage        Usage
+	Usage        Usage  // of every choice
 	Model        string // the model that answered, as the provider names it
+	// More are the choices after the first when the request asked for several
+	// (the param n), in order.
+	More []Choice
+}
+
+// Choice is one of several answers to a request.
+type Choice struct {
+	Text         string
+	FinishReason string
 }
 
 // Provider completes chat requests. Implementations must be safe for concurrent use
@@ -212,9 +221,13 @@ func EstimateUsage(count func(string) int, req *Request, resp *Response) {
 	if resp.Usage.Source != "" {
 		return
 	}
+	out := count(resp.Text)
+	for _, c := range resp.More {
+		out += count(c.Text)
+	}
 	resp.Usage = Usage{
 		InputTokens:  CountMessages(count, req.Messages),
-		OutputTokens: count(resp.Text),
+		OutputTokens: out,
 		Source:       SourceEstimated,
 	}
 }

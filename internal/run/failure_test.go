@@ -86,7 +86,7 @@ func TestValidUsageParts(t *testing.T) {
 		{llm.Usage{InputTokens: 100, CachedInputTokens: -1}, false},
 		{llm.Usage{OutputTokens: 10, ReasoningTokens: -1}, false},
 	} {
-		if err := validUsage(tc.u, m); (err == nil) != tc.ok || (err != nil && !errors.Is(err, errImpossibleUsage)) {
+		if err := validUsage(tc.u, m, 1); (err == nil) != tc.ok || (err != nil && !errors.Is(err, errImpossibleUsage)) {
 			t.Errorf("validUsage(%+v) = %v, want ok %v", tc.u, err, tc.ok)
 		}
 	}

@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/agentd/agentd"
@@ -39,6 +41,9 @@ type Request struct {
 	// MaxTokens within the agent's (or model's) limit.
 	Temperature *float64
 	MaxTokens   *int
+	// N is how many choices to return (OpenAI's n; 0 or 1: one). Every choice is
+	// held for and billed; the session remembers the first.
+	N int
 	// Params are the client's other parameters (OpenAI-compatible calls), passed
 	// to the model as sent; a model of the chain that cannot take one refuses the
 	// run before anything is held.
@@ -63,7 +68,9 @@ type Result struct {
 	FinishReason string       `json:"finish_reason"`
 	Created      int64        `json:"created"` // unix micros
 	Usage        agentd.Usage `json:"usage"`
-	SessionID    string       `json:"session_id,omitempty"`
+	// More are the choices after the first, when the request asked for several.
+	More      []llm.Choice `json:"more,omitempty"`
+	SessionID string       `json:"session_id,omitempty"`
 	// HistoryTurns is how many earlier turns of the session the prompt carried, and
 	// TrimmedTurns how many older ones did not fit and were left out.
 	HistoryTurns int `json:"history_turns"`
@@ -204,7 +211,7 @@ type historySource func(ctx context.Context, budget int, cost func(agentd.Turn) 
 
 // prepare loads the history that fits (from history, when the run has a session)
 // and assembles the prompt.
-func (r *Runner) prepare(ctx context.Context, req *Request, t *target, history historySource) (*prepared, error) {
+func (r *Runner) prepare(ctx context.Context, req *Request, t *target, history historySource, choices int) (*prepared, error) {
 	m := t.model
 	pp := &prepared{t: t}
 	in := prompt.Input{Fixed: t.fixed, ContextWindow: m.ContextWindow, MaxTokens: t.maxTokens}
@@ -240,7 +247,7 @@ func (r *Runner) prepare(ctx context.Context, req *Request, t *target, history h
 	// Hold the most this run can cost on any model that may answer it: every input
 	// token and the whole reply budget.
 	for _, at := range pp.plan {
-		pp.holdAmount = max(pp.holdAmount, at.model.Price.MaxCost(at.inputTokens, at.maxTokens))
+		pp.holdAmount = max(pp.holdAmount, at.model.Price.MaxCost(at.inputTokens, choices*at.maxTokens))
 	}
 	return pp, nil
 }
@@ -275,7 +282,7 @@ func (r *Runner) Estimate(ctx context.Context, req *Request) (*Estimate, error) 
 			return r.Sessions.Peek(ctx, k, budget, cost) // no lease: read, never write
 		}
 	}
-	pp, err := r.prepare(ctx, req, t, history)
+	pp, err := r.prepare(ctx, req, t, history, max(req.N, 1))
 	if err != nil {
 		return nil, err
 	}
@@ -314,6 +321,11 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if req.N > 1 {
+		// Passed on as the client's own parameter: providers that cannot give
+		// several choices refuse it by name (checkParams).
+		req.Params = append(slices.Clip(req.Params), llm.Param{Name: "n", Value: strconv.AppendInt(nil, int64(req.N), 10)})
+	}
 	if err := checkParams(t.model, req.Params); err != nil {
 		return nil, err
 	}
@@ -328,7 +340,7 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 		defer turn.End()
 		history = turn.History
 	}
-	pp, err := r.prepare(ctx, req, t, history)
+	pp, err := r.prepare(ctx, req, t, history, max(req.N, 1))
 	if err != nil {
 		return nil, err
 	}
@@ -376,7 +388,7 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 	}
 
 	if out.err == nil {
-		if err := validUsage(out.resp.Usage, m); err != nil {
+		if err := validUsage(out.resp.Usage, m, max(req.N, 1)); err != nil {
 			// Counts the model cannot have produced are no basis for a bill: the run
 			// fails and nothing is charged.
 			r.Log.Error("provider reported impossible usage; the run fails and nothing is charged",
@@ -420,6 +432,7 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 		RunID: row.RunID, AgentID: row.AgentID, Model: m.ID, Response: resp.Text, FinishReason: resp.FinishReason,
 		Created:   row.CreatedAt.UnixMicro(),
 		Usage:     u,
+		More:      resp.More,
 		SessionID: req.SessionID, HistoryTurns: pp.historyTurns, TrimmedTurns: pp.trimmedTurns,
 	}
 	if idem != nil {
@@ -441,8 +454,8 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 // errImpossibleUsage marks usage that the model cannot have produced.
 var errImpossibleUsage = errors.New("run: impossible provider usage")
 
-func validUsage(u llm.Usage, m *catalog.Model) error {
-	limit := m.ContextWindow + m.MaxOutputTokens
+func validUsage(u llm.Usage, m *catalog.Model, choices int) error {
+	limit := m.ContextWindow + choices*m.MaxOutputTokens
 	if u.InputTokens < 0 || u.OutputTokens < 0 || u.InputTokens > limit || u.OutputTokens > limit || u.InputTokens+u.OutputTokens > limit {
 		return fmt.Errorf("%w: %d input and %d output tokens for model %s (context window %d, output limit %d)",
 			errImpossibleUsage, u.InputTokens, u.OutputTokens, m.ID, m.ContextWindow, m.MaxOutputTokens)
@@ -491,7 +504,7 @@ func (r *Runner) charge(hold billing.Hold, cost agentd.Micros, runID string) age
 // counts if it sent plausible ones, else the prompt as counted for the model and
 // the text delivered, counted with the model's tokenizer.
 func partialUsage(out *callResult, m *catalog.Model) agentd.Usage {
-	if out.resp != nil && out.resp.Usage.Source == llm.SourceProvider && out.resp.Usage.OutputTokens > 0 && validUsage(out.resp.Usage, m) == nil {
+	if out.resp != nil && out.resp.Usage.Source == llm.SourceProvider && out.resp.Usage.OutputTokens > 0 && validUsage(out.resp.Usage, m, 1) == nil {
 		return usageOf(out.resp.Usage)
 	}
 	text := ""

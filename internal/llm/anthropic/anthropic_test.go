@@ -403,7 +403,7 @@ func TestCompleteReply(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if *resp != tc.want {
+			if !reflect.DeepEqual(*resp, tc.want) {
 				t.Errorf("got %+v\nwant %+v", *resp, tc.want)
 			}
 		})
@@ -509,7 +509,7 @@ func TestStreamReply(t *testing.T) {
 	}
 	want := llm.Response{Text: "It is 4.", FinishReason: llm.FinishLength, Model: "claude-x",
 		Usage: llm.Usage{InputTokens: 480 + 100 + 2000, OutputTokens: 57, CachedInputTokens: 2000, CacheWriteTokens: 100, Source: llm.SourceProvider}}
-	if *resp != want {
+	if !reflect.DeepEqual(*resp, want) {
 		t.Errorf("got %+v\nwant %+v", *resp, want)
 	}
 }

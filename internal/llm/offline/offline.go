@@ -252,6 +252,8 @@ func (m *Model) CheckParams(params []llm.Param) error {
 		switch v := string(p.Value); {
 		case p.Name == "logprobs" && v != "false", p.Name == "top_logprobs" && v != "0":
 			return &llm.ParamError{Param: p.Name, Kind: "offline", Reason: "the offline model has no log probabilities to return"}
+		case p.Name == "n" && v != "1":
+			return &llm.ParamError{Param: p.Name, Kind: "offline", Reason: "the offline model gives one answer"}
 		case p.Name == "response_format":
 			return &llm.ParamError{Param: p.Name, Kind: "offline", Reason: "the offline model answers from demonstrations and cannot promise JSON"}
 		}

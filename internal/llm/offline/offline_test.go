@@ -7,6 +7,7 @@ import (
 	"go/token"
 	"math"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -334,7 +335,7 @@ func TestDeterministic(t *testing.T) {
 	}
 	for range 100 {
 		resp, err := wordModel.Complete(context.Background(), req)
-		if err != nil || *resp != *first {
+		if err != nil || !reflect.DeepEqual(*resp, *first) {
 			t.Fatalf("got %+v, %v; want %+v", resp, err, first)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -187,8 +188,12 @@ func decodeReply(body []byte) (*llm.Response, error) {
 	if len(r.Choices) == 0 {
 		return nil, &llm.Error{Kind: llm.KindPermanent, Message: "openai: reply has no choices: " + snippet(body)}
 	}
+	slices.SortStableFunc(r.Choices, func(a, b choice) int { return a.Index - b.Index }) // n > 1
 	c := &r.Choices[0]
 	out := &llm.Response{Text: string(c.Message.Content), FinishReason: finish(c.FinishReason), Model: r.Model}
+	for _, c := range r.Choices[1:] {
+		out.More = append(out.More, llm.Choice{Text: string(c.Message.Content), FinishReason: finish(c.FinishReason)})
+	}
 	if r.Usage != nil {
 		out.Usage = r.Usage.neutral()
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -341,7 +342,7 @@ func TestReplies(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if *got != tc.want {
+			if !reflect.DeepEqual(*got, tc.want) {
 				t.Errorf("got %+v\nwant %+v", *got, tc.want)
 			}
 		})
@@ -456,7 +457,7 @@ func TestStreams(t *testing.T) {
 			if k := llm.KindOf(err); k != tc.kind {
 				t.Errorf("kind %v, want %v (err %v)", k, tc.kind, err)
 			}
-			if *resp != tc.want {
+			if !reflect.DeepEqual(*resp, tc.want) {
 				t.Errorf("got %+v\nwant %+v", *resp, tc.want)
 			}
 		})
@@ -497,7 +498,7 @@ func TestStreamEvents(t *testing.T) {
 func TestStreamStatusError(t *testing.T) {
 	s, _ := serve(t, 429, rateLimitHeader(), load(t, "insufficient_quota.json"))
 	pieces, resp, err := stream(t, New(Options{BaseURL: s.URL}))
-	if llm.KindOf(err) != llm.KindExhausted || len(pieces) != 0 || *resp != (llm.Response{}) {
+	if llm.KindOf(err) != llm.KindExhausted || len(pieces) != 0 || !reflect.DeepEqual(*resp, llm.Response{}) {
 		t.Errorf("err %v, pieces %q, resp %+v", err, pieces, resp)
 	}
 }

@@ -51,6 +51,7 @@ type reply struct {
 }
 
 type choice struct {
+	Index        int    `json:"index"`
 	Message      delta  `json:"message"`
 	Delta        delta  `json:"delta"`
 	FinishReason string `json:"finish_reason"`
