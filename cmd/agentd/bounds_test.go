@@ -1072,7 +1072,8 @@ func TestUntrustedProviderUsage(t *testing.T) {
 					t.Errorf("stream finished with done: %+v", ev)
 				}
 			}
-			if resp.StatusCode != 200 || last.Data != "[DONE]" || jsonField(errEv.Data, "code") != "inference_failed" {
+			if resp.StatusCode != 200 || last.Data != "[DONE]" || jsonField(errEv.Data, "code") != "inference_failed" ||
+				!strings.HasPrefix(jsonField(errEv.Data, "run_id"), "run-") || jsonField(errEv.Data, "class") != "upstream_error" {
 				t.Errorf("stream: status %d, events %v, error %q", resp.StatusCode, names, errEv.Data)
 			}
 			if failed, ok := failedRows(id); failed != 2 || ok != 0 {

@@ -188,10 +188,16 @@ func (s *Server) runStream(w http.ResponseWriter, r *http.Request, req *run.Requ
 			return err
 		}
 		e := s.publicError(r, err)
-		b, _ := json.Marshal(map[string]any{
+		ev := map[string]any{
 			"detail": e.Message, "code": e.Code,
 			"error": map[string]string{"message": e.Message, "code": string(e.Code)}, // NuGen stream clients look for "error"
-		})
+		}
+		for _, k := range []string{"run_id", "class"} { // a failed inference's
+			if v, ok := e.Fields[k]; ok {
+				ev[k] = v
+			}
+		}
+		b, _ := json.Marshal(ev)
 		st.event("error", b)
 		st.event("", []byte("[DONE]"))
 		return nil
