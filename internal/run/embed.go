@@ -75,15 +75,7 @@ func (r *Runner) Embed(ctx context.Context, req *EmbedRequest) (*EmbedResult, er
 	}}
 	row := &rec.LedgerRow
 	wctx := context.WithoutCancel(ctx)
-	record := func() error {
-		return write.TxRecords(wctx, func(tx *store.Tx) error {
-			if _, err := tx.RecordRun(wctx, rec); err != nil {
-				return err
-			}
-			hold.Settle(tx, row.Cost, row.CreatedAt)
-			return nil
-		})
-	}
+	record := func() error { return recordRun(wctx, write, rec, hold, nil) }
 	if err != nil {
 		row.Outcome, row.ErrorCode, row.UsageSource = agentd.OutcomeFailed, string(agentd.EInferenceFailed), agentd.UsageEstimated
 		if err := record(); err != nil {

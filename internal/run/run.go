@@ -321,12 +321,13 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	params := req.Params
 	if req.N > 1 {
 		// Passed on as the client's own parameter: providers that cannot give
 		// several choices refuse it by name (checkParams).
-		req.Params = append(slices.Clip(req.Params), llm.Param{Name: "n", Value: strconv.AppendInt(nil, int64(req.N), 10)})
+		params = append(slices.Clip(params), llm.Param{Name: "n", Value: strconv.AppendInt(nil, int64(req.N), 10)})
 	}
-	if err := checkParams(t.model, req.Params); err != nil {
+	if err := checkParams(t.model, params); err != nil {
 		return nil, err
 	}
 	// The lease covers history load to turn write, so turns of one session see each
@@ -353,7 +354,7 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 	defer write.Cancel()
 
 	callCtx, cancel := context.WithTimeout(ctx, r.Timeout)
-	out := r.call(callCtx, pp.plan, pp.pr.Messages, t.temperature, req.Params, req.Emit)
+	out := r.call(callCtx, pp.plan, pp.pr.Messages, t.temperature, params, req.Emit)
 	cancel()
 	m := out.used.model
 
@@ -371,21 +372,7 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 	// charge and the hold's end commit together; a turn joins the session's cached
 	// window in the same commit.
 	wctx := context.WithoutCancel(ctx)
-	record := func() error {
-		// Nothing below reads back what the record wrote: on PostgreSQL it is written
-		// with the batch's other records in one statement (TxRecords).
-		return write.TxRecords(wctx, func(tx *store.Tx) error {
-			stored, err := tx.RecordRun(wctx, rec)
-			if err != nil {
-				return err
-			}
-			if stored {
-				turn.Record(tx, *rec.Turn)
-			}
-			hold.Settle(tx, row.Cost, row.CreatedAt)
-			return nil
-		})
-	}
+	record := func() error { return recordRun(wctx, write, rec, hold, turn) }
 
 	if out.err == nil {
 		if err := validUsage(out.resp.Usage, m, max(req.N, 1)); err != nil {
@@ -447,6 +434,24 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 		return nil, err // the hold is released by the deferred Release; nothing was charged
 	}
 	return res, nil
+}
+
+// recordRun writes rec — its ledger row, the charge that ends hold and, with
+// turn, the session turn — in one write announced by write. Nothing reads back
+// what it wrote: on PostgreSQL it joins the batch's other records in one
+// statement (TxRecords).
+func recordRun(ctx context.Context, write *store.Expectation, rec *store.Run, hold billing.Hold, turn *session.Turn) error {
+	return write.TxRecords(ctx, func(tx *store.Tx) error {
+		stored, err := tx.RecordRun(ctx, rec)
+		if err != nil {
+			return err
+		}
+		if stored && turn != nil {
+			turn.Record(tx, *rec.Turn)
+		}
+		hold.Settle(tx, rec.Cost, rec.CreatedAt)
+		return nil
+	})
 }
 
 // validUsage refuses token counts a model cannot have produced: negative ones, or
