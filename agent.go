@@ -35,6 +35,10 @@ type Version struct {
 	Demonstrations []Demonstration
 	Temperature    float64
 	MaxTokens      int
+	// Tools and ResponseFormat are sent with every run, in OpenAI's JSON (a
+	// "tools" array, a "response_format" object); nil for none.
+	Tools          []byte
+	ResponseFormat []byte
 	CreatedAt      time.Time
 }
 
@@ -91,7 +95,7 @@ type AgentRef struct {
 // Size is what the agent's configuration takes: the bytes of its description,
 // instructions and demonstrations.
 func (a *Agent) Size() int {
-	n := len(a.Description) + len(a.Version.Instructions)
+	n := len(a.Description) + len(a.Version.Instructions) + len(a.Version.Tools) + len(a.Version.ResponseFormat)
 	for _, d := range a.Version.Demonstrations {
 		n += len(d.Input) + len(d.Output)
 	}

@@ -50,18 +50,23 @@ var layers = map[string][]string{
 	// Pure helpers of a run.
 	"internal/catalog": {"", "internal/llm"},
 	"internal/prompt":  {"", "internal/llm"},
+	// OpenAI's JSON for tools and response formats, read into llm's types: the
+	// format of the APIs (api) and of an agent's stored configuration (agents).
+	"internal/toolspec": {"", "internal/llm"},
 	// The owners of state, each over the store.
 	"internal/auth":                {"", "internal/clock", "internal/store"},
 	"internal/billing":             {"", "internal/clock", "internal/store"},
 	"internal/billing/billingtest": {"", "internal/billing", "internal/clock/clocktest", "internal/store"},
 	"internal/session":             {"", "internal/clock", "internal/store"},
 	"internal/session/sessiontest": {"", "internal/clock/clocktest", "internal/session"},
-	"internal/agents":              {"", "internal/catalog", "internal/clock", "internal/prompt", "internal/store"},
+	// agents reads its tools with toolspec and asks the model's providers (llm)
+	// whether they can take them, when they are stored.
+	"internal/agents": {"", "internal/catalog", "internal/clock", "internal/llm", "internal/prompt", "internal/store", "internal/toolspec"},
 	// One run end to end, over the owners.
 	"internal/run":              {"", "internal/agents", "internal/billing", "internal/catalog", "internal/clock", "internal/llm", "internal/prompt", "internal/session", "internal/store"},
 	"internal/run/inflighttest": {"", "internal/run"},
 	// HTTP only: the owners' services, never the store.
-	"internal/api": {"", "internal/agents", "internal/auth", "internal/billing", "internal/catalog", "internal/clock", "internal/llm", "internal/run", "internal/session"},
+	"internal/api": {"", "internal/agents", "internal/auth", "internal/billing", "internal/catalog", "internal/clock", "internal/llm", "internal/run", "internal/session", "internal/toolspec"},
 	// The public client and the load tool speak HTTP.
 	"client":           {""},
 	"internal/bench":   {"client"},

@@ -43,6 +43,7 @@ models:
   - {id: gpt-test, provider: compat, upstream_model: gpt-params, context_window: 8192, max_output_tokens: 512, price: {input: 1, output: 1}}
   - {id: claude-test, provider: claude, upstream_model: claude-params, context_window: 8192, max_output_tokens: 512, price: {input: 1, output: 1}}
   - {id: claude-lenient, provider: lenient, upstream_model: claude-lenient, context_window: 8192, max_output_tokens: 512, price: {input: 1, output: 1}}
+  - {id: claude-json, provider: claude, upstream_model: claude-json, context_window: 8192, max_output_tokens: 512, price: {input: 1, output: 1}}
   - {id: gpt-falls, provider: compat, upstream_model: gpt-falls, context_window: 8192, max_output_tokens: 512, price: {input: 1, output: 1}, fallbacks: [claude-test]}
 `, u.URL)
 	s, op := fundedServer(t, cfg, 100)
@@ -52,17 +53,7 @@ models:
 		t.Fatal(err)
 	}
 	oc := newOpenAI(s, s.Key)
-	lastBody := func(model string) map[string]any {
-		t.Helper()
-		u.mu.Lock()
-		defer u.mu.Unlock()
-		bodies := u.bodies[model]
-		if len(bodies) == 0 {
-			t.Fatalf("upstream %s got no request", model)
-		}
-		return bodies[len(bodies)-1]
-	}
-	asJSON := func(v any) string { b, _ := json.Marshal(v); return string(b) }
+	lastBody := func(model string) map[string]any { t.Helper(); return u.lastBody(t, model) }
 
 	// Every parameter of OpenAI's API that agentd does not take itself, through
 	// the SDK's own fields, and one it does not know (extra fields).
@@ -181,14 +172,31 @@ models:
 		if got := asJSON(lastBody("gpt-params")["response_format"]); got != `{"json_schema":{"name":"answer","schema":{"properties":{"n":{"type":"integer"}},"type":"object"},"strict":true},"type":"json_schema"}` {
 			t.Errorf("openai upstream got response_format %s", got)
 		}
-		for model, says := range map[string]string{
-			"claude-test": `parameter "response_format" is not supported by anthropic models (model claude-test, provider claude)`,
-			"offline":     `parameter "response_format": the offline model answers from demonstrations and cannot promise JSON`,
-		} {
-			_, err := oc.Chat.Completions.New(ctx, format(model))
-			if e := wantAPIError(t, err, 400, "invalid_request_error", "unsupported_parameter"); e.Param != "response_format" || !strings.Contains(e.Message, says) {
-				t.Errorf("%s: %q %q, want %q", model, e.Param, e.Message, says)
-			}
+		// Anthropic has no response_format: a forced tool whose input schema is
+		// the schema, its input the reply.
+		c, err := oc.Chat.Completions.New(ctx, format("claude-json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Choices[0].Message.Content != `{"n":4}` || c.Choices[0].FinishReason != "stop" || len(c.Choices[0].Message.ToolCalls) != 0 {
+			t.Errorf("claude answered %s", c.RawJSON())
+		}
+		body := lastBody("claude-json")
+		if got := asJSON(body["tools"]); got != `[{"input_schema":{"properties":{"n":{"type":"integer"}},"type":"object"},"name":"answer","strict":true}]` {
+			t.Errorf("anthropic upstream got tools %s", got)
+		}
+		if got := asJSON(body["tool_choice"]); got != `{"disable_parallel_tool_use":true,"name":"answer","type":"tool"}` {
+			t.Errorf("anthropic upstream got tool_choice %s", got)
+		}
+		// With tools of its own as well, it cannot: refused by name.
+		both := format("claude-test")
+		both.Tools = []openai.ChatCompletionToolUnionParam{weatherTool}
+		if e := wantAPIError(t, err2(oc.Chat.Completions.New(ctx, both)), 400, "invalid_request_error", "unsupported_parameter"); e.Param != "response_format" || !strings.Contains(e.Message, "provider claude") {
+			t.Errorf("response_format with tools on anthropic: %q %q", e.Param, e.Message)
+		}
+		says := `parameter "response_format": the offline model answers from demonstrations and cannot promise JSON`
+		if e := wantAPIError(t, err2(oc.Chat.Completions.New(ctx, format("offline"))), 400, "invalid_request_error", "unsupported_parameter"); e.Param != "response_format" || !strings.Contains(e.Message, says) {
+			t.Errorf("offline: %q %q, want %q", e.Param, e.Message, says)
 		}
 		// Plain text is what every model gives: asked for, it is not passed on.
 		p := chatParams("claude-test", openai.UserMessage("hi"))

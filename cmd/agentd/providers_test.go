@@ -107,8 +107,15 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 	case "gpt-cached":
 		fmt.Fprint(w, `{"id":"chatcmpl-C","object":"chat.completion","created":1741569952,"model":"gpt-cached","choices":[{"index":0,"message":{"role":"assistant","content":"cached hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1000,"completion_tokens":200,"total_tokens":1200,"prompt_tokens_details":{"cached_tokens":600,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":150,"audio_tokens":0}}}`)
 		return
+	case "claude-json": // a forced tool's input: what a response format asked for
+		fmt.Fprint(w, `{"id":"msg_J","type":"message","role":"assistant","content":[{"type":"tool_use","id":"toolu_J","name":"answer","input":{"n":4}}],"model":"claude-json","stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":40,"output_tokens":12}}`)
+		return
 	case "claude-cached":
 		fmt.Fprint(w, `{"id":"msg_C","type":"message","role":"assistant","content":[{"type":"text","text":"cached hi"}],"model":"claude-cached","stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":100,"cache_creation_input_tokens":100,"cache_read_input_tokens":800,"output_tokens":50}}`)
+		return
+	}
+	if model == "gpt-tools" || model == "claude-tools" {
+		serveTools(w, body, anthropic, n)
 		return
 	}
 	if model == "hangs" {
@@ -138,6 +145,21 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, `{"error":{"message":"The server had an error while processing your request. Sorry about that!","type":"server_error","param":null,"code":null}}`)
 	}
 }
+
+// lastBody is the body of the last request for model.
+func (u *upstream) lastBody(t testing.TB, model string) map[string]any {
+	t.Helper()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	bodies := u.bodies[model]
+	if len(bodies) == 0 {
+		t.Fatalf("upstream %s got no request", model)
+	}
+	return bodies[len(bodies)-1]
+}
+
+// asJSON is v encoded, for comparing what an upstream received.
+func asJSON(v any) string { b, _ := json.Marshal(v); return string(b) }
 
 func (u *upstream) count(model string) int {
 	u.mu.Lock()

@@ -3,7 +3,10 @@
 package agents
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -15,8 +18,10 @@ import (
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/internal/catalog"
 	"github.com/agentd/agentd/internal/clock"
+	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/prompt"
 	"github.com/agentd/agentd/internal/store"
+	"github.com/agentd/agentd/internal/toolspec"
 )
 
 // Spec is a create or update request. Nil fields are absent: defaults on create,
@@ -31,6 +36,10 @@ type Spec struct {
 	Demonstrations     *[]agentd.Demonstration
 	Status             *string // ACTIVE or INACTIVE, any case
 	ConversationSaving *bool
+	// Tools and ResponseFormat are OpenAI's JSON; "null" or "[]" (tools)
+	// removes them.
+	Tools          json.RawMessage
+	ResponseFormat json.RawMessage
 }
 
 // Limits on agent configuration.
@@ -47,6 +56,9 @@ type Compiled struct {
 	Agent *agentd.Agent
 	Model *catalog.Model
 	Fixed *prompt.Fixed
+	// Tools and Format are the version's tools and response format, read.
+	Tools  []llm.Tool
+	Format *llm.ResponseFormat
 }
 
 // Options bound what an organization may store.
@@ -221,6 +233,7 @@ func (s *Service) apply(a *agentd.Agent, spec Spec, errs *violations) error {
 		}
 		a.Version.Demonstrations = demos
 	}
+	tools, format := s.applyTools(a, spec, errs)
 	if spec.Status != nil {
 		switch strings.ToUpper(*spec.Status) {
 		case "ACTIVE":
@@ -258,6 +271,19 @@ func (s *Service) apply(a *agentd.Agent, spec Spec, errs *violations) error {
 	if size := a.Size(); size > s.opts.MaxBytes {
 		errs.add(fmt.Sprintf("the agent's description, instructions and demonstrations take %d bytes; at most %d are allowed (agents.max_bytes)", size, s.opts.MaxBytes), "value_error")
 	}
+	if m != nil && (len(tools) > 0 || format != nil) {
+		req := &llm.Request{Tools: tools, ResponseFormat: format}
+		for _, f := range m.Chain() {
+			c, ok := f.Provider.(llm.ParamChecker)
+			if !ok {
+				continue
+			}
+			var pe *llm.ParamError
+			if err := c.CheckRequest(req); errors.As(err, &pe) {
+				errs.add(fmt.Sprintf("%s (model %s, provider %s)", pe.Error(), f.ID, f.ProviderName), "unsupported_parameter", pe.Param)
+			}
+		}
+	}
 	mt := a.Version.MaxTokens
 	switch {
 	case mt <= 0:
@@ -280,7 +306,8 @@ func (s *Service) Update(ctx context.Context, p *agentd.Principal, idOrName stri
 	if err := s.apply(a, spec, &errs); err != nil {
 		return nil, err
 	}
-	newVersion := spec.Model != nil || spec.MaxTokens != nil || spec.Temperature != nil || spec.Instructions != nil || spec.Demonstrations != nil
+	newVersion := spec.Model != nil || spec.MaxTokens != nil || spec.Temperature != nil || spec.Instructions != nil || spec.Demonstrations != nil ||
+		spec.Tools != nil || spec.ResponseFormat != nil
 	now := s.now()
 	a.UpdatedAt = now
 	if newVersion {
@@ -396,6 +423,9 @@ func (s *Service) Resolve(ctx context.Context, orgID, name string) (*Compiled, e
 		fixed = prompt.Compile(a.Version.Instructions, a.Version.Demonstrations, m.Count)
 	}
 	c := &Compiled{Agent: a, Model: m, Fixed: fixed}
+	if c.Tools, c.Format, err = compileTools(&a.Version); err != nil {
+		return nil, err
+	}
 	e = cached{c: c}
 	if s.ttl > 0 {
 		e.expires = now.Add(s.ttl) // from before the read: never later than the data's age allows
@@ -443,9 +473,87 @@ func (v *violations) add(msg, typ string, loc ...any) {
 	v.list = append(v.list, agentd.Violation{Loc: append([]any{"body"}, loc...), Msg: msg, Type: typ})
 }
 
+// from adds the violations of err, an EInvalid *agentd.Error whose locations
+// are within the body.
+func (v *violations) from(err error) {
+	var e *agentd.Error
+	if !errors.As(err, &e) || len(e.Violations) == 0 {
+		v.add(err.Error(), "value_error")
+		return
+	}
+	for _, x := range e.Violations {
+		v.add(x.Msg, x.Type, x.Loc...)
+	}
+}
+
 func (v *violations) err() error {
 	if len(v.list) == 0 {
 		return nil
 	}
 	return &agentd.Error{Code: agentd.EInvalid, Violations: v.list}
+}
+
+// applyTools sets the tools and response format spec gives on a's version and
+// returns them read (nil when a has none), adding what is wrong to errs.
+func (s *Service) applyTools(a *agentd.Agent, spec Spec, errs *violations) ([]llm.Tool, *llm.ResponseFormat) {
+	absent := func(raw json.RawMessage) bool {
+		raw = bytes.TrimSpace(raw)
+		return len(raw) == 0 || string(raw) == "null"
+	}
+	if spec.Tools != nil {
+		a.Version.Tools = nil
+		if t := bytes.TrimSpace(spec.Tools); !absent(t) && string(t) != "[]" {
+			a.Version.Tools = compactJSON(t)
+		}
+	}
+	if spec.ResponseFormat != nil {
+		a.Version.ResponseFormat = nil
+		if !absent(spec.ResponseFormat) {
+			a.Version.ResponseFormat = compactJSON(spec.ResponseFormat)
+		}
+	}
+	var tools []llm.Tool
+	var format *llm.ResponseFormat
+	var err error
+	if a.Version.Tools != nil {
+		if tools, err = toolspec.Tools(a.Version.Tools, "tools"); err != nil {
+			errs.from(err)
+		}
+	}
+	if a.Version.ResponseFormat != nil {
+		if format, err = toolspec.Format(a.Version.ResponseFormat, "response_format"); err != nil {
+			errs.from(err)
+		} else if format == nil {
+			a.Version.ResponseFormat = nil // text: what every model gives unasked
+		}
+	}
+	return tools, format
+}
+
+// compileTools reads a stored version's tools and response format.
+func compileTools(v *agentd.Version) ([]llm.Tool, *llm.ResponseFormat, error) {
+	var tools []llm.Tool
+	var format *llm.ResponseFormat
+	var err error
+	if v.Tools != nil {
+		if tools, err = toolspec.Tools(v.Tools, "tools"); err != nil {
+			return nil, nil, fmt.Errorf("agents: stored tools of version %d: %w", v.Number, err)
+		}
+	}
+	if v.ResponseFormat != nil {
+		if format, err = toolspec.Format(v.ResponseFormat, "response_format"); err != nil {
+			return nil, nil, fmt.Errorf("agents: stored response format of version %d: %w", v.Number, err)
+		}
+	}
+	return tools, format, nil
+}
+
+// compactJSON is raw without insignificant space, or raw itself when it is not
+// JSON (the reader then says what is wrong with it).
+func compactJSON(raw json.RawMessage) []byte {
+	var b bytes.Buffer
+	if json.Compact(&b, raw) != nil {
+		return bytes.Clone(raw)
+	}
+	return b.Bytes()
 }

@@ -24,6 +24,9 @@ type agentRequest struct {
 	Demonstrations     *[]demonstration `json:"demonstrations"`
 	Status             *string          `json:"status"`
 	ConversationSaving *bool            `json:"conversation_saving_enabled"`
+	// agentd's extensions, in OpenAI's JSON: sent with every run.
+	Tools          json.RawMessage `json:"tools"`
+	ResponseFormat json.RawMessage `json:"response_format"`
 }
 
 // demonstration accepts the documented {input, output} and the {user_input,
@@ -40,7 +43,7 @@ func (req *agentRequest) spec() (agents.Spec, error) {
 		Name: req.AgentName, Description: req.AgentDescription, Model: req.Model,
 		Temperature: req.Temperature, Instructions: req.Instructions,
 		Status: req.Status, ConversationSaving: req.ConversationSaving,
-		MaxTokens: req.MaxToken,
+		MaxTokens: req.MaxToken, Tools: req.Tools, ResponseFormat: req.ResponseFormat,
 	}
 	if sp.MaxTokens == nil {
 		sp.MaxTokens = req.MaxTokens
@@ -85,6 +88,8 @@ type agentInfo struct {
 	Demonstrations     []agentd.Demonstration `json:"demonstrations"`
 	ConversationSaving bool                   `json:"conversation_saving_enabled"`
 	Version            int                    `json:"version"`
+	Tools              json.RawMessage        `json:"tools"`           // [] for none
+	ResponseFormat     json.RawMessage        `json:"response_format"` // null for text
 }
 
 // performanceMetrics holds only what agentd measures; the rest is null, not invented.
@@ -111,6 +116,13 @@ func (s *Server) agentInfo(a *agentd.Agent) *agentInfo {
 		UncertaintyThresh: a.Version.Temperature, Temperature: a.Version.Temperature,
 		MaxToken: a.Version.MaxTokens, Demonstrations: a.Version.Demonstrations,
 		ConversationSaving: a.ConversationSaving, Version: a.Version.Number,
+		Tools: json.RawMessage("[]"), ResponseFormat: json.RawMessage("null"),
+	}
+	if a.Version.Tools != nil {
+		info.Tools = a.Version.Tools
+	}
+	if a.Version.ResponseFormat != nil {
+		info.ResponseFormat = a.Version.ResponseFormat
 	}
 	if m, err := s.Catalog.Model(a.Version.Model); err == nil && m.Name != "" {
 		info.BaseModelName = m.Name

@@ -12,6 +12,7 @@ import (
 	"net/http"
 
 	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/llm"
 )
 
 // defaultCompletionTokens is the reply limit of a completion that names none on
@@ -158,6 +159,9 @@ func (ts *textStream) piece(text string, first bool) any {
 	ev.Choices = []textChoice{{Text: text}}
 	return &ev
 }
+
+// toolCalls: text completions take no tools.
+func (ts *textStream) toolCalls([]llm.ToolCall) any { return nil }
 
 func (ts *textStream) finish(reason string, x *chatExtension) any {
 	ev := ts.base

@@ -39,7 +39,11 @@ func TestDecodeRun(t *testing.T) {
 			if tc.session != "" {
 				r.Header.Set("X-Session-ID", tc.session)
 			}
-			msg, sid, _, err := s.decodeRun(httptest.NewRecorder(), r)
+			in, err := s.decodeRun(httptest.NewRecorder(), r)
+			var msg, sid string
+			if in != nil {
+				msg, sid = in.msg, in.sid
+			}
 			if code := agentd.ErrorCode(err); code != tc.wantCode {
 				t.Fatalf("code %q, want %q (err %v)", code, tc.wantCode, err)
 			}
@@ -84,7 +88,11 @@ func FuzzDecodeRun(f *testing.F) {
 		if session != "" {
 			r.Header["X-Session-Id"] = []string{session}
 		}
-		msg, sid, _, err := s.decodeRun(httptest.NewRecorder(), r)
+		in, err := s.decodeRun(httptest.NewRecorder(), r)
+		var msg, sid string
+		if in != nil {
+			msg, sid = in.msg, in.sid
+		}
 		if err != nil {
 			code := agentd.ErrorCode(err)
 			if code != agentd.EInvalid && code != agentd.EPayloadTooLarge {

@@ -26,6 +26,7 @@ import (
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/run"
+	"github.com/agentd/agentd/internal/toolspec"
 )
 
 // agentModelPrefix marks a model that names an agent: "agent/<name>".
@@ -272,24 +273,16 @@ type chatRequest struct {
 	StreamOptions *struct {
 		IncludeUsage *bool `json:"include_usage"`
 	} `json:"stream_options"`
-	Temperature         *float64 `json:"temperature"`
-	MaxTokens           *int     `json:"max_tokens"`
-	MaxCompletionTokens *int     `json:"max_completion_tokens"`
-	N                   *int     `json:"n"`
-	// Agents are text in, text out: these are refused unless absent, null or the
-	// value that asks for nothing (no tools, tool_choice "none", text format).
-	Tools          json.RawMessage `json:"tools"`
-	ToolChoice     json.RawMessage `json:"tool_choice"`
-	Functions      json.RawMessage `json:"functions"`
-	FunctionCall   json.RawMessage `json:"function_call"`
-	ResponseFormat json.RawMessage `json:"response_format"`
-}
-
-// chatMessage is one message of a chat request.
-type chatMessage struct {
-	Role         *string         `json:"role"`
-	Content      json.RawMessage `json:"content"`
-	ToolCalls    json.RawMessage `json:"tool_calls"`
+	Temperature         *float64        `json:"temperature"`
+	MaxTokens           *int            `json:"max_tokens"`
+	MaxCompletionTokens *int            `json:"max_completion_tokens"`
+	N                   *int            `json:"n"`
+	Tools               json.RawMessage `json:"tools"`
+	ToolChoice          json.RawMessage `json:"tool_choice"`
+	ParallelToolCalls   *bool           `json:"parallel_tool_calls"`
+	ResponseFormat      json.RawMessage `json:"response_format"`
+	// Deprecated by OpenAI for tools, and refused unless they ask for nothing.
+	Functions    json.RawMessage `json:"functions"`
 	FunctionCall json.RawMessage `json:"function_call"`
 }
 
@@ -306,19 +299,22 @@ type chatCall struct {
 	params         []llm.Param // the rest of the body, for the model (bodyParams)
 	api            string      // for the request hash: "" (chat) or "openai.completion"
 	n              int         // choices asked for (0: one)
+	tools          []llm.Tool
+	toolChoice     *llm.ToolChoice
+	parallel       *bool
+	format         *llm.ResponseFormat
 }
 
 // maxChoices bounds n, as OpenAI does.
 const maxChoices = 128
 
 // chatHandled are the fields of a chat request that agentd takes itself; every
-// other field is passed to the model as sent (bodyParams). parallel_tool_calls
-// is among them because without tools, which agentd refuses, it asks nothing.
+// other field is passed to the model as sent (bodyParams).
 var chatHandled = map[string]bool{
 	"model": true, "messages": true, "stream": true, "stream_options": true,
 	"temperature": true, "max_tokens": true, "max_completion_tokens": true, "n": true,
 	"tools": true, "tool_choice": true, "functions": true, "function_call": true,
-	"parallel_tool_calls": true,
+	"parallel_tool_calls": true, "response_format": true,
 }
 
 // bodyParams are the fields of a request body that are not handled, by name,
@@ -328,9 +324,6 @@ func bodyParams(data []byte, handled map[string]bool) ([]llm.Param, error) {
 	err := topFields(data, func(name, v []byte) {
 		if handled[string(name)] || string(v) == "null" {
 			return
-		}
-		if string(name) == "response_format" && textFormat(v) {
-			return // plain text, what every model gives unasked
 		}
 		for i := range params {
 			if params[i].Name == string(name) { // a repeated member: the last wins, as in decoding
@@ -375,14 +368,13 @@ func (req *chatRequest) call(maxChars int) (*chatCall, error) {
 		return nil, agentd.Invalid("List should have at least 1 item", "too_short", "body", "messages")
 	}
 	switch {
-	case given(req.Tools) && string(req.Tools) != "[]":
-		return nil, unsupported("tools are not supported: agents are text in, text out", "tools")
 	case given(req.Functions) && string(req.Functions) != "[]":
-		return nil, unsupported("functions are not supported: agents are text in, text out", "functions")
-	case given(req.ToolChoice) && string(req.ToolChoice) != `"none"`:
-		return nil, unsupported("tool_choice is not supported: agents are text in, text out", "tool_choice")
+		return nil, unsupported("functions is deprecated by OpenAI and not supported: use tools", "functions")
 	case given(req.FunctionCall) && string(req.FunctionCall) != `"none"`:
-		return nil, unsupported("function_call is not supported: agents are text in, text out", "function_call")
+		return nil, unsupported("function_call is deprecated by OpenAI and not supported: use tool_choice", "function_call")
+	}
+	if err := c.readTools(req); err != nil {
+		return nil, err
 	}
 	if req.N != nil {
 		switch n := *req.N; {
@@ -392,11 +384,6 @@ func (req *chatRequest) call(maxChars int) (*chatCall, error) {
 			return nil, unsupported("n > 1 is not supported with stream: agentd streams one choice", "n")
 		}
 		c.n = *req.N
-	}
-	if given(req.ResponseFormat) {
-		if err := checkResponseFormat(req.ResponseFormat); err != nil {
-			return nil, err
-		}
 	}
 	if t := req.Temperature; t != nil && (*t < 0 || *t > 2) {
 		return nil, agentd.Invalid("temperature must be between 0 and 2", "less_than_equal", "body", "temperature")
@@ -424,115 +411,36 @@ func (req *chatRequest) call(maxChars int) (*chatCall, error) {
 		c.messages[i] = msg
 	}
 	last := len(c.messages) - 1
-	if c.messages[last].Role != llm.RoleUser {
-		return nil, agentd.Invalid("the last message must be a user message: it is what the model answers", "value_error", "body", "messages", last, "role")
+	if r := c.messages[last].Role; r != llm.RoleUser && r != llm.RoleTool {
+		return nil, agentd.Invalid("the last message must be a user message or a tool result: it is what the model answers", "value_error", "body", "messages", last, "role")
 	}
-	if text := c.messages[last].Content; len(text) > maxChars && utf8.RuneCountInString(text) > maxChars {
+	if text := c.messages[last].Text(); len(text) > maxChars && utf8.RuneCountInString(text) > maxChars {
 		return nil, agentd.Invalid("String should have at most "+strconv.Itoa(maxChars)+" characters", "string_too_long", "body", "messages", last, "content")
 	}
 	return c, nil
 }
 
-// textFormat reports whether a response_format asks for plain text.
-func textFormat(raw []byte) bool {
-	var f struct {
-		Type string `json:"type"`
+// readTools reads the tools, the tool choice, parallel_tool_calls and the
+// response format of req into c.
+func (c *chatCall) readTools(req *chatRequest) error {
+	var err error
+	if given(req.Tools) {
+		if c.tools, err = toolspec.Tools(req.Tools, "body", "tools"); err != nil {
+			return err
+		}
 	}
-	return json.Unmarshal(raw, &f) == nil && f.Type == "text"
-}
-
-// checkResponseFormat refuses a response_format that no provider would take:
-// OpenAI's three types, and json_schema with a name and an object schema. What
-// the model makes of it is the provider's (it is passed on as sent).
-func checkResponseFormat(raw json.RawMessage) error {
-	var f struct {
-		Type       *string `json:"type"`
-		JSONSchema *struct {
-			Name   *string         `json:"name"`
-			Schema json.RawMessage `json:"schema"`
-		} `json:"json_schema"`
+	if given(req.ToolChoice) {
+		if c.toolChoice, err = toolspec.Choice(req.ToolChoice, "body", "tool_choice"); err != nil {
+			return err
+		}
 	}
-	if raw[0] != '{' || json.Unmarshal(raw, &f) != nil {
-		return agentd.Invalid("Input should be an object", "model_attributes_type", "body", "response_format")
-	}
-	switch {
-	case f.Type == nil:
-		return agentd.Invalid("Field required", "missing", "body", "response_format", "type")
-	case *f.Type == "text", *f.Type == "json_object":
-		return nil
-	case *f.Type != "json_schema":
-		return agentd.Invalid("Input should be 'text', 'json_object' or 'json_schema'", "literal_error", "body", "response_format", "type")
-	case f.JSONSchema == nil:
-		return agentd.Invalid("Field required", "missing", "body", "response_format", "json_schema")
-	case f.JSONSchema.Name == nil || *f.JSONSchema.Name == "":
-		return agentd.Invalid("Field required", "missing", "body", "response_format", "json_schema", "name")
-	case given(f.JSONSchema.Schema) && f.JSONSchema.Schema[0] != '{':
-		return agentd.Invalid("Input should be an object", "model_attributes_type", "body", "response_format", "json_schema", "schema")
+	c.parallel = req.ParallelToolCalls
+	if given(req.ResponseFormat) {
+		if c.format, err = toolspec.Format(req.ResponseFormat, "body", "response_format"); err != nil {
+			return err
+		}
 	}
 	return nil
-}
-
-// message converts the i-th message: system and developer messages are system
-// messages; tool and function messages, tool calls and non-text content are
-// refused.
-func (m *chatMessage) message(i int) (llm.Message, error) {
-	if m.Role == nil {
-		return llm.Message{}, agentd.Invalid("Field required", "missing", "body", "messages", i, "role")
-	}
-	var role string
-	switch *m.Role {
-	case "system", "developer":
-		role = llm.RoleSystem
-	case "user":
-		role = llm.RoleUser
-	case "assistant":
-		role = llm.RoleAssistant
-		if given(m.ToolCalls) && string(m.ToolCalls) != "[]" || given(m.FunctionCall) {
-			return llm.Message{}, unsupported("tool calls are not supported: agents are text in, text out", "messages", i, "tool_calls")
-		}
-	case "tool", "function":
-		return llm.Message{}, unsupported(*m.Role+" messages are not supported: agents are text in, text out", "messages", i, "role")
-	default:
-		return llm.Message{}, agentd.Invalid("Input should be 'system', 'developer', 'user' or 'assistant'", "literal_error", "body", "messages", i, "role")
-	}
-	text, err := contentText(m.Content, i)
-	if err != nil {
-		return llm.Message{}, err
-	}
-	return llm.Message{Role: role, Content: text}, nil
-}
-
-// contentText is a message's content: a string, or the text of an array of text
-// parts, joined by newlines.
-func contentText(raw json.RawMessage, i int) (string, error) {
-	if !given(raw) {
-		return "", agentd.Invalid("Field required", "missing", "body", "messages", i, "content")
-	}
-	if raw[0] == '"' {
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return "", agentd.Invalid("Input should be a valid string", "string_type", "body", "messages", i, "content")
-		}
-		return s, nil
-	}
-	var parts []struct {
-		Type string  `json:"type"`
-		Text *string `json:"text"`
-	}
-	if raw[0] != '[' || json.Unmarshal(raw, &parts) != nil {
-		return "", agentd.Invalid("Input should be a string or a list of content parts", "string_type", "body", "messages", i, "content")
-	}
-	texts := make([]string, len(parts))
-	for j, p := range parts {
-		switch {
-		case p.Type != "text":
-			return "", unsupported("only text content is supported", "messages", i, "content", j, "type")
-		case p.Text == nil:
-			return "", agentd.Invalid("Field required", "missing", "body", "messages", i, "content", j, "text")
-		}
-		texts[j] = *p.Text
-	}
-	return strings.Join(texts, "\n"), nil
 }
 
 // hash identifies what a call asks, for Idempotency-Key: the model (an agent by
@@ -544,21 +452,34 @@ func (c *chatCall) hash(sessionID string) string {
 		model = agentModelPrefix + c.agent
 	}
 	msgs := make([][2]string, len(c.messages))
+	var rich []llm.Message // messages with more than text, whole
 	for i, m := range c.messages {
 		msgs[i] = [2]string{m.Role, m.Content}
+		if m.Parts != nil || m.ToolCalls != nil || m.ToolCallID != "" {
+			rich = c.messages
+		}
+	}
+	if rich != nil {
+		msgs = nil
 	}
 	h := sha256.New()
 	json.NewEncoder(h).Encode(struct {
-		API         string      `json:"api"`
-		Model       string      `json:"model"`
-		Messages    [][2]string `json:"messages"`
-		Temperature *float64    `json:"temperature"`
-		MaxTokens   *int        `json:"max_tokens"`
-		Stream      bool        `json:"stream"`
-		Session     string      `json:"session"`
-		Params      [][2]string `json:"params,omitempty"`
-		N           int         `json:"n,omitempty"`
-	}{cmp.Or(c.api, "openai.chat"), model, msgs, c.temperature, c.maxTokens, c.stream, sessionID, paramPairs(c.params), c.n})
+		API         string              `json:"api"`
+		Model       string              `json:"model"`
+		Messages    [][2]string         `json:"messages"`
+		Rich        []llm.Message       `json:"rich,omitempty"`
+		Temperature *float64            `json:"temperature"`
+		MaxTokens   *int                `json:"max_tokens"`
+		Stream      bool                `json:"stream"`
+		Session     string              `json:"session"`
+		Params      [][2]string         `json:"params,omitempty"`
+		N           int                 `json:"n,omitempty"`
+		Tools       []llm.Tool          `json:"tools,omitempty"`
+		ToolChoice  *llm.ToolChoice     `json:"tool_choice,omitempty"`
+		Parallel    *bool               `json:"parallel_tool_calls,omitempty"`
+		Format      *llm.ResponseFormat `json:"response_format,omitempty"`
+	}{cmp.Or(c.api, "openai.chat"), model, msgs, rich, c.temperature, c.maxTokens, c.stream, sessionID, paramPairs(c.params), c.n,
+		c.tools, c.toolChoice, c.parallel, c.format})
 	return hex.EncodeToString(h.Sum(nil))
 }
 
@@ -619,9 +540,46 @@ type chatChoice struct {
 }
 
 type chatReply struct {
-	Role    string  `json:"role"`
-	Content string  `json:"content"`
-	Refusal *string `json:"refusal"`
+	Role      string         `json:"role"`
+	Content   *string        `json:"content"` // null when the reply is only tool calls
+	Refusal   *string        `json:"refusal"`
+	ToolCalls []chatToolCall `json:"tool_calls,omitempty"`
+}
+
+// chatToolCall is a tool call in a reply; Index only in stream deltas.
+type chatToolCall struct {
+	Index    *int   `json:"index,omitempty"`
+	ID       string `json:"id"`
+	Type     string `json:"type"`
+	Function struct {
+		Name      string `json:"name"`
+		Arguments string `json:"arguments"`
+	} `json:"function"`
+}
+
+// replyOf is the message of a choice: its text (null when there are only tool
+// calls) and its tool calls.
+func replyOf(text string, calls []llm.ToolCall) chatReply {
+	r := chatReply{Role: llm.RoleAssistant, Content: &text}
+	if len(calls) > 0 {
+		if text == "" {
+			r.Content = nil
+		}
+		r.ToolCalls = toolCallsOf(calls, false)
+	}
+	return r
+}
+
+func toolCallsOf(calls []llm.ToolCall, indexed bool) []chatToolCall {
+	out := make([]chatToolCall, len(calls))
+	for i, c := range calls {
+		out[i] = chatToolCall{ID: c.ID, Type: "function"}
+		out[i].Function.Name, out[i].Function.Arguments = c.Name, c.Arguments
+		if indexed {
+			out[i].Index = &i
+		}
+	}
+	return out
 }
 
 type chatUsage struct {
@@ -683,9 +641,9 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, p *agen
 	if res == nil {
 		return err // an error, or a stream that has been answered
 	}
-	choices := []chatChoice{{Message: chatReply{Role: llm.RoleAssistant, Content: res.Response}, FinishReason: finishReason(res.FinishReason)}}
+	choices := []chatChoice{{Message: replyOf(res.Response, res.ToolCalls), FinishReason: finishReason(res.FinishReason)}}
 	for i, more := range res.More {
-		choices = append(choices, chatChoice{Index: i + 1, Message: chatReply{Role: llm.RoleAssistant, Content: more.Text}, FinishReason: finishReason(more.FinishReason)})
+		choices = append(choices, chatChoice{Index: i + 1, Message: replyOf(more.Text, more.ToolCalls), FinishReason: finishReason(more.FinishReason)})
 	}
 	return writeJSON(w, http.StatusOK, &chatCompletion{
 		ID: "chatcmpl-" + res.RunID, Object: "chat.completion", Created: res.Created / 1_000_000, Model: c.model,
@@ -729,6 +687,7 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, p *agentd.Princi
 	req := &run.Request{
 		Principal: p, AgentName: c.agent, Messages: c.messages,
 		Temperature: c.temperature, MaxTokens: c.maxTokens, Params: c.params, N: c.n, SessionID: sid,
+		Tools: c.tools, ToolChoice: c.toolChoice, ParallelToolCalls: c.parallel, ResponseFormat: c.format,
 		IdempotencyKey: idem, RequestHash: c.hash(sid),
 	}
 	if c.agent == "" {
@@ -771,8 +730,9 @@ type chunkChoice struct {
 }
 
 type chatDelta struct {
-	Role    string  `json:"role,omitempty"`
-	Content *string `json:"content,omitempty"`
+	Role      string         `json:"role,omitempty"`
+	Content   *string        `json:"content,omitempty"`
+	ToolCalls []chatToolCall `json:"tool_calls,omitempty"`
 }
 
 // streamShape makes the events of a streamed answer: chat.completion.chunk
@@ -780,6 +740,9 @@ type chatDelta struct {
 type streamShape interface {
 	// piece is an event with text; first is set for the first one.
 	piece(text string, first bool) any
+	// toolCalls is an event with the reply's tool calls, whole (nil: the shape
+	// has none).
+	toolCalls(calls []llm.ToolCall) any
 	// finish is the event with the finish reason and agentd's extension.
 	finish(reason string, x *chatExtension) any
 	// usage is the last event, with stream_options.include_usage.
@@ -809,6 +772,14 @@ func (cs *chatStream) piece(text string, first bool) any {
 		d = chatDelta{Role: llm.RoleAssistant, Content: &empty}
 	}
 	ch.Choices = []chunkChoice{{Delta: d}}
+	return &ch
+}
+
+// toolCalls sends each call whole in one delta, indexed as OpenAI's streams
+// index them: clients assemble deltas by index, and one delta is a whole call.
+func (cs *chatStream) toolCalls(calls []llm.ToolCall) any {
+	ch := cs.base
+	ch.Choices = []chunkChoice{{Delta: chatDelta{ToolCalls: toolCallsOf(calls, true)}}}
 	return &ch
 }
 
@@ -884,6 +855,13 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, c *chatCall,
 	}
 	if err := emit(text); err != nil {
 		return nil
+	}
+	if len(res.ToolCalls) > 0 {
+		if ev := sh.toolCalls(res.ToolCalls); ev != nil {
+			if err := send(ev); err != nil {
+				return nil
+			}
+		}
 	}
 	x := extensionOf(res)
 	if err := send(sh.finish(finishReason(res.FinishReason), &x)); err != nil {

@@ -26,6 +26,9 @@ func TestChatRequest(t *testing.T) {
 		maxTokens    string
 		field        string
 		stream, incl bool
+		tools        string // names, comma-separated
+		choice       string // mode and name
+		parallel     string
 	}
 	cases := []struct {
 		name   string
@@ -46,7 +49,7 @@ func TestChatRequest(t *testing.T) {
 		{name: "max_completion_tokens wins", body: `{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":50,"max_completion_tokens":70}`,
 			want: want{model: "m", messages: "user:hi", maxTokens: "70", field: "max_completion_tokens"}},
 		{name: "ignored and harmless fields", body: `{"model":"m","messages":[{"role":"user","content":"hi"}],"top_p":0.5,"user":"u","stop":["x"],"seed":1,"n":1,"tools":null,"tool_choice":"none","response_format":{"type":"text"},"stream":null,"logit_bias":{}}`,
-			want: want{model: "m", messages: "user:hi"}},
+			want: want{model: "m", messages: "user:hi", choice: "none "}},
 
 		{name: "empty body", body: ``, status: 400, code: "missing"},
 		{name: "malformed", body: `{"model":`, status: 400, code: "json_invalid"},
@@ -58,12 +61,23 @@ func TestChatRequest(t *testing.T) {
 		{name: "empty messages", body: `{"model":"m","messages":[]}`, status: 400, code: "too_short", param: "messages"},
 		{name: "no role", body: `{"model":"m","messages":[{"content":"hi"}]}`, status: 400, code: "missing", param: "messages.[0].role"},
 		{name: "unknown role", body: `{"model":"m","messages":[{"role":"robot","content":"hi"}]}`, status: 400, code: "literal_error", param: "messages.[0].role"},
-		{name: "tool message", body: `{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"tool","content":"42","tool_call_id":"x"}]}`, status: 400, code: "unsupported_value", param: "messages.[1].role"},
+		{name: "tool message", body: `{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":null,"tool_calls":[{"id":"x","type":"function","function":{"name":"f","arguments":"{\"a\": 1}"}}]},{"role":"tool","content":"42","tool_call_id":"x"}]}`,
+			want: want{model: "m", messages: `user:hi|assistant:[x f {"a": 1}]|tool[x]:42`}},
+		{name: "tool message without id", body: `{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"tool","content":"42"}]}`, status: 400, code: "missing", param: "messages.[1].tool_call_id"},
 		{name: "function message", body: `{"model":"m","messages":[{"role":"function","content":"42"}]}`, status: 400, code: "unsupported_value", param: "messages.[0].role"},
-		{name: "assistant tool calls", body: `{"model":"m","messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"c"}]},{"role":"user","content":"hi"}]}`, status: 400, code: "unsupported_value", param: "messages.[0].tool_calls"},
+		{name: "tool call without name", body: `{"model":"m","messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"c"}]},{"role":"user","content":"hi"}]}`, status: 400, code: "missing", param: "messages.[0].tool_calls.[0].function.name"},
+		{name: "tool call without id", body: `{"model":"m","messages":[{"role":"assistant","tool_calls":[{"type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"user","content":"hi"}]}`, status: 400, code: "missing", param: "messages.[0].tool_calls.[0].id"},
+		{name: "tool calls twice the same id", body: `{"model":"m","messages":[{"role":"assistant","tool_calls":[{"id":"c","function":{"name":"f","arguments":"{}"}},{"id":"c","function":{"name":"f","arguments":"{}"}}]},{"role":"user","content":"hi"}]}`, status: 400, code: "value_error", param: "messages.[0].tool_calls.[1].id"},
 		{name: "null content", body: `{"model":"m","messages":[{"role":"user","content":null}]}`, status: 400, code: "missing", param: "messages.[0].content"},
 		{name: "numeric content", body: `{"model":"m","messages":[{"role":"user","content":5}]}`, status: 400, code: "string_type", param: "messages.[0].content"},
-		{name: "image part", body: `{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"what is this"},{"type":"image_url","image_url":{"url":"https://x/y.png"}}]}]}`, status: 400, code: "unsupported_value", param: "messages.[0].content.[1].type"},
+		{name: "image part", body: `{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"what"},{"type":"image_url","image_url":{"url":"https://x/y.png","detail":"low"}}]}]}`,
+			want: want{model: "m", messages: "user:[text what][image https://x/y.png low]"}},
+		{name: "image part base64", body: `{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,iVBO"}}]}]}`,
+			want: want{model: "m", messages: "user:[image data:image/png;base64,iVBO ]"}},
+		{name: "image part not a URL", body: `{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"file:///etc/passwd"}}]}]}`, status: 400, code: "url_parsing", param: "messages.[0].content.[0].image_url.url"},
+		{name: "image part bad detail", body: `{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://x/y.png","detail":"max"}}]}]}`, status: 400, code: "literal_error", param: "messages.[0].content.[0].image_url.detail"},
+		{name: "audio part", body: `{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://x/y.png"}},{"type":"input_audio","input_audio":{}}]}]}`, status: 400, code: "unsupported_value", param: "messages.[0].content.[1].type"},
+		{name: "image in a system message", body: `{"model":"m","messages":[{"role":"system","content":[{"type":"image_url","image_url":{"url":"https://x/y.png"}}]},{"role":"user","content":"hi"}]}`, status: 400, code: "unsupported_value", param: "messages.[0].content.[0].type"},
 		{name: "text part without text", body: `{"model":"m","messages":[{"role":"user","content":[{"type":"text"}]}]}`, status: 400, code: "missing", param: "messages.[0].content.[0].text"},
 		{name: "last message not user", body: `{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}]}`, status: 400, code: "value_error", param: "messages.[1].role"},
 		{name: "last message too long", body: `{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("é", 11) + `"}]}`, status: 400, code: "string_too_long", param: "messages.[0].content"},
@@ -71,8 +85,14 @@ func TestChatRequest(t *testing.T) {
 		{name: "n 2 streamed", body: `{"model":"m","messages":[{"role":"user","content":"hi"}],"n":2,"stream":true}`, status: 400, code: "unsupported_value", param: "n"},
 		{name: "n 0", body: `{"model":"m","messages":[{"role":"user","content":"hi"}],"n":0}`, status: 400, code: "less_than_equal", param: "n"},
 		{name: "n 129", body: `{"model":"m","messages":[{"role":"user","content":"hi"}],"n":129}`, status: 400, code: "less_than_equal", param: "n"},
-		{name: "tools", body: `{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f"}}]}`, status: 400, code: "unsupported_value", param: "tools"},
-		{name: "tool_choice", body: `{"model":"m","messages":[{"role":"user","content":"hi"}],"tool_choice":"auto"}`, status: 400, code: "unsupported_value", param: "tool_choice"},
+		{name: "tools", body: `{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":{"type":"function","function":{"name":"f"}},"parallel_tool_calls":false}`,
+			want: want{model: "m", messages: "user:hi", tools: "f", choice: "function f", parallel: "false"}},
+		{name: "tool without type", body: `{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[{"function":{"name":"f"}}]}`, status: 400, code: "missing", param: "tools.[0].type"},
+		{name: "tool with a bad name", body: `{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"get weather"}}]}`, status: 400, code: "string_pattern_mismatch", param: "tools.[0].function.name"},
+		{name: "tool parameters not an object", body: `{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f","parameters":[]}}]}`, status: 400, code: "model_attributes_type", param: "tools.[0].function.parameters"},
+		{name: "tool defined twice", body: `{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f"}},{"type":"function","function":{"name":"f"}}]}`, status: 400, code: "value_error", param: "tools.[1].function.name"},
+		{name: "tool_choice auto", body: `{"model":"m","messages":[{"role":"user","content":"hi"}],"tool_choice":"auto"}`, want: want{model: "m", messages: "user:hi", choice: "auto "}},
+		{name: "tool_choice unknown", body: `{"model":"m","messages":[{"role":"user","content":"hi"}],"tool_choice":"any"}`, status: 400, code: "literal_error", param: "tool_choice"},
 		{name: "functions", body: `{"model":"m","messages":[{"role":"user","content":"hi"}],"functions":[{"name":"f"}]}`, status: 400, code: "unsupported_value", param: "functions"},
 		{name: "json response format", body: `{"model":"m","messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_object"}}`,
 			want: want{model: "m", messages: "user:hi"}},
@@ -116,9 +136,38 @@ func TestChatRequest(t *testing.T) {
 			}
 			var msgs []string
 			for _, m := range c.messages {
-				msgs = append(msgs, m.Role+":"+m.Content)
+				s := m.Role + ":" + m.Content
+				switch {
+				case m.Role == llm.RoleTool:
+					s = "tool[" + m.ToolCallID + "]:" + m.Content
+				case m.ToolCalls != nil:
+					for _, tc := range m.ToolCalls {
+						s += "[" + tc.ID + " " + tc.Name + " " + tc.Arguments + "]"
+					}
+				case m.Parts != nil:
+					s = m.Role + ":"
+					for _, p := range m.Parts {
+						if p.Type == llm.PartText {
+							s += "[text " + p.Text + "]"
+						} else {
+							s += "[image " + p.ImageURL + " " + p.Detail + "]"
+						}
+					}
+				}
+				msgs = append(msgs, s)
 			}
 			got := want{model: c.model, agent: c.agent, messages: strings.Join(msgs, "|"), stream: c.stream, incl: c.includeUsage}
+			var names []string
+			for _, tool := range c.tools {
+				names = append(names, tool.Name)
+			}
+			got.tools = strings.Join(names, ",")
+			if c.toolChoice != nil {
+				got.choice = c.toolChoice.Mode + " " + c.toolChoice.Name
+			}
+			if c.parallel != nil {
+				got.parallel = fmt.Sprint(*c.parallel)
+			}
 			if c.temperature != nil {
 				got.temp = fmt.Sprint(*c.temperature)
 			}

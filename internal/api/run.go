@@ -1,6 +1,8 @@
 package api
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -9,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/llm"
 	"github.com/agentd/agentd/internal/run"
 )
 
@@ -16,7 +19,19 @@ import (
 type runRequest struct {
 	Message *string `json:"message"`
 	Stream  bool    `json:"stream"`
+	// ToolResults (agentd's extension) answer the tool calls of the session's
+	// last turn; message is then optional.
+	ToolResults []runToolResult `json:"tool_results"`
 }
+
+// runToolResult is one tool's result sent back to a run.
+type runToolResult struct {
+	ToolCallID *string `json:"tool_call_id"`
+	Content    *string `json:"content"`
+}
+
+// maxToolResults bounds the results of one run, as OpenAI bounds tools.
+const maxToolResults = 128
 
 type runResponse struct {
 	AgentID   string   `json:"agent_id"`
@@ -27,6 +42,10 @@ type runResponse struct {
 	RunID     string   `json:"run_id"`
 	// Context says how much of the session's history the prompt carried.
 	Context runContext `json:"context"`
+	// ToolCalls (agentd's extension) are the model's calls of the agent's tools,
+	// in OpenAI's shape; answer them with tool_results in the session.
+	ToolCalls    []chatToolCall `json:"tool_calls,omitempty"`
+	FinishReason string         `json:"finish_reason,omitempty"`
 }
 
 type runContext struct {
@@ -46,18 +65,69 @@ type runUsage struct {
 	ReasoningTokens   int `json:"reasoning_tokens,omitempty"`
 }
 
-// decodeRun reads and validates a run request: its message, session id, and
-// whether it asks for a stream ("stream": true or Accept: text/event-stream).
-func (s *Server) decodeRun(w http.ResponseWriter, r *http.Request) (msg, sid string, stream bool, err error) {
-	if sid, err = sessionID(r); err != nil {
-		return "", "", false, err
+// runInput is a validated run request: a message, or tool results with an
+// optional message (the messages of the run, then).
+type runInput struct {
+	msg      string
+	messages []llm.Message
+	sid      string
+	stream   bool
+}
+
+// request is the run of in by p on agent name.
+func (in *runInput) request(p *agentd.Principal, name, idem string) *run.Request {
+	req := &run.Request{Principal: p, AgentName: name, Message: in.msg, Messages: in.messages, SessionID: in.sid, IdempotencyKey: idem}
+	if in.messages != nil {
+		h := sha256.New()
+		json.NewEncoder(h).Encode([]any{"nugen.run", name, in.sid, in.messages})
+		req.RequestHash = hex.EncodeToString(h.Sum(nil))
+	}
+	return req
+}
+
+// decodeRun reads and validates a run request: its message (or tool results),
+// session id, and whether it asks for a stream ("stream": true or Accept:
+// text/event-stream).
+func (s *Server) decodeRun(w http.ResponseWriter, r *http.Request) (*runInput, error) {
+	in := &runInput{}
+	var err error
+	if in.sid, err = sessionID(r); err != nil {
+		return nil, err
 	}
 	var req runRequest
 	if err := s.decode(w, r, &req); err != nil {
-		return "", "", false, err
+		return nil, err
 	}
-	msg, err = validateMessage(req.Message, s.MaxMessageChars)
-	return msg, sid, req.Stream || strings.Contains(r.Header.Get("Accept"), "text/event-stream"), err
+	in.stream = req.Stream || strings.Contains(r.Header.Get("Accept"), "text/event-stream")
+	if req.ToolResults == nil {
+		in.msg, err = validateMessage(req.Message, s.MaxMessageChars)
+		return in, err
+	}
+	switch {
+	case in.sid == "":
+		return nil, agentd.Invalid("tool_results answer the calls of a session's last turn: send them with its X-Session-ID", "missing", "header", "X-Session-ID")
+	case len(req.ToolResults) == 0:
+		return nil, agentd.Invalid("List should have at least 1 item", "too_short", "body", "tool_results")
+	case len(req.ToolResults) > maxToolResults:
+		return nil, agentd.Invalid("List should have at most "+strconv.Itoa(maxToolResults)+" items", "too_long", "body", "tool_results")
+	}
+	for i, tr := range req.ToolResults {
+		switch {
+		case tr.ToolCallID == nil || *tr.ToolCallID == "":
+			return nil, agentd.Invalid("Field required", "missing", "body", "tool_results", i, "tool_call_id")
+		case tr.Content == nil:
+			return nil, agentd.Invalid("Field required", "missing", "body", "tool_results", i, "content")
+		}
+		in.messages = append(in.messages, llm.Message{Role: llm.RoleTool, ToolCallID: *tr.ToolCallID, Content: *tr.Content})
+	}
+	if req.Message != nil {
+		msg, err := validateMessage(req.Message, s.MaxMessageChars)
+		if err != nil {
+			return nil, err
+		}
+		in.messages = append(in.messages, llm.Message{Role: llm.RoleUser, Content: msg})
+	}
+	return in, nil
 }
 
 // validateMessage checks a decoded message; its UTF-8 was checked with the body
@@ -111,12 +181,12 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, p *agentd.Principal
 	if err != nil {
 		return err
 	}
-	msg, sid, stream, err := s.decodeRun(w, r)
+	in, err := s.decodeRun(w, r)
 	if err != nil {
 		return err
 	}
-	req := &run.Request{Principal: p, AgentName: name, Message: msg, SessionID: sid, IdempotencyKey: idem}
-	if stream {
+	req := in.request(p, name, idem)
+	if in.stream {
 		return s.runStream(w, r, req)
 	}
 	res, err := s.Runner.Run(r.Context(), req)
@@ -144,6 +214,9 @@ func toRunResponse(res *run.Result) *runResponse {
 	}
 	if res.SessionID != "" {
 		out.SessionID = &res.SessionID
+	}
+	if len(res.ToolCalls) > 0 {
+		out.ToolCalls, out.FinishReason = toolCallsOf(res.ToolCalls, false), res.FinishReason
 	}
 	return &out
 }
@@ -224,11 +297,11 @@ func (s *Server) runStream(w http.ResponseWriter, r *http.Request, req *run.Requ
 
 // estimate answers what a run with this body would hold, without running it.
 func (s *Server) estimate(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
-	msg, sid, _, err := s.decodeRun(w, r)
+	in, err := s.decodeRun(w, r)
 	if err != nil {
 		return err
 	}
-	e, err := s.Runner.Estimate(r.Context(), &run.Request{Principal: p, AgentName: r.PathValue("agent_name"), Message: msg, SessionID: sid})
+	e, err := s.Runner.Estimate(r.Context(), in.request(p, r.PathValue("agent_name"), ""))
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/llm"
 )
 
 // Page sizes of the sessions endpoints.
@@ -35,6 +36,11 @@ type sessionTurn struct {
 		TotalTokens  int `json:"total_tokens"`
 	} `json:"usage"`
 	CreatedAt string `json:"created_at"`
+	// A tool conversation's parts, when the turn has them: the results it
+	// opened with, the user's images, the assistant's tool calls.
+	ToolResults []agentd.ToolResult `json:"tool_results,omitempty"`
+	Images      []agentd.Image      `json:"images,omitempty"`
+	ToolCalls   []chatToolCall      `json:"tool_calls,omitempty"`
 }
 
 // sessionPage reads the limit and cursor query parameters of a paginated endpoint.
@@ -135,6 +141,14 @@ func (s *Server) getSession(w http.ResponseWriter, r *http.Request, p *agentd.Pr
 		o := &out[i]
 		o.RunID, o.User, o.Assistant, o.CreatedAt = t.RunID, t.User, t.Assistant, isoTime(t.CreatedAt)
 		o.Usage.InputTokens, o.Usage.OutputTokens, o.Usage.TotalTokens = t.InputTokens, t.OutputTokens, t.InputTokens+t.OutputTokens
+		o.ToolResults, o.Images = t.Results, t.Images
+		if len(t.Calls) > 0 {
+			calls := make([]llm.ToolCall, len(t.Calls))
+			for j, c := range t.Calls {
+				calls[j] = llm.ToolCall{ID: c.ID, Name: c.Name, Arguments: c.Arguments}
+			}
+			o.ToolCalls = toolCallsOf(calls, false)
+		}
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"data": map[string]any{
 		"session_id": sid, "agent_id": k.AgentID, "turns": out, "next_cursor": nextCursor(next),

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -16,15 +17,108 @@ const (
 	RoleSystem    = "system"
 	RoleUser      = "user"
 	RoleAssistant = "assistant"
+	// RoleTool is a tool's result, answering one of the assistant's ToolCalls.
+	RoleTool = "tool"
 )
 
 // Message is one chat message.
 type Message struct {
 	Role    string
 	Content string
+	// Parts, when not nil, is a user message's content in parts (text and
+	// images, in order); Content is then "".
+	Parts []Part
+	// ToolCalls are an assistant message's calls of tools; its Content may be "".
+	ToolCalls []ToolCall
+	// ToolCallID is the call a RoleTool message answers.
+	ToolCallID string
 	// Example marks the messages of a few-shot demonstration. Remote providers send
 	// them as ordinary turns; the offline model answers from them.
 	Example bool
+}
+
+// Text is m's text: Content, or its text parts joined with blank lines.
+func (m *Message) Text() string {
+	if m.Parts == nil {
+		return m.Content
+	}
+	var b strings.Builder
+	for _, p := range m.Parts {
+		if p.Type == PartText {
+			if b.Len() > 0 {
+				b.WriteString("\n\n")
+			}
+			b.WriteString(p.Text)
+		}
+	}
+	return b.String()
+}
+
+// Kinds of content part.
+const (
+	PartText  = "text"
+	PartImage = "image"
+)
+
+// Part is one piece of a message's content.
+type Part struct {
+	Type string // PartText or PartImage
+	Text string
+	// ImageURL is an image's http(s) URL, or a data: URL carrying it in base64
+	// ("data:image/png;base64,…").
+	ImageURL string
+	// Detail is OpenAI's image detail ("", "auto", "low", "high"); adapters whose
+	// API has no such setting ignore it.
+	Detail string
+}
+
+// ToolCall is one call of a tool by the model.
+type ToolCall struct {
+	ID   string
+	Name string
+	// Arguments is the JSON text of the arguments, byte for byte as the model
+	// produced it (it may not even be valid JSON: the caller judges).
+	Arguments string
+}
+
+// Tool is a function the model may call.
+type Tool struct {
+	Name        string
+	Description string
+	// Parameters is the JSON schema of the arguments (an object schema), nil
+	// for a function that takes none.
+	Parameters []byte
+	// Strict is OpenAI's strict schema adherence; nil leaves it unsaid.
+	Strict *bool
+}
+
+// Tool choice modes.
+const (
+	ToolChoiceAuto     = "auto"     // the model decides
+	ToolChoiceNone     = "none"     // no tool calls
+	ToolChoiceRequired = "required" // at least one tool call
+	ToolChoiceFunction = "function" // a call of the tool named Name
+)
+
+// ToolChoice says whether and which tools the model must call.
+type ToolChoice struct {
+	Mode string
+	Name string // for ToolChoiceFunction
+}
+
+// Response format types.
+const (
+	FormatJSONObject = "json_object" // any JSON object
+	FormatJSONSchema = "json_schema" // JSON matching Schema
+)
+
+// ResponseFormat asks for structured output instead of free text.
+type ResponseFormat struct {
+	Type        string // FormatJSONObject or FormatJSONSchema
+	Name        string // the schema's name (json_schema)
+	Description string
+	Schema      []byte // JSON schema (json_schema)
+	Strict      *bool
 }
 
 // Request is one completion request. Model is the upstream model name.
@@ -33,6 +127,13 @@ type Request struct {
 	Messages    []Message
 	Temperature float64
 	MaxTokens   int
+	// Tools the model may call, and whether it must; ParallelToolCalls nil
+	// leaves the provider's default.
+	Tools             []Tool
+	ToolChoice        *ToolChoice
+	ParallelToolCalls *bool
+	// ResponseFormat, when set, asks for JSON.
+	ResponseFormat *ResponseFormat
 	// Params are the client's other parameters, passed on as it sent them.
 	Params []Param
 }
@@ -47,10 +148,12 @@ type Param struct {
 	Value []byte // JSON, never null
 }
 
-// ParamChecker is implemented by providers that cannot take every Param.
+// ParamChecker is implemented by providers that cannot take every request.
 type ParamChecker interface {
-	// CheckParams returns a *ParamError for the first param it cannot take.
-	CheckParams(params []Param) error
+	// CheckRequest returns a *ParamError for the first part of req it cannot
+	// take: a Param, or a feature (tools, images, response_format) named by its
+	// OpenAI field. It is called before any hold, with the caller's messages.
+	CheckRequest(req *Request) error
 }
 
 // ParamError is a parameter a provider cannot take, or a value it cannot take for it.
@@ -92,14 +195,18 @@ type Usage struct {
 
 // Finish reasons, normalized across providers.
 const (
-	FinishStop   = "stop"   // the model ended its reply
-	FinishLength = "length" // the reply hit MaxTokens
-	FinishOther  = "other"  // anything else the provider said (content filter, tool use, …)
+	FinishStop      = "stop"       // the model ended its reply
+	FinishLength    = "length"     // the reply hit MaxTokens
+	FinishToolCalls = "tool_calls" // the model called tools and waits for their results
+	FinishOther     = "other"      // anything else the provider said (content filter, …)
 )
 
 // Response is a finished completion.
 type Response struct {
-	Text         string
+	Text string
+	// ToolCalls are the model's calls of tools, in order; streamed calls are
+	// assembled by index before Stream returns.
+	ToolCalls    []ToolCall
 	FinishReason string
 	Usage        Usage  // of every choice
 	Model        string // the model that answered, as the provider names it
@@ -111,6 +218,7 @@ type Response struct {
 // Choice is one of several answers to a request.
 type Choice struct {
 	Text         string
+	ToolCalls    []ToolCall
 	FinishReason string
 }
 
@@ -122,7 +230,8 @@ type Provider interface {
 	// text in order, from the calling goroutine. If emit returns an error the stream
 	// stops and Stream returns that error. On any failure Stream still returns the
 	// Response so far (the text emitted, and usage if the provider sent it), so a
-	// caller can account for what was generated.
+	// caller can account for what was generated; its ToolCalls may then be cut
+	// short and must not be run.
 	Stream(ctx context.Context, req *Request, emit func(text string) error) (*Response, error)
 }
 
@@ -215,21 +324,30 @@ func RetryAfter(err error) time.Duration {
 }
 
 // EstimateUsage fills in what the provider did not report: input as
-// CountMessages of req, output as the count of the reply, with Source "estimated".
-// Counts the provider did report are kept.
+// CountMessages of req and its tool definitions, output as the count of the
+// reply and its tool calls, with Source "estimated". Counts the provider did
+// report are kept.
 func EstimateUsage(count func(string) int, req *Request, resp *Response) {
 	if resp.Usage.Source != "" {
 		return
 	}
-	out := count(resp.Text)
+	out := count(resp.Text) + countCalls(count, resp.ToolCalls)
 	for _, c := range resp.More {
-		out += count(c.Text)
+		out += count(c.Text) + countCalls(count, c.ToolCalls)
 	}
 	resp.Usage = Usage{
-		InputTokens:  CountMessages(count, req.Messages),
+		InputTokens:  CountMessages(count, req.Messages) + CountTools(count, req.Tools, req.ResponseFormat),
 		OutputTokens: out,
 		Source:       SourceEstimated,
 	}
+}
+
+func countCalls(count func(string) int, calls []ToolCall) int {
+	n := 0
+	for _, c := range calls {
+		n += TokensPerToolCall + count(c.Name) + count(c.Arguments)
+	}
+	return n
 }
 
 // EmbedRequest asks for one vector per input, in order.

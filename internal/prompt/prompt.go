@@ -45,8 +45,11 @@ type Input struct {
 	// Tail, when set, replaces Message: the caller's own messages of a chat
 	// request, sent after the history. TailTokens is their Σ TokensPerMessage +
 	// count(content).
-	Tail          []llm.Message
-	TailTokens    int
+	Tail       []llm.Message
+	TailTokens int
+	// Definitions is what the tool definitions and response format sent with
+	// the messages cost (llm.CountTools).
+	Definitions   int
 	ContextWindow int // the model's context window, in tokens
 	MaxTokens     int // reserved for the reply
 }
@@ -99,21 +102,37 @@ func Build(in Input) (*Result, error) {
 	first := len(in.History)
 	for first > 0 {
 		t := in.History[first-1]
-		cost := 2*llm.TokensPerMessage + t.UserTokens + t.AssistantTokens
+		cost := TurnCost(&t)
 		if cost > budget-used {
 			break
 		}
 		used += cost
 		first--
 	}
+	// A turn that answers tool calls goes with the turn that made them.
+	for first < len(in.History) && in.History[first].Continues() {
+		used -= TurnCost(&in.History[first])
+		first++
+	}
+	if first == len(in.History) && len(in.Tail) > 0 && in.Tail[0].Role == llm.RoleTool && len(in.History) > 0 {
+		// The caller's tool results answer the newest turn's calls, which do not fit.
+		return nil, &agentd.Error{
+			Code: agentd.EInvalid,
+			Message: fmt.Sprintf("prompt does not fit: the tool results answer calls of the session's last turn, which with the "+
+				"instructions and demonstrations needs %d tokens; the model allows %d minus %d reserved for the reply",
+				used+TurnCost(&in.History[len(in.History)-1]), in.ContextWindow, in.MaxTokens),
+			Fields: map[string]any{
+				"required_tokens":  used + TurnCost(&in.History[len(in.History)-1]),
+				"available_tokens": max(budget, 0),
+			},
+		}
+	}
 	kept := in.History[first:]
 
 	msgs := make([]llm.Message, 0, len(fixed)+2*len(kept)+max(1, len(in.Tail)))
 	msgs = append(msgs, fixed...)
-	for _, t := range kept {
-		msgs = append(msgs,
-			llm.Message{Role: llm.RoleUser, Content: t.User},
-			llm.Message{Role: llm.RoleAssistant, Content: t.Assistant})
+	for i := range kept {
+		msgs = AppendTurn(msgs, &kept[i])
 	}
 	if in.Tail != nil {
 		msgs = append(msgs, in.Tail...)
@@ -124,10 +143,48 @@ func Build(in Input) (*Result, error) {
 }
 
 // TailCost returns what the messages after the history cost: the Tail's count
-// when set, else the one message's. The history gets what the window has left.
+// when set, else the one message's, and the definitions sent with them. The history gets what the window has left.
 func (in *Input) TailCost() int {
 	if in.Tail != nil {
-		return in.TailTokens
+		return in.TailTokens + in.Definitions
 	}
-	return llm.TokensPerMessage + in.MessageTokens
+	return llm.TokensPerMessage + in.MessageTokens + in.Definitions
+}
+
+// TurnCost is what a history turn costs in a prompt: its messages' overhead and
+// the counts cached with it. A plain turn is two messages; a turn of a tool
+// conversation counts one more per tool result (its UserTokens cover their text).
+func TurnCost(t *agentd.Turn) int {
+	return (2+len(t.Results))*llm.TokensPerMessage + t.UserTokens + t.AssistantTokens
+}
+
+// AppendTurn appends the messages of turn t to msgs: the tool results it opens
+// with, the user's message (none when a turn is only results), and the
+// assistant's reply with its tool calls.
+func AppendTurn(msgs []llm.Message, t *agentd.Turn) []llm.Message {
+	if t.TurnTools.Empty() {
+		return append(msgs,
+			llm.Message{Role: llm.RoleUser, Content: t.User},
+			llm.Message{Role: llm.RoleAssistant, Content: t.Assistant})
+	}
+	for _, r := range t.Results {
+		msgs = append(msgs, llm.Message{Role: llm.RoleTool, ToolCallID: r.CallID, Content: r.Content})
+	}
+	if len(t.Images) > 0 {
+		parts := make([]llm.Part, 0, 1+len(t.Images))
+		if t.User != "" {
+			parts = append(parts, llm.Part{Type: llm.PartText, Text: t.User})
+		}
+		for _, im := range t.Images {
+			parts = append(parts, llm.Part{Type: llm.PartImage, ImageURL: im.URL, Detail: im.Detail})
+		}
+		msgs = append(msgs, llm.Message{Role: llm.RoleUser, Parts: parts})
+	} else if t.User != "" || len(t.Results) == 0 {
+		msgs = append(msgs, llm.Message{Role: llm.RoleUser, Content: t.User})
+	}
+	a := llm.Message{Role: llm.RoleAssistant, Content: t.Assistant}
+	for _, c := range t.Calls {
+		a.ToolCalls = append(a.ToolCalls, llm.ToolCall{ID: c.ID, Name: c.Name, Arguments: c.Arguments})
+	}
+	return append(msgs, a)
 }

@@ -6,6 +6,7 @@ import (
 	"go/parser"
 	"go/token"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -57,7 +58,7 @@ func TestCompile(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := Compile(tt.instructions, tt.demos, words)
-			if !slices.Equal(f.Messages, tt.want) {
+			if !reflect.DeepEqual(f.Messages, tt.want) {
 				t.Errorf("Messages = %+v, want %+v", f.Messages, tt.want)
 			}
 			if want := llm.CountMessages(words, tt.want) - llm.TokensPerReply; f.Tokens != want {
@@ -121,7 +122,7 @@ func TestBuild(t *testing.T) {
 				want = append(want, llm.Message{Role: llm.RoleUser, Content: h.User}, llm.Message{Role: llm.RoleAssistant, Content: h.Assistant})
 			}
 			want = append(want, llm.Message{Role: llm.RoleUser, Content: "what now"})
-			if !slices.Equal(res.Messages, want) {
+			if !reflect.DeepEqual(res.Messages, want) {
 				t.Errorf("Messages =\n%+v\nwant\n%+v", res.Messages, want)
 			}
 			if cap(res.Messages) != len(res.Messages) {
@@ -287,16 +288,16 @@ func FuzzBuild(f *testing.F) {
 		if res.TrimmedTurns+kept != len(h) {
 			t.Fatalf("trimmed %d + kept %d != %d turns", res.TrimmedTurns, kept, len(h))
 		}
-		if !slices.Equal(res.Messages[:len(fixed.Messages)], fixed.Messages) {
+		if !reflect.DeepEqual(res.Messages[:len(fixed.Messages)], fixed.Messages) {
 			t.Fatal("fixed messages changed")
 		}
 		for i, ht := range h[res.TrimmedTurns:] {
 			m := res.Messages[len(fixed.Messages)+2*i:]
-			if m[0] != (llm.Message{Role: llm.RoleUser, Content: ht.User}) || m[1] != (llm.Message{Role: llm.RoleAssistant, Content: ht.Assistant}) {
+			if !reflect.DeepEqual(m[:2], []llm.Message{{Role: llm.RoleUser, Content: ht.User}, {Role: llm.RoleAssistant, Content: ht.Assistant}}) {
 				t.Fatalf("history turn %d out of place: %+v", res.TrimmedTurns+i, m[:2])
 			}
 		}
-		if last := res.Messages[len(res.Messages)-1]; last != (llm.Message{Role: llm.RoleUser, Content: message}) {
+		if last := res.Messages[len(res.Messages)-1]; !reflect.DeepEqual(last, llm.Message{Role: llm.RoleUser, Content: message}) {
 			t.Fatalf("last message = %+v", last)
 		}
 		if res.TrimmedTurns > 0 {
@@ -373,5 +374,60 @@ func TestImports(t *testing.T) {
 				t.Errorf("%s imports %s; prompt may import only the standard library, agentd and internal/llm", name, path)
 			}
 		}
+	}
+}
+
+// TestBuildToolTurns: a turn of tool results is laid out as the results, then
+// the user's message if any, then the assistant's text and calls; trimming never
+// keeps it without the turn whose calls it answers.
+func TestBuildToolTurns(t *testing.T) {
+	calls := agentd.Turn{User: "weather?", Assistant: "", UserTokens: 1, AssistantTokens: 10,
+		TurnTools: agentd.TurnTools{Calls: []agentd.ToolCall{{ID: "c1", Name: "get_weather", Arguments: `{"city":"Paris"}`}}}}
+	results := agentd.Turn{User: "", Assistant: "sunny", UserTokens: 2, AssistantTokens: 1,
+		TurnTools: agentd.TurnTools{Results: []agentd.ToolResult{{CallID: "c1", Content: "18C"}}}}
+	pic := agentd.Turn{User: "and this?", Assistant: "a cat", UserTokens: 2 + llm.ImageTokens, AssistantTokens: 2,
+		TurnTools: agentd.TurnTools{Images: []agentd.Image{{URL: "https://x/cat.png"}}}}
+	history := []agentd.Turn{calls, results, pic}
+	res, err := Build(Input{History: history, Message: "next", MessageTokens: 1, ContextWindow: 100_000, MaxTokens: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []llm.Message{
+		{Role: llm.RoleUser, Content: "weather?"},
+		{Role: llm.RoleAssistant, ToolCalls: []llm.ToolCall{{ID: "c1", Name: "get_weather", Arguments: `{"city":"Paris"}`}}},
+		{Role: llm.RoleTool, ToolCallID: "c1", Content: "18C"},
+		{Role: llm.RoleAssistant, Content: "sunny"},
+		{Role: llm.RoleUser, Parts: []llm.Part{{Type: llm.PartText, Text: "and this?"}, {Type: llm.PartImage, ImageURL: "https://x/cat.png"}}},
+		{Role: llm.RoleAssistant, Content: "a cat"},
+		{Role: llm.RoleUser, Content: "next"},
+	}
+	if !reflect.DeepEqual(res.Messages, want) {
+		t.Fatalf("Messages =\n%+v\nwant\n%+v", res.Messages, want)
+	}
+	sum := llm.TokensPerReply + llm.TokensPerMessage + 1
+	for i := range history {
+		sum += TurnCost(&history[i])
+	}
+	if res.InputTokens != sum {
+		t.Errorf("InputTokens = %d, want %d", res.InputTokens, sum)
+	}
+
+	// A window with room for the last two turns but not the first: the results
+	// turn goes with its calls.
+	window := sum - TurnCost(&calls) + 10 + 1
+	res, err = Build(Input{History: history, Message: "next", MessageTokens: 1, ContextWindow: window, MaxTokens: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.TrimmedTurns != 2 || len(res.Messages) != 3 || res.Messages[0].Parts == nil {
+		t.Errorf("trimmed %d turns, messages %+v; want the calls and their results both gone", res.TrimmedTurns, res.Messages)
+	}
+
+	// Tool results from the caller need the session's last turn, which made the
+	// calls; when it does not fit, the prompt does not either.
+	tail := []llm.Message{{Role: llm.RoleTool, ToolCallID: "c1", Content: "18C"}}
+	_, err = Build(Input{History: []agentd.Turn{calls}, Tail: tail, TailTokens: 5, ContextWindow: 25, MaxTokens: 10})
+	if agentd.ErrorCode(err) != agentd.EInvalid || !strings.Contains(err.Error(), "tool results") {
+		t.Errorf("err = %v, want the prompt refused for the calls it cannot carry", err)
 	}
 }

@@ -43,7 +43,9 @@ type attempt struct {
 // first piece delivered is the commit point: after it nothing is retried and a
 // failure ends the call. It returns the response, the attempt that answered (or
 // the last one tried), and the error of the last try.
-func (r *Runner) call(ctx context.Context, plan []attempt, messages []llm.Message, temperature float64, params []llm.Param, emit func(string) error) *callResult {
+//
+// base is the request without its model and limit, which each attempt sets.
+func (r *Runner) call(ctx context.Context, plan []attempt, base *llm.Request, emit func(string) error) *callResult {
 	out := &callResult{}
 	var send func(string) error
 	if emit != nil {
@@ -60,13 +62,14 @@ func (r *Runner) call(ctx context.Context, plan []attempt, messages []llm.Messag
 		a := &plan[i]
 		out.used = a
 		m := a.model
-		req := &llm.Request{Model: m.UpstreamModel, Messages: messages, Temperature: temperature, MaxTokens: a.maxTokens, Params: params}
+		req := *base
+		req.Model, req.MaxTokens = m.UpstreamModel, a.maxTokens
 		for try := 0; ; try++ {
-			resp, err := r.once(ctx, m, req, send)
+			resp, err := r.once(ctx, m, &req, send)
 			out.resp, out.err = resp, err
 			if err == nil {
 				if resp.Usage.Source == "" {
-					llm.EstimateUsage(m.Count, req, resp)
+					llm.EstimateUsage(m.Count, &req, resp)
 				}
 				return out
 			}

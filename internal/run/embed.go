@@ -42,7 +42,7 @@ func (r *Runner) Embed(ctx context.Context, req *EmbedRequest) (*EmbedResult, er
 	if !m.Embedding || !ok {
 		return nil, agentd.Invalid(fmt.Sprintf("model %s is not an embedding model (GET /v1/models lists them with type embedding in the catalog)", m.ID), "value_error", "body", "model")
 	}
-	if err := checkParams(m, req.Params); err != nil {
+	if err := checkParams(m, &llm.Request{Params: req.Params}); err != nil {
 		return nil, err
 	}
 	tokens := 0

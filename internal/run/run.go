@@ -44,6 +44,14 @@ type Request struct {
 	// N is how many choices to return (OpenAI's n; 0 or 1: one). Every choice is
 	// held for and billed; the session remembers the first.
 	N int
+	// Tools the model may call, besides the agent's own (a name may not be
+	// both), whether it must, and a response format, which replaces the
+	// agent's. A tool message among Messages answers a call of the assistant
+	// message before it, or, with a session, of the session's last turn.
+	Tools             []llm.Tool
+	ToolChoice        *llm.ToolChoice
+	ParallelToolCalls *bool
+	ResponseFormat    *llm.ResponseFormat
 	// Params are the client's other parameters (OpenAI-compatible calls), passed
 	// to the model as sent; a model of the chain that cannot take one refuses the
 	// run before anything is held.
@@ -61,13 +69,15 @@ type Request struct {
 
 // Result is a finished run. It is stored as JSON for Idempotency-Key replays.
 type Result struct {
-	RunID        string       `json:"run_id"`
-	AgentID      string       `json:"agent_id"`
-	Model        string       `json:"model"`
-	Response     string       `json:"response"`
-	FinishReason string       `json:"finish_reason"`
-	Created      int64        `json:"created"` // unix micros
-	Usage        agentd.Usage `json:"usage"`
+	RunID        string `json:"run_id"`
+	AgentID      string `json:"agent_id"`
+	Model        string `json:"model"`
+	Response     string `json:"response"`
+	FinishReason string `json:"finish_reason"`
+	// ToolCalls are the model's calls of tools (finish reason "tool_calls").
+	ToolCalls []llm.ToolCall `json:"tool_calls,omitempty"`
+	Created   int64          `json:"created"` // unix micros
+	Usage     agentd.Usage   `json:"usage"`
 	// More are the choices after the first, when the request asked for several.
 	More      []llm.Choice `json:"more,omitempty"`
 	SessionID string       `json:"session_id,omitempty"`
@@ -121,6 +131,8 @@ type target struct {
 	fixed       *prompt.Fixed
 	maxTokens   int
 	temperature float64
+	tools       []llm.Tool          // the agent's
+	format      *llm.ResponseFormat // the agent's
 }
 
 // resolve finds the agent or model of req and applies its overrides.
@@ -132,7 +144,8 @@ func (r *Runner) resolve(ctx context.Context, req *Request) (*target, error) {
 		if err != nil {
 			return nil, err
 		}
-		t = &target{agent: c.Agent, model: c.Model, fixed: c.Fixed, maxTokens: c.Agent.Version.MaxTokens, temperature: c.Agent.Version.Temperature}
+		t = &target{agent: c.Agent, model: c.Model, fixed: c.Fixed, maxTokens: c.Agent.Version.MaxTokens, temperature: c.Agent.Version.Temperature,
+			tools: c.Tools, format: c.Format}
 		limit, what = c.Agent.Version.MaxTokens, "the agent's max_token"
 	} else {
 		if req.SessionID != "" {
@@ -180,24 +193,51 @@ func (t *target) session(req *Request) (k agentd.SessionKey, ok bool) {
 	return agentd.SessionKey{OrgID: req.Principal.OrgID, AgentID: t.agent.ID, Owner: req.Principal.Owner, SessionID: req.SessionID}, true
 }
 
-// turnMessage is what a session remembers of the caller's side of the turn.
-func turnMessage(req *Request) string {
+// callerTurn is what a session remembers of the caller's side of the turn: the
+// message, or of a chat's messages those after its last assistant message —
+// the tool results among them and the last user message — with their count
+// (UserTokens; prompt.TurnCost adds the messages' overhead).
+func callerTurn(req *Request, count func(string) int) agentd.Turn {
 	if req.Messages == nil {
-		return req.Message
+		return agentd.Turn{User: req.Message, UserTokens: count(req.Message)}
 	}
-	for i := len(req.Messages) - 1; i >= 0; i-- {
-		if req.Messages[i].Role == llm.RoleUser {
-			return req.Messages[i].Content
+	tail := req.Messages
+	for i := len(tail) - 1; i >= 0; i-- {
+		if tail[i].Role == llm.RoleAssistant {
+			tail = tail[i+1:]
+			break
 		}
 	}
-	return ""
+	var t agentd.Turn
+	var user *llm.Message
+	for i := range tail {
+		switch m := &tail[i]; m.Role {
+		case llm.RoleTool:
+			t.Results = append(t.Results, agentd.ToolResult{CallID: m.ToolCallID, Content: m.Content})
+			t.UserTokens += llm.CountMessage(count, m) - llm.TokensPerMessage
+		case llm.RoleUser:
+			user = m
+		}
+	}
+	if user != nil {
+		t.User = user.Text()
+		t.UserTokens += llm.CountMessage(count, &llm.Message{Content: t.User})
+		for _, p := range user.Parts {
+			if p.Type == llm.PartImage {
+				t.Images = append(t.Images, agentd.Image{URL: p.ImageURL, Detail: p.Detail})
+				t.UserTokens += llm.ImageTokens
+			}
+		}
+		t.UserTokens -= llm.TokensPerMessage
+	}
+	return t
 }
 
 // prepared is a run up to the hold: its target, the prompt and the models that
 // may answer it, and what that may cost.
 type prepared struct {
 	t            *target
-	msgTokens    int // of the turn's user message, cached with the turn
+	caller       agentd.Turn // the caller's side of the turn a session remembers
 	pr           *prompt.Result
 	historyTurns int
 	trimmedTurns int
@@ -211,19 +251,19 @@ type historySource func(ctx context.Context, budget int, cost func(agentd.Turn) 
 
 // prepare loads the history that fits (from history, when the run has a session)
 // and assembles the prompt.
-func (r *Runner) prepare(ctx context.Context, req *Request, t *target, history historySource, choices int) (*prepared, error) {
+func (r *Runner) prepare(ctx context.Context, req *Request, t *target, base *llm.Request, history historySource, choices int) (*prepared, error) {
 	m := t.model
 	pp := &prepared{t: t}
-	in := prompt.Input{Fixed: t.fixed, ContextWindow: m.ContextWindow, MaxTokens: t.maxTokens}
+	in := prompt.Input{Fixed: t.fixed, ContextWindow: m.ContextWindow, MaxTokens: t.maxTokens,
+		Definitions: llm.CountTools(m.Count, base.Tools, base.ResponseFormat)}
+	if history != nil || req.Messages == nil {
+		pp.caller = callerTurn(req, m.Count)
+	}
 	if req.Messages != nil {
 		in.Tail = req.Messages
 		in.TailTokens = llm.CountMessages(m.Count, req.Messages) - llm.TokensPerReply
-		if history != nil {
-			pp.msgTokens = m.Count(turnMessage(req))
-		}
 	} else {
-		pp.msgTokens = m.Count(req.Message)
-		in.Message, in.MessageTokens = req.Message, pp.msgTokens
+		in.Message, in.MessageTokens = req.Message, pp.caller.UserTokens
 	}
 	if history != nil {
 		fixed := 0
@@ -243,7 +283,10 @@ func (r *Runner) prepare(ctx context.Context, req *Request, t *target, history h
 	}
 	pp.trimmedTurns += pp.pr.TrimmedTurns
 	pp.historyTurns -= pp.pr.TrimmedTurns
-	pp.plan = planFor(m, pp.pr, t.maxTokens)
+	if err := checkToolOrder(pp.pr.Messages, len(pp.pr.Messages)-len(req.Messages), req.Messages != nil); err != nil {
+		return nil, err
+	}
+	pp.plan = planFor(m, pp.pr, base, t.maxTokens)
 	// Hold the most this run can cost on any model that may answer it: every input
 	// token and the whole reply budget.
 	for _, at := range pp.plan {
@@ -252,8 +295,8 @@ func (r *Runner) prepare(ctx context.Context, req *Request, t *target, history h
 	return pp, nil
 }
 
-// turnCost is what a history turn costs in a prompt: its two messages.
-func turnCost(t agentd.Turn) int { return 2*llm.TokensPerMessage + t.UserTokens + t.AssistantTokens }
+// turnCost is what a history turn costs in a prompt.
+func turnCost(t agentd.Turn) int { return prompt.TurnCost(&t) }
 
 // Estimate is what a run would hold, without running it.
 type Estimate struct {
@@ -282,7 +325,11 @@ func (r *Runner) Estimate(ctx context.Context, req *Request) (*Estimate, error) 
 			return r.Sessions.Peek(ctx, k, budget, cost) // no lease: read, never write
 		}
 	}
-	pp, err := r.prepare(ctx, req, t, history, max(req.N, 1))
+	base, err := requestFor(req, t, req.Params)
+	if err != nil {
+		return nil, err
+	}
+	pp, err := r.prepare(ctx, req, t, base, history, max(req.N, 1))
 	if err != nil {
 		return nil, err
 	}
@@ -327,7 +374,11 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 		// several choices refuse it by name (checkParams).
 		params = append(slices.Clip(params), llm.Param{Name: "n", Value: strconv.AppendInt(nil, int64(req.N), 10)})
 	}
-	if err := checkParams(t.model, params); err != nil {
+	base, err := requestFor(req, t, params)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkParams(t.model, base); err != nil {
 		return nil, err
 	}
 	// The lease covers history load to turn write, so turns of one session see each
@@ -341,10 +392,11 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 		defer turn.End()
 		history = turn.History
 	}
-	pp, err := r.prepare(ctx, req, t, history, max(req.N, 1))
+	pp, err := r.prepare(ctx, req, t, base, history, max(req.N, 1))
 	if err != nil {
 		return nil, err
 	}
+	base.Messages = pp.pr.Messages
 	hold, err := r.Accounts.Hold(ctx, p.OrgID, p.KeyID, pp.holdAmount)
 	if err != nil {
 		return nil, err
@@ -354,7 +406,7 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 	defer write.Cancel()
 
 	callCtx, cancel := context.WithTimeout(ctx, r.Timeout)
-	out := r.call(callCtx, pp.plan, pp.pr.Messages, t.temperature, params, req.Emit)
+	out := r.call(callCtx, pp.plan, base, req.Emit)
 	cancel()
 	m := out.used.model
 
@@ -413,10 +465,16 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 	setUsage(row, u)
 	row.Cost = r.charge(hold, m.Price.Charge(tokensOf(u)), row.RunID)
 	if turn != nil {
-		rec.Turn = &agentd.Turn{User: turnMessage(req), Assistant: resp.Text, UserTokens: pp.msgTokens, AssistantTokens: u.OutputTokens}
+		tu := pp.caller
+		tu.Assistant, tu.AssistantTokens = resp.Text, u.OutputTokens
+		for _, c := range resp.ToolCalls {
+			tu.Calls = append(tu.Calls, agentd.ToolCall{ID: c.ID, Name: c.Name, Arguments: c.Arguments})
+		}
+		rec.Turn = &tu
 	}
 	res := &Result{
 		RunID: row.RunID, AgentID: row.AgentID, Model: m.ID, Response: resp.Text, FinishReason: resp.FinishReason,
+		ToolCalls: resp.ToolCalls,
 		Created:   row.CreatedAt.UnixMicro(),
 		Usage:     u,
 		More:      resp.More,
@@ -507,22 +565,26 @@ func (r *Runner) charge(hold billing.Hold, cost agentd.Micros, runID string) age
 
 // partialUsage is what a stream cut short by its client used: the provider's
 // counts if it sent plausible ones, else the prompt as counted for the model and
-// the text delivered, counted with the model's tokenizer.
+// the text and tool calls generated, counted with the model's tokenizer.
 func partialUsage(out *callResult, m *catalog.Model) agentd.Usage {
 	if out.resp != nil && out.resp.Usage.Source == llm.SourceProvider && out.resp.Usage.OutputTokens > 0 && validUsage(out.resp.Usage, m, 1) == nil {
 		return usageOf(out.resp.Usage)
 	}
-	text := ""
+	n := 0
 	if out.resp != nil {
-		text = out.resp.Text
+		n = m.Count(out.resp.Text)
+		for _, c := range out.resp.ToolCalls { // begun, perhaps cut short: generated all the same
+			n += llm.TokensPerToolCall + m.Count(c.Name) + m.Count(c.Arguments)
+		}
 	}
-	return agentd.Usage{InputTokens: out.used.inputTokens, OutputTokens: m.Count(text), Source: agentd.UsageEstimated}
+	return agentd.Usage{InputTokens: out.used.inputTokens, OutputTokens: n, Source: agentd.UsageEstimated}
 }
 
-// checkParams refuses params that a model of m's chain cannot take: the run
-// would fail there, or a fallback would answer without them.
-func checkParams(m *catalog.Model, params []llm.Param) error {
-	if len(params) == 0 {
+// checkParams refuses what a model of m's chain cannot take of creq (its
+// params, tools, images, response format): the run would fail there, or a
+// fallback would answer without them.
+func checkParams(m *catalog.Model, creq *llm.Request) error {
+	if len(creq.Params) == 0 && len(creq.Tools) == 0 && creq.ResponseFormat == nil && creq.ToolChoice == nil && !hasParts(creq.Messages) {
 		return nil
 	}
 	for _, f := range m.Chain() {
@@ -531,7 +593,7 @@ func checkParams(m *catalog.Model, params []llm.Param) error {
 			continue
 		}
 		var pe *llm.ParamError
-		if err := c.CheckParams(params); errors.As(err, &pe) {
+		if err := c.CheckRequest(creq); errors.As(err, &pe) {
 			msg := fmt.Sprintf("%s (model %s, provider %s)", pe.Error(), f.ID, f.ProviderName)
 			if f != m {
 				msg = fmt.Sprintf("%s (model %s, provider %s, a fallback of %s)", pe.Error(), f.ID, f.ProviderName, m.ID)
@@ -547,12 +609,12 @@ func checkParams(m *catalog.Model, params []llm.Param) error {
 // planFor lists the models that may answer a prompt for m: m itself, then each
 // fallback the prompt fits, with the prompt counted by that model's tokenizer and
 // the reply limited to what that model can produce.
-func planFor(m *catalog.Model, pr *prompt.Result, maxTokens int) []attempt {
+func planFor(m *catalog.Model, pr *prompt.Result, base *llm.Request, maxTokens int) []attempt {
 	plan := []attempt{{model: m, inputTokens: pr.InputTokens, maxTokens: maxTokens}}
 	for _, f := range m.Chain()[1:] {
 		in := pr.InputTokens
 		if f.Tokenizer != m.Tokenizer || f.Tokenizer == "" {
-			in = llm.CountMessages(f.Count, pr.Messages)
+			in = llm.CountMessages(f.Count, pr.Messages) + llm.CountTools(f.Count, base.Tools, base.ResponseFormat)
 		}
 		mt := min(maxTokens, f.MaxOutputTokens)
 		if in+mt > f.ContextWindow {

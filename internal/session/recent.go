@@ -45,7 +45,19 @@ func newRecentTurns(maxBytes int) *recentTurns {
 	return &recentTurns{maxBytes: maxBytes, maxSessionBytes: max(maxBytes/16, 1), entries: map[string]*list.Element{}}
 }
 
-func turnBytes(t agentd.Turn) int { return len(t.User) + len(t.Assistant) + 64 }
+func turnBytes(t agentd.Turn) int {
+	n := len(t.User) + len(t.Assistant) + 64
+	for _, r := range t.Results {
+		n += len(r.CallID) + len(r.Content) + 32
+	}
+	for _, im := range t.Images {
+		n += len(im.URL) + 32
+	}
+	for _, c := range t.Calls {
+		n += len(c.ID) + len(c.Name) + len(c.Arguments) + 48
+	}
+	return n
+}
 
 // get returns key's cached turns (oldest first, not to be modified) and the
 // session's turn count.

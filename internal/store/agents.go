@@ -14,7 +14,7 @@ import (
 
 const agentColumns = `a.id, a.org_id, a.name, a.description, a.active, a.creator, a.conversation_saving,
 	a.usage_count, a.failed_count, a.total_latency_ms, a.last_used, a.created_at, a.updated_at,
-	v.version, v.model, v.instructions, v.demonstrations, v.temperature, v.max_tokens, v.created_at`
+	v.version, v.model, v.instructions, v.demonstrations, v.temperature, v.max_tokens, v.created_at, v.tools, v.response_format`
 
 const agentFrom = ` FROM agents a JOIN agent_versions v ON v.agent_id = a.id AND v.version = a.version`
 
@@ -23,11 +23,19 @@ func scanAgent(s interface{ Scan(...any) error }) (*agentd.Agent, error) {
 	var lastUsed sql.NullInt64
 	var created, updated, vcreated int64
 	var demos string
+	var tools, format sql.NullString
 	err := s.Scan(&a.ID, &a.OrgID, &a.Name, &a.Description, &a.Active, &a.Creator, &a.ConversationSaving,
 		&a.UsageCount, &a.FailedCount, &a.TotalLatencyMS, &lastUsed, &created, &updated,
-		&a.Version.Number, &a.Version.Model, &a.Version.Instructions, &demos, &a.Version.Temperature, &a.Version.MaxTokens, &vcreated)
+		&a.Version.Number, &a.Version.Model, &a.Version.Instructions, &demos, &a.Version.Temperature, &a.Version.MaxTokens, &vcreated,
+		&tools, &format)
 	if err != nil {
 		return nil, err
+	}
+	if tools.Valid {
+		a.Version.Tools = []byte(tools.String)
+	}
+	if format.Valid {
+		a.Version.ResponseFormat = []byte(format.String)
 	}
 	a.LastUsed = nullTime(lastUsed)
 	a.CreatedAt, a.UpdatedAt, a.Version.CreatedAt = fromMicros(created), fromMicros(updated), fromMicros(vcreated)
@@ -200,9 +208,10 @@ func (t *Tx) insertVersion(ctx context.Context, agentID string, v *agentd.Versio
 	if err != nil {
 		return err
 	}
-	_, err = t.exec(ctx, `INSERT INTO agent_versions (agent_id, version, model, instructions, demonstrations, temperature, max_tokens, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		agentID, v.Number, v.Model, v.Instructions, string(js), v.Temperature, v.MaxTokens, micros(v.CreatedAt))
+	_, err = t.exec(ctx, `INSERT INTO agent_versions (agent_id, version, model, instructions, demonstrations, temperature, max_tokens, created_at,
+		tools, response_format) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULLIF(CAST(? AS TEXT), ''), NULLIF(CAST(? AS TEXT), ''))`,
+		agentID, v.Number, v.Model, v.Instructions, string(js), v.Temperature, v.MaxTokens, micros(v.CreatedAt),
+		string(v.Tools), string(v.ResponseFormat))
 	return err
 }
 

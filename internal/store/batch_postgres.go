@@ -215,7 +215,7 @@ func (d *deferred) recordArgs() (args, tokens []any, orgs int) {
 	args = append(args, ac.args()...)
 	args = append(args, id.args()...)
 	args = append(args, tu.args()...)
-	tokens = []any{l.cached, l.written, l.reasoning, rc.cached, rc.written, rc.reasoning}
+	tokens = []any{l.cached, l.written, l.reasoning, rc.cached, rc.written, rc.reasoning, tu.tools}
 	return args, tokens, len(chk)
 }
 
@@ -323,8 +323,8 @@ func (c *idemCols) args() []any {
 }
 
 type turnCols struct {
-	org, owner, agent, session, runID, user, assistant []string
-	userTokens, assistantTokens, in, out, created      []int64
+	org, owner, agent, session, runID, user, assistant, tools []string // tools "" for none
+	userTokens, assistantTokens, in, out, created             []int64
 }
 
 func (c *turnCols) add(r *agentd.LedgerRow, t *agentd.Turn, created int64) {
@@ -335,6 +335,7 @@ func (c *turnCols) add(r *agentd.LedgerRow, t *agentd.Turn, created int64) {
 	c.runID = append(c.runID, r.RunID)
 	c.user = append(c.user, t.User)
 	c.assistant = append(c.assistant, t.Assistant)
+	c.tools = append(c.tools, toolsText(&t.TurnTools))
 	c.userTokens = append(c.userTokens, int64(t.UserTokens))
 	c.assistantTokens = append(c.assistantTokens, int64(t.AssistantTokens))
 	c.in = append(c.in, int64(r.InputTokens))
@@ -356,9 +357,10 @@ var errNeedsTx = errors.New("store: the write needs a transaction")
 // in no transaction; runPlain turns it into errNeedsTx.
 type needsTx struct{}
 
-// writeBatchQuery calls agentd_write_batch (migration 0008) with the writers' lock
-// key, the 58 arrays of the records (recordArgs), the 8 of the holds (holdArgs)
-// and the 6 of the records' cache and reasoning tokens, typed in that order.
+// writeBatchQuery calls agentd_write_batch (migration 0009) with the writers' lock
+// key, the 58 arrays of the records (recordArgs), the 8 of the holds (holdArgs),
+// the 6 of the records' cache and reasoning tokens and the turns' tools, typed in
+// that order.
 var writeBatchQuery = func() string {
 	const t, i = "TEXT[]", "BIGINT[]"
 	kinds := []string{
@@ -370,6 +372,7 @@ var writeBatchQuery = func() string {
 		t, t, t, t, t, t, t, i, i, i, i, i, // session turns
 		t, t, t, i, i, i, t, t, // holds
 		i, i, i, i, i, i, // cache and reasoning tokens: ledger rows', rollups'
+		t, // the turns' tools
 	}
 	var b strings.Builder
 	b.WriteString("SELECT ord, taken, key_short, available, budget, period FROM agentd_write_batch(CAST(? AS BIGINT)")

@@ -38,6 +38,7 @@ var conformance = []struct {
 	{"Sessions", TestSessions},
 	{"SessionsPagination", TestSessionsPagination},
 	{"SessionTurns", TestSessionTurns},
+	{"TurnTools", TestTurnTools},
 	{"DeleteSession", TestDeleteSession},
 	{"IdleSessions", TestIdleSessions},
 	{"DeleteIdleSession", TestDeleteIdleSession},

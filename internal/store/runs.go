@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"database/sql"
+	"encoding/json"
 	"fmt"
 
 	"github.com/agentd/agentd"
@@ -11,7 +13,7 @@ import (
 // Stopping early is cheap: rows are read lazily.
 func (db *DB) History(ctx context.Context, k agentd.SessionKey, fn func(agentd.Turn) bool) (err error) {
 	defer wrap(&err, "store.History")
-	rows, err := db.query(ctx, `SELECT user_message, assistant_message, user_tokens, assistant_tokens FROM session_turns
+	rows, err := db.query(ctx, `SELECT user_message, assistant_message, user_tokens, assistant_tokens, tools FROM session_turns
 		WHERE org_id = ? AND agent_id = ? AND owner = ? AND session_id = ? ORDER BY id DESC`,
 		k.OrgID, k.AgentID, k.Owner, k.SessionID)
 	if err != nil {
@@ -20,7 +22,11 @@ func (db *DB) History(ctx context.Context, k agentd.SessionKey, fn func(agentd.T
 	defer rows.Close()
 	for rows.Next() {
 		var t agentd.Turn
-		if err := rows.Scan(&t.User, &t.Assistant, &t.UserTokens, &t.AssistantTokens); err != nil {
+		var tools sql.NullString
+		if err := rows.Scan(&t.User, &t.Assistant, &t.UserTokens, &t.AssistantTokens, &tools); err != nil {
+			return err
+		}
+		if err := readTools(tools, &t.TurnTools); err != nil {
 			return err
 		}
 		if !fn(t) {
@@ -94,10 +100,12 @@ func (t *Tx) RecordRun(ctx context.Context, r *Run) (turnStored bool, err error)
 		// Only while the agent exists: its deletion took its sessions with it. The
 		// casts type the parameters of a SELECT list for PostgreSQL.
 		res, err := t.exec(ctx, `INSERT INTO session_turns (org_id, owner, agent_id, session_id, run_id, user_message, assistant_message,
-			user_tokens, assistant_tokens, input_tokens, output_tokens, created_at)
-			SELECT ?, ?, ?, ?, ?, ?, ?, CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT) WHERE EXISTS (SELECT 1 FROM agents WHERE id = ? AND org_id = ?)`,
+			user_tokens, assistant_tokens, input_tokens, output_tokens, created_at, tools)
+			SELECT ?, ?, ?, ?, ?, ?, ?, CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT), NULLIF(CAST(? AS TEXT), '')
+			WHERE EXISTS (SELECT 1 FROM agents WHERE id = ? AND org_id = ?)`,
 			row.OrgID, row.Owner, row.AgentID, row.SessionID, row.RunID, r.Turn.User, r.Turn.Assistant,
-			r.Turn.UserTokens, r.Turn.AssistantTokens, row.InputTokens, row.OutputTokens, created, row.AgentID, row.OrgID)
+			r.Turn.UserTokens, r.Turn.AssistantTokens, row.InputTokens, row.OutputTokens, created, toolsText(&r.Turn.TurnTools),
+			row.AgentID, row.OrgID)
 		if err != nil {
 			return false, err
 		}
@@ -153,4 +161,28 @@ func (db *DB) CountTurns(ctx context.Context, k agentd.SessionKey) (n int, err e
 	err = db.queryRow(ctx, `SELECT count(*) FROM session_turns WHERE org_id = ? AND agent_id = ? AND owner = ? AND session_id = ?`,
 		k.OrgID, k.AgentID, k.Owner, k.SessionID).Scan(&n)
 	return n, err
+}
+
+// toolsText is the tools column of a turn: JSON, or "" (stored as NULL) for a
+// plain exchange.
+func toolsText(t *agentd.TurnTools) string {
+	if t.Empty() {
+		return ""
+	}
+	b, err := json.Marshal(t)
+	if err != nil {
+		panic("store: encode turn tools: " + err.Error()) // strings and slices of them cannot fail
+	}
+	return string(b)
+}
+
+// readTools decodes a tools column into t.
+func readTools(col sql.NullString, t *agentd.TurnTools) error {
+	if !col.Valid || col.String == "" {
+		return nil
+	}
+	if err := json.Unmarshal([]byte(col.String), t); err != nil {
+		return fmt.Errorf("session turn tools: %w", err)
+	}
+	return nil
 }

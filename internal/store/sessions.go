@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"encoding/base64"
 	"strconv"
 	"strings"
@@ -80,7 +81,7 @@ func (db *DB) SessionTurns(ctx context.Context, k agentd.SessionKey, cursor stri
 			return nil, "", err
 		}
 	}
-	rows, err := db.query(ctx, `SELECT id, run_id, user_message, assistant_message, input_tokens, output_tokens, created_at
+	rows, err := db.query(ctx, `SELECT id, run_id, user_message, assistant_message, input_tokens, output_tokens, created_at, tools
 		FROM session_turns WHERE org_id = ? AND agent_id = ? AND owner = ? AND session_id = ? AND id > ?
 		ORDER BY id LIMIT ?`, k.OrgID, k.AgentID, k.Owner, k.SessionID, after, limit+1)
 	if err != nil {
@@ -91,7 +92,11 @@ func (db *DB) SessionTurns(ctx context.Context, k agentd.SessionKey, cursor stri
 	for rows.Next() {
 		var t agentd.SessionTurn
 		var id, created int64
-		if err := rows.Scan(&id, &t.RunID, &t.User, &t.Assistant, &t.InputTokens, &t.OutputTokens, &created); err != nil {
+		var tools sql.NullString
+		if err := rows.Scan(&id, &t.RunID, &t.User, &t.Assistant, &t.InputTokens, &t.OutputTokens, &created, &tools); err != nil {
+			return nil, "", err
+		}
+		if err := readTools(tools, &t.TurnTools); err != nil {
 			return nil, "", err
 		}
 		t.CreatedAt = fromMicros(created)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -238,7 +239,7 @@ func TestSessionTurns(t *testing.T) {
 				}
 				cursor = next
 			}
-			if !slices.Equal(got, want) {
+			if !reflect.DeepEqual(got, want) {
 				t.Errorf("turns = %+v\nwant %+v", got, want)
 			}
 		})
@@ -538,4 +539,58 @@ func TestDeleteIdleSession(t *testing.T) {
 			t.Error("a session whose newest turn is before the cutoff was kept")
 		}
 	})
+}
+
+// TestTurnTools: a turn's tool results, images and tool calls are stored with
+// it and read back by History and SessionTurns, whether written alone or with
+// a batch's other records (TxRecords: on PostgreSQL, agentd_write_batch); a
+// plain turn stays plain.
+func TestTurnTools(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t, Options{})
+	o := newOrg(t, db, "acme", 0)
+	a := newAgent(t, db, o.ID, "bot")
+	tools := []agentd.TurnTools{
+		{Calls: []agentd.ToolCall{{ID: "c1", Name: "get_weather", Arguments: `{"city": "Paris"}`}, {ID: "c2", Name: "now", Arguments: ""}}},
+		{Results: []agentd.ToolResult{{CallID: "c1", Content: "18°C"}, {CallID: "c2", Content: "noon, \"UTC\""}}},
+		{},
+		{Images: []agentd.Image{{URL: "https://example.com/a.png", Detail: "low"}, {URL: "data:image/png;base64,iVBO"}}},
+	}
+	var want []agentd.Turn
+	for i, tt := range tools {
+		r := okRun(a, "alice", "chat", 0)
+		r.CreatedAt = fromMicros(int64(100 + i))
+		r.Turn.User, r.Turn.TurnTools = fmt.Sprint("u", i), tt
+		if i%2 == 1 {
+			r.Turn.User = "" // a turn of results only
+		}
+		want = append(want, *r.Turn)
+		if i < 2 {
+			recordRun(t, db, r)
+			continue
+		}
+		if err := db.Expect().TxRecords(ctx, func(tx *Tx) error { _, err := tx.RecordRun(ctx, r); return err }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k := agentd.SessionKey{OrgID: o.ID, AgentID: a.ID, Owner: "alice", SessionID: "chat"}
+	var got []agentd.Turn
+	if err := db.History(ctx, k, func(t agentd.Turn) bool { got = append([]agentd.Turn{t}, got...); return true }); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("History =\n%+v\nwant\n%+v", got, want)
+	}
+	page, _, err := db.SessionTurns(ctx, k, "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, st := range page {
+		if !reflect.DeepEqual(st.TurnTools, want[i].TurnTools) {
+			t.Errorf("SessionTurns[%d] tools = %+v, want %+v", i, st.TurnTools, want[i].TurnTools)
+		}
+	}
+	if n := count(t, db, `SELECT count(*) FROM session_turns WHERE tools IS NULL`); n != 1 {
+		t.Errorf("%d turns without tools stored as NULL, want 1", n)
+	}
 }

@@ -49,7 +49,7 @@ type Options struct {
 	// their own fields.
 	Headers map[string]string
 	// DropParams drops the client parameters the Messages API cannot take instead
-	// of refusing the request (CheckParams); an operator's choice, as LiteLLM's
+	// of refusing the request (CheckRequest); an operator's choice, as LiteLLM's
 	// drop_params.
 	DropParams bool
 	// Client sends the requests. nil: a client of its own, pooling up to 256 idle
@@ -113,7 +113,11 @@ func New(opts Options) *Provider {
 
 // Complete sends req and returns the whole reply.
 func (p *Provider) Complete(ctx context.Context, req *llm.Request) (*llm.Response, error) {
-	resp, err := p.post(ctx, req, false)
+	body, forced, err := p.encode(req, false)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := p.post(ctx, body)
 	if err != nil {
 		return nil, err
 	}
@@ -138,26 +142,38 @@ func (p *Provider) Complete(ctx context.Context, req *llm.Request) (*llm.Respons
 	default:
 		return nil, &llm.Error{Kind: llm.KindPermanent, Message: fmt.Sprintf("anthropic: reply of type %q, want a message", m.Type)}
 	}
-	var text strings.Builder
-	for _, b := range m.Content {
-		if b.Type == "text" {
+	var (
+		text   strings.Builder
+		calls  []llm.ToolCall
+		answer = -1 // the block of the forced tool's call, whose input is the text
+	)
+	for i, b := range m.Content {
+		switch b.Type {
+		case "text":
 			text.WriteString(b.Text)
+		case "tool_use":
+			if forced != "" {
+				if answer < 0 {
+					answer = i
+				}
+				continue
+			}
+			calls = append(calls, llm.ToolCall{ID: b.ID, Name: b.Name, Arguments: compact(b.Input)})
 		}
 	}
-	out := &llm.Response{Text: text.String(), FinishReason: finish(m.StopReason), Model: m.Model}
+	out := &llm.Response{Text: text.String(), ToolCalls: calls, FinishReason: finish(m.StopReason, forced != ""), Model: m.Model}
+	if answer >= 0 {
+		out.Text = compact(m.Content[answer].Input)
+	}
 	if m.Usage != nil {
 		out.Usage = m.Usage.llmUsage()
 	}
 	return out, nil
 }
 
-// post sends req and returns a successful reply; any other status becomes an error
-// and its body is read and closed.
-func (p *Provider) post(ctx context.Context, req *llm.Request, stream bool) (*http.Response, error) {
-	body, err := encode(req, stream)
-	if err != nil {
-		return nil, err
-	}
+// post sends a request body and returns a successful reply; any other status
+// becomes an error and its body is read and closed.
+func (p *Provider) post(ctx context.Context, body []byte) (*http.Response, error) {
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, bytes.NewReader(body))
 	if err != nil {
 		return nil, &llm.Error{Kind: llm.KindPermanent, Message: "anthropic: " + err.Error(), Err: err}
@@ -176,131 +192,6 @@ func (p *Provider) post(ctx context.Context, req *llm.Request, stream bool) (*ht
 	return resp, nil
 }
 
-// The request body.
-type request struct {
-	Model         string    `json:"model"`
-	MaxTokens     int       `json:"max_tokens"`
-	System        string    `json:"system,omitempty"`
-	Messages      []turn    `json:"messages"`
-	Temperature   float64   `json:"temperature"`
-	TopP          *float64  `json:"top_p,omitempty"`
-	StopSequences []string  `json:"stop_sequences,omitempty"`
-	Metadata      *metadata `json:"metadata,omitempty"`
-	Stream        bool      `json:"stream,omitempty"`
-}
-
-type metadata struct {
-	UserID string `json:"user_id"`
-}
-
-// CheckParams implements llm.ParamChecker: the Messages API takes OpenAI's stop
-// (as stop_sequences), top_p and user (as metadata.user_id); with DropParams the
-// rest are dropped, else refused.
-func (p *Provider) CheckParams(params []llm.Param) error {
-	var r request
-	for _, prm := range params {
-		if err := apply(&r, prm); err != nil {
-			if !p.drop || err.Reason != "" {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// apply sets what prm asks on r, or says why it cannot.
-func apply(r *request, prm llm.Param) *llm.ParamError {
-	bad := func(why string) *llm.ParamError {
-		return &llm.ParamError{Param: prm.Name, Kind: "anthropic", Reason: why}
-	}
-	switch prm.Name {
-	case "stop":
-		var one string
-		if json.Unmarshal(prm.Value, &one) == nil {
-			r.StopSequences = []string{one}
-			return nil
-		}
-		if json.Unmarshal(prm.Value, &r.StopSequences) != nil {
-			return bad("must be a string or a list of strings")
-		}
-	case "top_p":
-		var v float64
-		if json.Unmarshal(prm.Value, &v) != nil || v < 0 || v > 1 {
-			return bad("must be a number between 0 and 1")
-		}
-		r.TopP = &v
-	case "user":
-		var v string
-		if json.Unmarshal(prm.Value, &v) != nil {
-			return bad("must be a string")
-		}
-		r.Metadata = &metadata{UserID: v}
-	default:
-		return &llm.ParamError{Param: prm.Name, Kind: "anthropic"}
-	}
-	return nil
-}
-
-type turn struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
-}
-
-// encode builds the request body, fitting req to the API's rules (see the package
-// documentation).
-func encode(req *llm.Request, stream bool) ([]byte, error) {
-	if req == nil {
-		return nil, permanent("anthropic: nil request")
-	}
-	r := request{Model: req.Model, MaxTokens: req.MaxTokens, Stream: stream,
-		Messages: make([]turn, 0, len(req.Messages))}
-	if r.MaxTokens <= 0 {
-		r.MaxTokens = DefaultMaxTokens
-	}
-	switch t := req.Temperature; {
-	case math.IsNaN(t):
-		return nil, permanent("anthropic: temperature is NaN")
-	case t < 0:
-		r.Temperature = 0
-	case t > 1:
-		r.Temperature = 1
-	default:
-		r.Temperature = t
-	}
-	var system strings.Builder
-	for i, m := range req.Messages {
-		switch m.Role {
-		case llm.RoleSystem:
-			if m.Content == "" {
-				continue
-			}
-			if system.Len() > 0 {
-				system.WriteString("\n\n")
-			}
-			system.WriteString(m.Content)
-		case llm.RoleUser, llm.RoleAssistant:
-			if n := len(r.Messages); n > 0 && r.Messages[n-1].Role == m.Role {
-				r.Messages[n-1].Content += "\n\n" + m.Content
-				continue
-			}
-			if len(r.Messages) == 0 && m.Role == llm.RoleAssistant {
-				return nil, permanent("anthropic: the conversation starts with an assistant message; the Messages API requires a user message first")
-			}
-			r.Messages = append(r.Messages, turn{Role: m.Role, Content: m.Content})
-		default:
-			return nil, permanent(fmt.Sprintf("anthropic: message %d has unknown role %q", i, m.Role))
-		}
-	}
-	if len(r.Messages) == 0 {
-		return nil, permanent("anthropic: the request has no user message")
-	}
-	r.System = system.String()
-	for _, prm := range req.Params {
-		apply(&r, prm) // CheckParams has refused what cannot be sent; the rest is dropped
-	}
-	return json.Marshal(&r)
-}
-
 // The reply, and message_start's message.
 type message struct {
 	Type       string   `json:"type"`
@@ -312,8 +203,11 @@ type message struct {
 }
 
 type block struct {
-	Type string `json:"type"`
-	Text string `json:"text"`
+	Type  string          `json:"type"`
+	Text  string          `json:"text"`
+	ID    string          `json:"id"`    // tool_use
+	Name  string          `json:"name"`  // tool_use
+	Input json.RawMessage `json:"input"` // tool_use
 }
 
 type usage struct {
@@ -349,15 +243,32 @@ func (u *usage) merge(v *usage) {
 	u.CacheReadInputTokens = max(u.CacheReadInputTokens, v.CacheReadInputTokens)
 }
 
-func finish(stopReason string) string {
+// finish normalizes a stop reason. structured says the request asked for a
+// response format: the forced tool's call is the answer, not a call to make.
+func finish(stopReason string, structured bool) string {
 	switch stopReason {
 	case "end_turn", "stop_sequence":
 		return llm.FinishStop
+	case "tool_use":
+		if structured {
+			return llm.FinishStop
+		}
+		return llm.FinishToolCalls
 	case "max_tokens",
 		"model_context_window_exceeded": // the reply ran into the window: cut short all the same
 		return llm.FinishLength
 	}
-	return llm.FinishOther // tool_use, pause_turn, refusal, and reasons yet to come
+	return llm.FinishOther // pause_turn, refusal, and reasons yet to come
+}
+
+// compact is a tool_use input as JSON text: Anthropic sends an object, which is
+// passed on with its keys in order and its insignificant space removed.
+func compact(input json.RawMessage) string {
+	var b bytes.Buffer
+	if json.Compact(&b, input) != nil {
+		return string(input) // absent or not JSON: as sent, for the caller to judge
+	}
+	return b.String()
 }
 
 func permanent(msg string) *llm.Error { return &llm.Error{Kind: llm.KindPermanent, Message: msg} }

@@ -59,7 +59,9 @@ func TestConformance(t *testing.T) {
 		Errors: map[int]llmtest.Recording{
 			400: recording(t, "error_400.http"),
 			401: recording(t, "error_401.http"),
+			403: recording(t, "error_403.http"),
 			404: recording(t, "error_404.http"),
+			413: recording(t, "error_413.http"),
 			429: recording(t, "error_429.http"),
 			500: recording(t, "error_500.http"),
 			529: recording(t, "error_529.http"),
@@ -71,6 +73,17 @@ func TestConformance(t *testing.T) {
 		Usage:  llm.Usage{InputTokens: 25, OutputTokens: 15, Source: llm.SourceProvider},
 		Model:  "claude-3-5-sonnet-20241022",
 		Finish: llm.FinishStop,
+
+		ToolComplete: recording(t, "tool_complete.http"),
+		ToolStream:   recording(t, "tool_stream.http"),
+		ToolText:     "I'll check tomorrow's weather in both cities.",
+		ToolCalls: []llm.ToolCall{
+			{ID: "toolu_01A09q90qw90lq917835lq9", Name: "get_weather", Arguments: `{"city":"Paris","day":"tomorrow"}`},
+			{ID: "toolu_01T1x1fJ34qAmk2tNTrN7Up6", Name: "get_weather", Arguments: `{"city":"Lyon","day":"tomorrow"}`},
+		},
+		ToolUsage:          llm.Usage{InputTokens: 1587, OutputTokens: 118, Source: llm.SourceProvider},
+		StructuredComplete: recording(t, "structured.http"),
+		StructuredText:     `{"answer":6}`,
 	})
 }
 
@@ -104,31 +117,105 @@ func checkRequest(r *http.Request, body []byte, stream bool) error {
 	return nil
 }
 
-// wireRequest is the request body as the Messages API defines it.
+// wireRequest is the request body as the Messages API defines it. Decoding
+// refuses fields it does not know, so the adapter sends nothing unchecked.
 type wireRequest struct {
-	Model       string   `json:"model"`
-	MaxTokens   int      `json:"max_tokens"`
-	System      *string  `json:"system"`
-	Messages    []turn   `json:"messages"`
-	Temperature *float64 `json:"temperature"`
-	Stream      bool     `json:"stream"`
+	Model       string          `json:"model"`
+	MaxTokens   int             `json:"max_tokens"`
+	System      *string         `json:"system"`
+	Messages    []wireTurn      `json:"messages"`
+	Temperature *float64        `json:"temperature"`
+	Tools       []wireTool      `json:"tools"`
+	ToolChoice  *wireToolChoice `json:"tool_choice"`
+	Stream      bool            `json:"stream"`
 }
 
+type wireTurn struct {
+	Role    string          `json:"role"`
+	Content json.RawMessage `json:"content"` // a string, or blocks
+}
+
+type wireBlock struct {
+	Type      string          `json:"type"`
+	Text      string          `json:"text"`
+	Source    *wireSource     `json:"source"`
+	ID        string          `json:"id"`
+	Name      string          `json:"name"`
+	Input     json.RawMessage `json:"input"`
+	ToolUseID string          `json:"tool_use_id"`
+	Content   json.RawMessage `json:"content"`
+}
+
+type wireSource struct {
+	Type      string `json:"type"`
+	URL       string `json:"url"`
+	MediaType string `json:"media_type"`
+	Data      string `json:"data"`
+}
+
+type wireTool struct {
+	Name        string          `json:"name"`
+	Description string          `json:"description"`
+	InputSchema json.RawMessage `json:"input_schema"`
+	Strict      *bool           `json:"strict"`
+}
+
+type wireToolChoice struct {
+	Type                   string `json:"type"`
+	Name                   string `json:"name"`
+	DisableParallelToolUse bool   `json:"disable_parallel_tool_use"`
+}
+
+// turn is a turn whose content is a plain string.
 type turn struct {
-	Role    string `json:"role"`
-	Content string `json:"content"` // a plain string; blocks would fail to decode
+	Role    string
+	Content string
+}
+
+func strictJSON(b []byte, v any) error {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	return d.Decode(v)
 }
 
 func parse(body []byte) (*wireRequest, error) {
-	d := json.NewDecoder(bytes.NewReader(body))
-	d.DisallowUnknownFields()
 	var w wireRequest
-	if err := d.Decode(&w); err != nil {
+	if err := strictJSON(body, &w); err != nil {
 		return nil, err
 	}
 	return &w, nil
 }
 
+// plainText is content sent as a string; ok is false for blocks.
+func plainText(content json.RawMessage) (s string, ok bool) {
+	return s, json.Unmarshal(content, &s) == nil
+}
+
+func blocksOf(content json.RawMessage) ([]wireBlock, error) {
+	var bs []wireBlock
+	if err := strictJSON(content, &bs); err != nil {
+		return nil, fmt.Errorf("content %s: %w", content, err)
+	}
+	return bs, nil
+}
+
+// plain returns the turns, each of which must be a plain string.
+func (w *wireRequest) plain(t *testing.T) []turn {
+	t.Helper()
+	out := make([]turn, len(w.Messages))
+	for i, m := range w.Messages {
+		s, ok := plainText(m.Content)
+		if !ok {
+			t.Fatalf("message %d is not a plain string: %s", i, m.Content)
+		}
+		out[i] = turn{m.Role, s}
+	}
+	return out
+}
+
+// decode maps a Messages request back to the neutral request: tool_result
+// blocks to tool messages, a forced call of the only tool (with parallel use
+// off) to the response format it asks, blocks to parts.
 func decode(body []byte) (*llm.Request, bool, error) {
 	w, err := parse(body)
 	if err != nil {
@@ -142,9 +229,124 @@ func decode(body []byte) (*llm.Request, bool, error) {
 		req.Messages = append(req.Messages, llm.Message{Role: llm.RoleSystem, Content: *w.System})
 	}
 	for _, m := range w.Messages {
-		req.Messages = append(req.Messages, llm.Message{Role: m.Role, Content: m.Content})
+		msgs, err := decodeTurn(m)
+		if err != nil {
+			return nil, false, err
+		}
+		req.Messages = append(req.Messages, msgs...)
+	}
+	if err := decodeTools(w, req); err != nil {
+		return nil, false, err
 	}
 	return req, w.Stream, nil
+}
+
+func decodeTurn(m wireTurn) ([]llm.Message, error) {
+	if s, ok := plainText(m.Content); ok {
+		return []llm.Message{{Role: m.Role, Content: s}}, nil
+	}
+	bs, err := blocksOf(m.Content)
+	if err != nil {
+		return nil, err
+	}
+	var out []llm.Message
+	i := 0
+	for ; i < len(bs) && bs[i].Type == "tool_result"; i++ {
+		if m.Role != llm.RoleUser {
+			return nil, fmt.Errorf("a tool_result in a %s message", m.Role)
+		}
+		msg := llm.Message{Role: llm.RoleTool, ToolCallID: bs[i].ToolUseID}
+		if c := bs[i].Content; c != nil {
+			if s, ok := plainText(c); ok {
+				msg.Content = s
+			} else if inner, err := blocksOf(c); err != nil {
+				return nil, err
+			} else if msg.Parts, err = decodeParts(inner); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, msg)
+	}
+	rest := bs[i:]
+	switch {
+	case len(rest) == 0:
+	case m.Role == llm.RoleUser && i > 0 && len(rest) == 1 && rest[0].Type == "text":
+		// A user message after tool results joins their turn as a text block.
+		out = append(out, llm.Message{Role: llm.RoleUser, Content: rest[0].Text})
+	case m.Role == llm.RoleUser:
+		parts, err := decodeParts(rest)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, llm.Message{Role: llm.RoleUser, Parts: parts})
+	case m.Role == llm.RoleAssistant:
+		msg := llm.Message{Role: llm.RoleAssistant}
+		for _, b := range rest {
+			switch b.Type {
+			case "text":
+				msg.Content += b.Text
+			case "tool_use":
+				msg.ToolCalls = append(msg.ToolCalls, llm.ToolCall{ID: b.ID, Name: b.Name, Arguments: string(b.Input)})
+			default:
+				return nil, fmt.Errorf("a %s block in an assistant message", b.Type)
+			}
+		}
+		out = append(out, msg)
+	default:
+		return nil, fmt.Errorf("blocks in a message of role %q", m.Role)
+	}
+	return out, nil
+}
+
+func decodeParts(bs []wireBlock) ([]llm.Part, error) {
+	parts := make([]llm.Part, len(bs))
+	for i, b := range bs {
+		switch {
+		case b.Type == "text":
+			parts[i] = llm.Part{Type: llm.PartText, Text: b.Text}
+		case b.Type == "image" && b.Source != nil && b.Source.Type == "url":
+			parts[i] = llm.Part{Type: llm.PartImage, ImageURL: b.Source.URL}
+		case b.Type == "image" && b.Source != nil && b.Source.Type == "base64":
+			parts[i] = llm.Part{Type: llm.PartImage, ImageURL: "data:" + b.Source.MediaType + ";base64," + b.Source.Data}
+		default:
+			return nil, fmt.Errorf("unexpected block %+v", b)
+		}
+	}
+	return parts, nil
+}
+
+func decodeTools(w *wireRequest, req *llm.Request) error {
+	if c := w.ToolChoice; len(w.Tools) == 1 && c != nil && c.Type == "tool" && c.Name == w.Tools[0].Name && c.DisableParallelToolUse {
+		t := w.Tools[0]
+		rf := &llm.ResponseFormat{Type: llm.FormatJSONSchema, Name: t.Name, Description: t.Description, Schema: []byte(t.InputSchema), Strict: t.Strict}
+		if t.Name == "json_response" {
+			rf.Name = ""
+			if string(t.InputSchema) == `{"type":"object"}` {
+				rf.Type, rf.Schema = llm.FormatJSONObject, nil
+			}
+		}
+		req.ResponseFormat = rf
+		return nil
+	}
+	for _, t := range w.Tools {
+		params := []byte(t.InputSchema)
+		if string(params) == `{"type":"object","properties":{}}` {
+			params = nil // what a tool without parameters is sent with
+		}
+		req.Tools = append(req.Tools, llm.Tool{Name: t.Name, Description: t.Description, Parameters: params, Strict: t.Strict})
+	}
+	if c := w.ToolChoice; c != nil {
+		mode, ok := map[string]string{"auto": llm.ToolChoiceAuto, "any": llm.ToolChoiceRequired, "tool": llm.ToolChoiceFunction, "none": llm.ToolChoiceNone}[c.Type]
+		if !ok {
+			return fmt.Errorf("tool_choice of type %q", c.Type)
+		}
+		req.ToolChoice = &llm.ToolChoice{Mode: mode, Name: c.Name}
+		if c.DisableParallelToolUse {
+			no := false
+			req.ParallelToolCalls = &no
+		}
+	}
+	return nil
 }
 
 // upstream is a test server answering every request with one reply.
@@ -247,8 +449,8 @@ func TestMergesConsecutiveRoles(t *testing.T) {
 	}
 	_, w := u.last(t)
 	want := []turn{{"user", "a\n\nb"}, {"assistant", "c\n\nd"}, {"user", "e"}}
-	if !reflect.DeepEqual(w.Messages, want) {
-		t.Errorf("messages = %q, want %q", w.Messages, want)
+	if got := w.plain(t); !reflect.DeepEqual(got, want) {
+		t.Errorf("messages = %q, want %q", got, want)
 	}
 }
 
@@ -268,8 +470,8 @@ func TestSystemMessages(t *testing.T) {
 	if w.System == nil || *w.System != "Be terse.\n\nAnswer in French." {
 		t.Errorf("system = %v", w.System)
 	}
-	if want := []turn{{"user", "x\n\ny"}}; !reflect.DeepEqual(w.Messages, want) {
-		t.Errorf("messages = %q, want %q", w.Messages, want)
+	if want, got := []turn{{"user", "x\n\ny"}}, w.plain(t); !reflect.DeepEqual(got, want) {
+		t.Errorf("messages = %q, want %q", got, want)
 	}
 
 	if _, err := complete(t, p, &llm.Request{Model: "m", Messages: msgs(llm.RoleUser, "x")}); err != nil {
@@ -286,7 +488,7 @@ func TestRejectsUnsendableConversations(t *testing.T) {
 	for name, req := range map[string]*llm.Request{
 		"starts with assistant": {Model: "m", Messages: msgs(llm.RoleSystem, "s", llm.RoleAssistant, "hello", llm.RoleUser, "hi")},
 		"no user message":       {Model: "m", Messages: msgs(llm.RoleSystem, "s")},
-		"unknown role":          {Model: "m", Messages: msgs(llm.RoleUser, "x", "tool", "y")},
+		"unknown role":          {Model: "m", Messages: msgs(llm.RoleUser, "x", "function", "y")},
 		"NaN temperature":       {Model: "m", Messages: msgs(llm.RoleUser, "x"), Temperature: math.NaN()},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -388,8 +590,9 @@ func TestCompleteReply(t *testing.T) {
 	}{
 		{"cache tokens are input", `{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"hi"}],"model":"claude-x","stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":21,"cache_creation_input_tokens":188086,"cache_read_input_tokens":5,"output_tokens":393}}`,
 			llm.Response{Text: "hi", FinishReason: llm.FinishStop, Model: "claude-x", Usage: llm.Usage{InputTokens: 188112, OutputTokens: 393, CachedInputTokens: 5, CacheWriteTokens: 188086, Source: llm.SourceProvider}}},
-		{"thinking and tool use are skipped", `{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"thinking","thinking":"Let me add.","signature":"EqQB"},{"type":"redacted_thinking","data":"xyz"},{"type":"text","text":"It is "},{"type":"tool_use","id":"toolu_1","name":"calc","input":{"x":1}},{"type":"text","text":"4."}],"model":"claude-x","stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":10,"output_tokens":20}}`,
-			llm.Response{Text: "It is 4.", FinishReason: llm.FinishOther, Model: "claude-x", Usage: llm.Usage{InputTokens: 10, OutputTokens: 20, Source: llm.SourceProvider}}},
+		{"thinking is skipped, tool use is a call", `{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"thinking","thinking":"Let me add.","signature":"EqQB"},{"type":"redacted_thinking","data":"xyz"},{"type":"text","text":"It is "},{"type":"tool_use","id":"toolu_1","name":"calc","input":{ "x" : 1,"s":"a<b \u00e9" }},{"type":"text","text":"4."}],"model":"claude-x","stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":10,"output_tokens":20}}`,
+			llm.Response{Text: "It is 4.", ToolCalls: []llm.ToolCall{{ID: "toolu_1", Name: "calc", Arguments: `{"x":1,"s":"a<b \u00e9"}`}},
+				FinishReason: llm.FinishToolCalls, Model: "claude-x", Usage: llm.Usage{InputTokens: 10, OutputTokens: 20, Source: llm.SourceProvider}}},
 		{"max tokens", `{"type":"message","content":[{"type":"text","text":"cut"}],"model":"m","stop_reason":"max_tokens","usage":{"input_tokens":1,"output_tokens":2}}`,
 			llm.Response{Text: "cut", FinishReason: llm.FinishLength, Model: "m", Usage: llm.Usage{InputTokens: 1, OutputTokens: 2, Source: llm.SourceProvider}}},
 		{"stop sequence", `{"type":"message","content":[{"type":"text","text":"a"}],"model":"m","stop_reason":"stop_sequence","stop_sequence":"\n\nHuman:","usage":{"input_tokens":1,"output_tokens":2}}`,
@@ -507,7 +710,7 @@ func TestStreamReply(t *testing.T) {
 	if want := []string{"It is", " 4."}; !reflect.DeepEqual(pieces, want) {
 		t.Errorf("pieces = %q, want %q", pieces, want)
 	}
-	want := llm.Response{Text: "It is 4.", FinishReason: llm.FinishLength, Model: "claude-x",
+	want := llm.Response{Text: "It is 4.", ToolCalls: []llm.ToolCall{{ID: "toolu_1", Name: "calc", Arguments: `{"x": 1}`}}, FinishReason: llm.FinishLength, Model: "claude-x",
 		Usage: llm.Usage{InputTokens: 480 + 100 + 2000, OutputTokens: 57, CachedInputTokens: 2000, CacheWriteTokens: 100, Source: llm.SourceProvider}}
 	if !reflect.DeepEqual(*resp, want) {
 		t.Errorf("got %+v\nwant %+v", *resp, want)

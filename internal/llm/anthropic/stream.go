@@ -17,6 +17,7 @@ import (
 type event struct {
 	Type         string   `json:"type"`
 	Message      message  `json:"message"`       // message_start
+	Index        int      `json:"index"`         // content_block_*
 	ContentBlock block    `json:"content_block"` // content_block_start
 	Delta        delta    `json:"delta"`         // content_block_delta, message_delta
 	Usage        *usage   `json:"usage"`         // message_delta
@@ -24,17 +25,51 @@ type event struct {
 }
 
 type delta struct {
-	Type       string `json:"type"`        // content_block_delta: text_delta, thinking_delta, …
-	Text       string `json:"text"`        // text_delta
-	StopReason string `json:"stop_reason"` // message_delta
+	Type        string `json:"type"`         // content_block_delta: text_delta, input_json_delta, thinking_delta, …
+	Text        string `json:"text"`         // text_delta
+	PartialJSON string `json:"partial_json"` // input_json_delta
+	StopReason  string `json:"stop_reason"`  // message_delta
 }
 
-// Stream sends req with "stream": true and emits the reply's text as it arrives.
-// The returned Response is never nil; see the package documentation for the usage
-// it carries when the stream fails.
+// call is a tool_use block of a stream: its input arrives in pieces of JSON
+// text, in order, in the deltas of its index.
+type call struct {
+	index    int
+	id, name string
+	start    json.RawMessage // content_block_start's input, {} when deltas follow
+	args     []byte
+}
+
+// toolCalls assembles the calls of a stream, in block order. A call that got no
+// input deltas has the input its start carried.
+func toolCalls(calls []call) []llm.ToolCall {
+	if len(calls) == 0 {
+		return nil
+	}
+	out := make([]llm.ToolCall, len(calls))
+	for i := range calls {
+		c := &calls[i]
+		args := string(c.args)
+		if len(c.args) == 0 {
+			args = compact(c.start)
+		}
+		out[i] = llm.ToolCall{ID: c.id, Name: c.name, Arguments: args}
+	}
+	return out
+}
+
+// Stream sends req with "stream": true and emits the reply's text as it arrives;
+// tool calls are assembled and returned with the Response. With a response format
+// the forced tool's input is the text, emitted as it arrives. The returned
+// Response is never nil; see the package documentation for what it carries when
+// the stream fails.
 func (p *Provider) Stream(ctx context.Context, req *llm.Request, emit func(text string) error) (*llm.Response, error) {
 	out := &llm.Response{}
-	resp, err := p.post(ctx, req, true)
+	body, forced, err := p.encode(req, true)
+	if err != nil {
+		return out, err
+	}
+	resp, err := p.post(ctx, body)
 	if err != nil {
 		return out, err
 	}
@@ -44,15 +79,21 @@ func (p *Provider) Stream(ctx context.Context, req *llm.Request, emit func(text 
 	}
 
 	var (
-		text  strings.Builder
-		u     usage
-		final bool // message_delta brought the final counts
-		seen  bool // any usage at all
-		ev    event
+		text       strings.Builder
+		u          usage
+		final      bool // message_delta brought the final counts
+		seen       bool // any usage at all
+		ev         event
+		calls      []call
+		structured = forced != ""
+		answer     = -1 // with a response format, the index of the forced tool's block
 	)
 	r := sse.NewReader(resp.Body, 0)
+	// fail returns what arrived before err: the text emitted and the calls so far,
+	// the last one's arguments possibly cut short.
 	fail := func(err error) (*llm.Response, error) {
 		out.Text = text.String()
+		out.ToolCalls = toolCalls(calls)
 		if final {
 			out.Usage = u.llmUsage()
 		}
@@ -86,16 +127,34 @@ func (p *Provider) Stream(ctx context.Context, req *llm.Request, emit func(text 
 				seen = true
 			}
 		case "content_block_start":
-			if ev.ContentBlock.Type == "text" {
-				piece = ev.ContentBlock.Text // empty in every documented stream
+			switch b := &ev.ContentBlock; {
+			case b.Type == "text" && !structured:
+				piece = b.Text // empty in every documented stream
+			case b.Type == "tool_use" && structured:
+				if answer < 0 {
+					answer = ev.Index
+				}
+			case b.Type == "tool_use":
+				calls = append(calls, call{index: ev.Index, id: b.ID, name: b.Name, start: b.Input})
 			}
 		case "content_block_delta":
-			if ev.Delta.Type == "text_delta" {
-				piece = ev.Delta.Text
+			switch ev.Delta.Type {
+			case "text_delta":
+				if !structured {
+					piece = ev.Delta.Text
+				}
+			case "input_json_delta":
+				if structured {
+					if ev.Index == answer {
+						piece = ev.Delta.PartialJSON
+					}
+				} else if c := callAt(calls, ev.Index); c != nil {
+					c.args = append(c.args, ev.Delta.PartialJSON...)
+				}
 			}
 		case "message_delta":
 			if ev.Delta.StopReason != "" {
-				out.FinishReason = finish(ev.Delta.StopReason)
+				out.FinishReason = finish(ev.Delta.StopReason, structured)
 			}
 			if ev.Usage != nil {
 				u.merge(ev.Usage)
@@ -103,6 +162,7 @@ func (p *Provider) Stream(ctx context.Context, req *llm.Request, emit func(text 
 			}
 		case "message_stop":
 			out.Text = text.String()
+			out.ToolCalls = toolCalls(calls)
 			if seen {
 				out.Usage = u.llmUsage()
 			}
@@ -124,6 +184,17 @@ func (p *Provider) Stream(ctx context.Context, req *llm.Request, emit func(text 
 			}
 		}
 	}
+}
+
+// callAt is the call of block index, nil if that block is no tool call. Deltas
+// go to the block last started, so the search from the end stops at once.
+func callAt(calls []call, index int) *call {
+	for i := len(calls) - 1; i >= 0; i-- {
+		if calls[i].index == index {
+			return &calls[i]
+		}
+	}
+	return nil
 }
 
 // checkEventStream fails a successful reply that is not an event stream: a proxy

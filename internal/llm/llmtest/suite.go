@@ -61,6 +61,61 @@ type Wire struct {
 	Model string    // the model name the recordings report
 	// Finish is the finish reason of Complete and Stream (normally "stop").
 	Finish string
+
+	// ToolComplete and ToolStream answer ToolRequest with the calls ToolCalls
+	// (two, in parallel; the arguments as the model sent them), ToolText
+	// before them (often ""), finish reason "tool_calls" and usage ToolUsage.
+	// The stream sends each call's arguments in several deltas.
+	ToolComplete, ToolStream Recording
+	ToolText                 string
+	ToolCalls                []llm.ToolCall
+	ToolUsage                llm.Usage
+	// StructuredComplete answers StructuredRequest with the JSON text
+	// StructuredText and finish reason "stop".
+	StructuredComplete Recording
+	StructuredText     string
+}
+
+// ToolRequest is the second step of a tool conversation, sent by every tools
+// case of the suite: tools with and without a schema, a forced choice, a user
+// message with text and images (by URL and in base64), an assistant message
+// that called two tools in parallel, and both results.
+func ToolRequest() *llm.Request {
+	strict := true
+	return &llm.Request{
+		Model: "test-model",
+		Messages: []llm.Message{
+			{Role: llm.RoleSystem, Content: "You are terse."},
+			{Role: llm.RoleUser, Parts: []llm.Part{
+				{Type: llm.PartText, Text: "What is the weather where these were taken?"},
+				{Type: llm.PartImage, ImageURL: "https://example.com/paris.jpg"},
+				{Type: llm.PartImage, ImageURL: "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="},
+			}},
+			{Role: llm.RoleAssistant, ToolCalls: []llm.ToolCall{
+				{ID: "call_1", Name: "get_weather", Arguments: `{"city":"Paris"}`},
+				{ID: "call_2", Name: "get_weather", Arguments: `{"city":"Lyon"}`},
+			}},
+			{Role: llm.RoleTool, ToolCallID: "call_1", Content: "18°C, sunny"},
+			{Role: llm.RoleTool, ToolCallID: "call_2", Content: "15°C, \"rain\""},
+			{Role: llm.RoleUser, Content: "And tomorrow in both?"},
+		},
+		Temperature: 0.25,
+		MaxTokens:   77,
+		Tools: []llm.Tool{
+			{Name: "get_weather", Description: "The weather in a city.", Strict: &strict,
+				Parameters: []byte(`{"type":"object","properties":{"city":{"type":"string"},"day":{"type":"string"}},"required":["city"]}`)},
+			{Name: "now", Description: "The current time."},
+		},
+		ToolChoice: &llm.ToolChoice{Mode: llm.ToolChoiceRequired},
+	}
+}
+
+// StructuredRequest asks for JSON matching a schema.
+func StructuredRequest() *llm.Request {
+	req := sampleRequest()
+	req.ResponseFormat = &llm.ResponseFormat{Type: llm.FormatJSONSchema, Name: "sum",
+		Schema: []byte(`{"type":"object","properties":{"answer":{"type":"integer"}},"required":["answer"]}`)}
+	return req
 }
 
 // The request every call of the suite sends: a system prompt, a demonstration, a
@@ -192,6 +247,7 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 
 // Run runs the conformance suite against w.
 func Run(t *testing.T, w Wire) {
+	t.Run("tools", func(t *testing.T) { runTools(t, &w) })
 	t.Run("request", func(t *testing.T) {
 		for _, stream := range []bool{false, true} {
 			rec := w.Complete
@@ -563,6 +619,82 @@ func Run(t *testing.T, w Wire) {
 			if err != nil {
 				t.Error(err)
 			}
+		}
+	})
+}
+
+// runTools is the tools, images and structured output part of the suite.
+func runTools(t *testing.T, w *Wire) {
+	if w.ToolComplete.Body == nil {
+		t.Skip("the wire has no tool recordings")
+	}
+	for _, stream := range []bool{false, true} {
+		name := "whole"
+		rec := w.ToolComplete
+		if stream {
+			name, rec = "streamed", w.ToolStream
+		}
+		t.Run(name, func(t *testing.T) {
+			s := newServer(t, w, replay(rec))
+			p := w.New(s.URL)
+			var resp *llm.Response
+			var err error
+			var text strings.Builder
+			if stream {
+				resp, err = p.Stream(ctxTimeout(t, guard), ToolRequest(), func(piece string) error {
+					text.WriteString(piece)
+					return nil
+				})
+				if text.String() != w.ToolText {
+					t.Errorf("streamed text = %q, want %q", text.String(), w.ToolText)
+				}
+			} else {
+				resp, err = p.Complete(ctxTimeout(t, guard), ToolRequest())
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := s.last(t)
+			got, _, err := w.Decode(c.body)
+			if err != nil {
+				t.Fatalf("decode the request: %v\nbody: %s", err, c.body)
+			}
+			if want := ToolRequest(); !reflect.DeepEqual(got, want) {
+				t.Errorf("the request encodes\n%+v\nwant\n%+v\nbody: %s", got, want, c.body)
+			}
+			if resp.Text != w.ToolText {
+				t.Errorf("Text = %q, want %q", resp.Text, w.ToolText)
+			}
+			if !reflect.DeepEqual(resp.ToolCalls, w.ToolCalls) {
+				t.Errorf("ToolCalls = %+v, want %+v", resp.ToolCalls, w.ToolCalls)
+			}
+			if resp.FinishReason != llm.FinishToolCalls {
+				t.Errorf("FinishReason = %q, want %q", resp.FinishReason, llm.FinishToolCalls)
+			}
+			if resp.Usage != w.ToolUsage {
+				t.Errorf("Usage = %+v, want %+v", resp.Usage, w.ToolUsage)
+			}
+		})
+	}
+	t.Run("structured output", func(t *testing.T) {
+		s := newServer(t, w, replay(w.StructuredComplete))
+		resp, err := w.New(s.URL).Complete(ctxTimeout(t, guard), StructuredRequest())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _, err := w.Decode(s.last(t).body)
+		if err != nil {
+			t.Fatalf("decode the request: %v", err)
+		}
+		want := StructuredRequest()
+		for i := range want.Messages {
+			want.Messages[i].Example = false
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("the request encodes\n%+v\nwant\n%+v\nbody: %s", got, want, s.last(t).body)
+		}
+		if resp.Text != w.StructuredText || resp.FinishReason != llm.FinishStop || len(resp.ToolCalls) != 0 {
+			t.Errorf("reply = %q (%s, %d tool calls), want %q (stop, none)", resp.Text, resp.FinishReason, len(resp.ToolCalls), w.StructuredText)
 		}
 	})
 }

@@ -66,7 +66,7 @@ func (m *Model) Complete(ctx context.Context, req *llm.Request) (*llm.Response, 
 			Message: fmt.Sprintf("offline: last message has role %q, want %q", last.Role, llm.RoleUser)}
 	}
 
-	reply := answer(req.Messages[:len(req.Messages)-1], last.Content)
+	reply := answer(req.Messages[:len(req.Messages)-1], last.Text())
 	finish := "stop"
 	if req.MaxTokens > 0 && m.count(reply) > req.MaxTokens {
 		reply = m.truncate(reply, req.MaxTokens)
@@ -243,19 +243,32 @@ func squaredNorm(sorted []string) int {
 
 var _ llm.ParamChecker = (*Model)(nil)
 
-// CheckParams implements llm.ParamChecker. The offline model is deterministic:
+// CheckRequest implements llm.ParamChecker. The offline model is deterministic:
 // sampling parameters (seed, top_p, penalties, logit_bias, stop, …) and labels
 // (user, metadata, store, service_tier) change nothing in its answer, so they are
-// taken; what it cannot give — log probabilities, JSON on demand — is refused.
-func (m *Model) CheckParams(params []llm.Param) error {
-	for _, p := range params {
+// taken; what it cannot give — log probabilities, JSON on demand, tool calls, a
+// look at an image — is refused. Tool calls and results already in the
+// conversation are taken: it answers the last user message.
+func (m *Model) CheckRequest(req *llm.Request) error {
+	if len(req.Tools) > 0 && (req.ToolChoice == nil || req.ToolChoice.Mode != llm.ToolChoiceNone) {
+		return &llm.ParamError{Param: "tools", Kind: "offline", Reason: "the offline model answers from demonstrations and cannot call tools"}
+	}
+	if req.ResponseFormat != nil {
+		return &llm.ParamError{Param: "response_format", Kind: "offline", Reason: "the offline model answers from demonstrations and cannot promise JSON"}
+	}
+	for i := range req.Messages {
+		for _, p := range req.Messages[i].Parts {
+			if p.Type == llm.PartImage {
+				return &llm.ParamError{Param: "messages", Kind: "offline", Reason: "the offline model cannot see images"}
+			}
+		}
+	}
+	for _, p := range req.Params {
 		switch v := string(p.Value); {
 		case p.Name == "logprobs" && v != "false", p.Name == "top_logprobs" && v != "0":
 			return &llm.ParamError{Param: p.Name, Kind: "offline", Reason: "the offline model has no log probabilities to return"}
 		case p.Name == "n" && v != "1":
 			return &llm.ParamError{Param: p.Name, Kind: "offline", Reason: "the offline model gives one answer"}
-		case p.Name == "response_format":
-			return &llm.ParamError{Param: p.Name, Kind: "offline", Reason: "the offline model answers from demonstrations and cannot promise JSON"}
 		}
 	}
 	return nil

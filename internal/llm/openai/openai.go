@@ -190,9 +190,12 @@ func decodeReply(body []byte) (*llm.Response, error) {
 	}
 	slices.SortStableFunc(r.Choices, func(a, b choice) int { return a.Index - b.Index }) // n > 1
 	c := &r.Choices[0]
-	out := &llm.Response{Text: string(c.Message.Content), FinishReason: finish(c.FinishReason), Model: r.Model}
-	for _, c := range r.Choices[1:] {
-		out.More = append(out.More, llm.Choice{Text: string(c.Message.Content), FinishReason: finish(c.FinishReason)})
+	out := &llm.Response{Text: string(c.Message.Content), ToolCalls: c.Message.neutralCalls(), Model: r.Model}
+	out.FinishReason = finish(c.FinishReason, len(out.ToolCalls) > 0)
+	for i := range r.Choices[1:] {
+		c := &r.Choices[i+1]
+		calls := c.Message.neutralCalls()
+		out.More = append(out.More, llm.Choice{Text: string(c.Message.Content), ToolCalls: calls, FinishReason: finish(c.FinishReason, len(calls) > 0)})
 	}
 	if r.Usage != nil {
 		out.Usage = r.Usage.neutral()
@@ -202,13 +205,21 @@ func decodeReply(body []byte) (*llm.Response, error) {
 
 func hasError(raw json.RawMessage) bool { return len(raw) > 0 && string(raw) != "null" }
 
-// finish normalizes a finish reason. "" stays "": the server gave none.
-func finish(reason string) string {
+// finish normalizes a finish reason; calls says whether the reply called tools.
+// "" stays "": the server gave none. A reply that called tools and says "stop"
+// is llm.FinishToolCalls: OpenAI and vLLM answer a forced choice of one
+// function with "stop", yet the model waits for the result all the same.
+func finish(reason string, calls bool) string {
 	switch reason {
 	case "stop":
+		if calls {
+			return llm.FinishToolCalls
+		}
 		return llm.FinishStop
 	case "length":
 		return llm.FinishLength
+	case "tool_calls", "function_call": // function_call: the deprecated functions API
+		return llm.FinishToolCalls
 	case "":
 		return ""
 	}
@@ -235,14 +246,18 @@ func (p *Provider) Stream(ctx context.Context, req *llm.Request, emit func(strin
 
 	var (
 		text   strings.Builder
+		calls  callAssembler
+		reason string // as the server said it: normalized once the calls are known
 		chunk  reply
 		events = sse.NewReader(resp.Body, 0)
 	)
 	// fail ends the stream early: the body is closed without draining, since the
-	// upstream may still be sending.
+	// upstream may still be sending. The calls so far are returned with the text,
+	// their arguments possibly cut short, for the caller's accounting.
 	fail := func(err error) (*llm.Response, error) {
 		resp.Body.Close()
-		out.Text = text.String()
+		out.Text, out.ToolCalls = text.String(), calls.done()
+		out.FinishReason = finish(reason, len(out.ToolCalls) > 0)
 		return out, err
 	}
 	for {
@@ -279,7 +294,10 @@ func (p *Provider) Stream(ctx context.Context, req *llm.Request, emit func(strin
 		}
 		c := &chunk.Choices[0]
 		if c.FinishReason != "" {
-			out.FinishReason = finish(c.FinishReason)
+			reason = c.FinishReason
+		}
+		if len(c.Delta.ToolCalls) > 0 || c.Delta.FunctionCall != nil {
+			calls.add(&c.Delta)
 		}
 		if piece := string(c.Delta.Content); piece != "" {
 			text.WriteString(piece)
@@ -289,8 +307,70 @@ func (p *Provider) Stream(ctx context.Context, req *llm.Request, emit func(strin
 		}
 	}
 	closeBody(resp.Body)
-	out.Text = text.String()
+	out.Text, out.ToolCalls = text.String(), calls.done()
+	out.FinishReason = finish(reason, len(out.ToolCalls) > 0)
 	return out, nil
+}
+
+// callAssembler puts together the tool calls of a stream from their pieces.
+// Each call is streamed by index: its first piece has the id and the name, the
+// next ones pieces of the arguments, concatenated byte for byte. OpenAI sends
+// parallel calls one after another, other servers interleave them; older Ollama
+// sends each call whole, all at index 0, told apart only by their ids.
+type callAssembler struct {
+	calls []assembly // nil until a stream calls a tool
+}
+
+type assembly struct {
+	index    int
+	id, name string
+	args     []byte // not a strings.Builder: assemblies are moved as the slice grows and sorts
+}
+
+func (a *callAssembler) add(d *delta) {
+	for i := range d.ToolCalls {
+		p := &d.ToolCalls[i]
+		a.piece(p.Index, p.ID, &p.Function)
+	}
+	if f := d.FunctionCall; f != nil { // the deprecated functions API: one call, no id
+		a.piece(0, "", f)
+	}
+}
+
+func (a *callAssembler) piece(index int, id string, f *function) {
+	var c *assembly
+	for i := len(a.calls) - 1; i >= 0; i-- { // the latest call at index
+		if a.calls[i].index == index {
+			c = &a.calls[i]
+			break
+		}
+	}
+	if c == nil || (id != "" && c.id != "" && id != c.id) {
+		a.calls = append(a.calls, assembly{index: index})
+		c = &a.calls[len(a.calls)-1]
+	}
+	if c.id == "" {
+		c.id = id
+	}
+	if c.name == "" {
+		c.name = f.Name
+	}
+	c.args = append(c.args, f.Arguments...)
+}
+
+// done returns the calls in the order of their indexes (calls sharing one in the
+// order they came), or nil if there were none.
+func (a *callAssembler) done() []llm.ToolCall {
+	if len(a.calls) == 0 {
+		return nil
+	}
+	slices.SortStableFunc(a.calls, func(x, y assembly) int { return x.index - y.index })
+	out := make([]llm.ToolCall, len(a.calls))
+	for i := range a.calls {
+		c := &a.calls[i]
+		out[i] = llm.ToolCall{ID: c.id, Name: c.name, Arguments: string(c.args)}
+	}
+	return out
 }
 
 // errorValue returns the "error" value of an error event's data for bandError:

@@ -1,0 +1,82 @@
+package run
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/llm"
+)
+
+func TestCheckToolOrder(t *testing.T) {
+	user := llm.Message{Role: llm.RoleUser, Content: "q"}
+	calls := llm.Message{Role: llm.RoleAssistant, ToolCalls: []llm.ToolCall{{ID: "a", Name: "f"}, {ID: "b", Name: "f"}}}
+	res := func(id string) llm.Message { return llm.Message{Role: llm.RoleTool, ToolCallID: id, Content: "r"} }
+	cases := []struct {
+		name  string
+		msgs  []llm.Message
+		first int    // where the caller's messages start
+		loc   string // "" when accepted
+	}{
+		{"plain", []llm.Message{user, {Role: llm.RoleAssistant, Content: "x"}, user}, 0, ""},
+		{"both answered", []llm.Message{user, calls, res("b"), res("a")}, 0, ""},
+		{"answered, then more", []llm.Message{user, calls, res("a"), res("b"), {Role: llm.RoleAssistant, Content: "x"}, user}, 0, ""},
+		{"answering the session's turn", []llm.Message{user, calls, res("a"), res("b")}, 2, ""},
+		{"a result for no call", []llm.Message{user, res("a")}, 0, "body.messages.1.tool_call_id"},
+		{"a result for another call", []llm.Message{user, calls, res("a"), res("c")}, 0, "body.messages.3.tool_call_id"},
+		{"a result answered twice", []llm.Message{user, calls, res("a"), res("a")}, 0, "body.messages.3.tool_call_id"},
+		{"a result after a user message", []llm.Message{user, calls, res("a"), res("b"), user, res("a")}, 0, "body.messages.5.tool_call_id"},
+		{"a call left unanswered", []llm.Message{user, calls, res("a"), user}, 0, "body.messages.3.role"},
+		{"the last result missing", []llm.Message{user, calls, res("a")}, 0, "body.messages.2.tool_call_id"},
+		{"the session's calls unanswered", []llm.Message{user, calls, user}, 2, "body.messages.0.role"},
+	}
+	for _, tc := range cases {
+		err := checkToolOrder(tc.msgs, tc.first, true)
+		if tc.loc == "" {
+			if err != nil {
+				t.Errorf("%s: %v", tc.name, err)
+			}
+			continue
+		}
+		var e *agentd.Error
+		if !errors.As(err, &e) || e.Code != agentd.EInvalid || len(e.Violations) != 1 {
+			t.Errorf("%s: err = %v, want one violation", tc.name, err)
+			continue
+		}
+		var loc []string
+		for _, p := range e.Violations[0].Loc {
+			loc = append(loc, fmt.Sprint(p))
+		}
+		if got := strings.Join(loc, "."); got != tc.loc {
+			t.Errorf("%s: refused at %s, want %s (%s)", tc.name, got, tc.loc, e.Violations[0].Msg)
+		}
+	}
+}
+
+func TestCallerTurn(t *testing.T) {
+	count := func(s string) int { return len(strings.Fields(s)) }
+	req := &Request{Messages: []llm.Message{
+		{Role: llm.RoleSystem, Content: "be brief"},
+		{Role: llm.RoleUser, Content: "old question"},
+		{Role: llm.RoleAssistant, ToolCalls: []llm.ToolCall{{ID: "a", Name: "f", Arguments: "{}"}}},
+		{Role: llm.RoleTool, ToolCallID: "a", Content: "sunny and warm"},
+		{Role: llm.RoleUser, Parts: []llm.Part{{Type: llm.PartText, Text: "and this one"}, {Type: llm.PartImage, ImageURL: "https://x/y.png", Detail: "low"}}},
+	}}
+	got := callerTurn(req, count)
+	want := agentd.Turn{User: "and this one", TurnTools: agentd.TurnTools{
+		Results: []agentd.ToolResult{{CallID: "a", Content: "sunny and warm"}},
+		Images:  []agentd.Image{{URL: "https://x/y.png", Detail: "low"}},
+	}}
+	// The result's text and id, the user's text and image: what the turn costs
+	// beyond its messages' overhead.
+	want.UserTokens = 3 + 1 + 3 + llm.ImageTokens
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("callerTurn = %+v\nwant %+v", got, want)
+	}
+	if got := callerTurn(&Request{Message: "hello there"}, count); got.User != "hello there" || got.UserTokens != 2 || !got.TurnTools.Empty() {
+		t.Errorf("callerTurn of a message = %+v", got)
+	}
+}
