@@ -584,7 +584,7 @@ func partialUsage(out *callResult, m *catalog.Model) agentd.Usage {
 // params, tools, images, response format): the run would fail there, or a
 // fallback would answer without them.
 func checkParams(m *catalog.Model, creq *llm.Request) error {
-	if len(creq.Params) == 0 && len(creq.Tools) == 0 && creq.ResponseFormat == nil && creq.ToolChoice == nil && !hasParts(creq.Messages) {
+	if len(creq.Params) == 0 && len(creq.Tools) == 0 && creq.ResponseFormat == nil && creq.ToolChoice == nil && !richMessages(creq.Messages) {
 		return nil
 	}
 	for _, f := range m.Chain() {

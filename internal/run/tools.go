@@ -39,9 +39,10 @@ func requestFor(req *Request, t *target, params []llm.Param) (*llm.Request, erro
 	return base, nil
 }
 
-// hasParts reports whether a message of msgs has content parts.
-func hasParts(msgs []llm.Message) bool {
-	return slices.ContainsFunc(msgs, func(m llm.Message) bool { return m.Parts != nil })
+// richMessages reports whether a message of msgs has more than text: content
+// parts, tool calls or a tool result, which a provider may not take.
+func richMessages(msgs []llm.Message) bool {
+	return slices.ContainsFunc(msgs, func(m llm.Message) bool { return m.Parts != nil || m.ToolCalls != nil || m.Role == llm.RoleTool })
 }
 
 // checkToolOrder refuses a conversation a provider would refuse: a tool result

@@ -256,6 +256,9 @@ func (m *Model) CheckRequest(req *llm.Request) error {
 	if req.ResponseFormat != nil {
 		return &llm.ParamError{Param: "response_format", Kind: "offline", Reason: "the offline model answers from demonstrations and cannot promise JSON"}
 	}
+	if n := len(req.Messages); n > 0 && req.Messages[n-1].Role == llm.RoleTool {
+		return &llm.ParamError{Param: "messages", Kind: "offline", Reason: "the offline model answers a user message, not a tool result"}
+	}
 	for i := range req.Messages {
 		for _, p := range req.Messages[i].Parts {
 			if p.Type == llm.PartImage {

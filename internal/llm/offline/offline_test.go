@@ -407,3 +407,38 @@ func TestImports(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckRequest: what the offline model cannot give is refused by name
+// before any call; what changes nothing in its answer is taken.
+func TestCheckRequest(t *testing.T) {
+	tool := []llm.Tool{{Name: "f"}}
+	calls := llm.Message{Role: llm.RoleAssistant, ToolCalls: []llm.ToolCall{{ID: "c", Name: "f", Arguments: "{}"}}}
+	result := llm.Message{Role: llm.RoleTool, ToolCallID: "c", Content: "r"}
+	image := llm.Message{Role: llm.RoleUser, Parts: []llm.Part{{Type: llm.PartText, Text: "what?"}, {Type: llm.PartImage, ImageURL: "https://x/y.png"}}}
+	cases := []struct {
+		name  string
+		req   llm.Request
+		param string // "" when taken
+	}{
+		{"sampling and labels", llm.Request{Messages: one(user("hi")), Params: []llm.Param{{Name: "seed", Value: []byte("1")}, {Name: "user", Value: []byte(`"u"`)}, {Name: "n", Value: []byte("1")}}}, ""},
+		{"tools it will not call", llm.Request{Messages: one(user("hi")), Tools: tool, ToolChoice: &llm.ToolChoice{Mode: llm.ToolChoiceNone}}, ""},
+		{"a tool conversation so far", llm.Request{Messages: one(user("q"), calls, result, user("and now?"))}, ""},
+		{"text parts", llm.Request{Messages: one(llm.Message{Role: llm.RoleUser, Parts: []llm.Part{{Type: llm.PartText, Text: "hi"}}})}, ""},
+		{"tools", llm.Request{Messages: one(user("hi")), Tools: tool}, "tools"},
+		{"a response format", llm.Request{Messages: one(user("hi")), ResponseFormat: &llm.ResponseFormat{Type: llm.FormatJSONObject}}, "response_format"},
+		{"an image", llm.Request{Messages: one(image)}, "messages"},
+		{"a tool result to answer", llm.Request{Messages: one(user("q"), calls, result)}, "messages"},
+		{"logprobs", llm.Request{Messages: one(user("hi")), Params: []llm.Param{{Name: "logprobs", Value: []byte("true")}}}, "logprobs"},
+		{"several choices", llm.Request{Messages: one(user("hi")), Params: []llm.Param{{Name: "n", Value: []byte("2")}}}, "n"},
+	}
+	for _, tc := range cases {
+		err := wordModel.CheckRequest(&tc.req)
+		var pe *llm.ParamError
+		switch {
+		case tc.param == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.param != "" && (!errors.As(err, &pe) || pe.Param != tc.param || pe.Kind != "offline" || pe.Reason == ""):
+			t.Errorf("%s: err = %v, want a ParamError for %s", tc.name, err, tc.param)
+		}
+	}
+}
