@@ -326,6 +326,17 @@ models:
 			turns[1].User != "" || len(turns[1].ToolResults) != 1 || turns[1].Assistant != "Weather: 18°C and sunny" {
 			t.Fatalf("turns = %+v", turns)
 		}
+		// The session holds the calls: an assistant message with calls of its own
+		// would store results for calls the session never made.
+		calls := openai.ChatCompletionMessageParamUnion{OfAssistant: &openai.ChatCompletionAssistantMessageParam{
+			ToolCalls: []openai.ChatCompletionMessageToolCallUnionParam{{OfFunction: &openai.ChatCompletionMessageFunctionToolCallParam{
+				ID: "call_mine", Function: openai.ChatCompletionMessageFunctionToolCallFunctionParam{Name: "get_weather", Arguments: "{}"}}}},
+		}}
+		p := chatParams("agent/weather_bot", openai.UserMessage("Weather in Lyon?"), calls, openai.ToolMessage("9°C", "call_mine"))
+		_, err := oc.Chat.Completions.New(ctx, p, option.WithHeader("X-Session-ID", "weather-1-false"))
+		if e := wantAPIError(t, err, 400, "invalid_request_error", "value_error"); e.Param != "messages.[1].tool_calls" {
+			t.Errorf("an assistant message with calls in a session: param %q", e.Param)
+		}
 	})
 
 	t.Run("NuGen run endpoint", func(t *testing.T) {

@@ -256,6 +256,11 @@ func (r *Runner) prepare(ctx context.Context, req *Request, t *target, base *llm
 	pp := &prepared{t: t}
 	in := prompt.Input{Fixed: t.fixed, ContextWindow: m.ContextWindow, MaxTokens: t.maxTokens,
 		Definitions: llm.CountTools(m.Count, base.Tools, base.ResponseFormat)}
+	if history != nil {
+		if err := sessionMessages(req.Messages); err != nil {
+			return nil, err
+		}
+	}
 	if history != nil || req.Messages == nil {
 		pp.caller = callerTurn(req, m.Count)
 	}

@@ -95,3 +95,18 @@ func unanswered(open []llm.ToolCall, loc []any) error {
 	return agentd.Invalid(fmt.Sprintf("tool calls %q have no result: answer each with a tool message right after the assistant message (or session turn) that made them", ids),
 		"value_error", loc...)
 }
+
+// sessionMessages refuses, in a session, a chat's assistant message with tool
+// calls: the session holds the conversation, and its turn stores only what
+// came after the caller's last assistant message, so results answering calls
+// it never made would leave a turn no provider takes in every later prompt.
+func sessionMessages(msgs []llm.Message) error {
+	for i := range msgs {
+		if len(msgs[i].ToolCalls) > 0 {
+			return agentd.Invalid("with X-Session-ID the session holds the conversation: send only the new messages "+
+				"(the tool results answering the session's last turn, or a user message), not an assistant message with tool calls",
+				"value_error", "body", "messages", i, "tool_calls")
+		}
+	}
+	return nil
+}
