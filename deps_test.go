@@ -50,6 +50,8 @@ var layers = map[string][]string{
 	// Pure helpers of a run.
 	"internal/catalog": {"", "internal/llm"},
 	"internal/prompt":  {"", "internal/llm"},
+	// OpenTelemetry's SDK and exporters, configured from OTEL_*; only cmd wires it.
+	"internal/tracing": {},
 	// OpenAI's JSON for tools and response formats, read into llm's types: the
 	// format of the APIs (api) and of an agent's stored configuration (agents).
 	"internal/toolspec": {"", "internal/llm"},
@@ -62,11 +64,21 @@ var layers = map[string][]string{
 	// agents reads its tools with toolspec and asks the model's providers (llm)
 	// whether they can take them, when they are stored.
 	"internal/agents": {"", "internal/catalog", "internal/clock", "internal/llm", "internal/prompt", "internal/store", "internal/toolspec"},
-	// One run end to end, over the owners.
-	"internal/run":              {"", "internal/agents", "internal/billing", "internal/catalog", "internal/clock", "internal/llm", "internal/prompt", "internal/session", "internal/store"},
+	// The rate limits' counters: in memory, or in Redis across replicas; no
+	// database (nothing of them is durable), no other owner.
+	"internal/ratelimit": {"", "internal/clock"},
+	// One run end to end, over the owners; ratelimit admits it (tokens, slots).
+	"internal/run":              {"", "internal/agents", "internal/billing", "internal/catalog", "internal/clock", "internal/llm", "internal/prompt", "internal/ratelimit", "internal/session", "internal/store"},
 	"internal/run/inflighttest": {"", "internal/run"},
+	// A request's id, route and principal in its context, for its log lines
+	// (and the access log); the API sets them, any package's log reads them.
+	"internal/reqlog": {""},
 	// HTTP only: the owners' services, never the store.
-	"internal/api": {"", "internal/agents", "internal/auth", "internal/billing", "internal/catalog", "internal/clock", "internal/llm", "internal/run", "internal/session", "internal/toolspec"},
+	"internal/api": {"", "internal/agents", "internal/auth", "internal/billing", "internal/catalog", "internal/clock", "internal/llm", "internal/reqlog", "internal/run", "internal/session", "internal/toolspec"},
+	// Prometheus: implements the observers run and the store's writer declare
+	// (run.Observer, store.CommitObserver) and reads the store's pool stats;
+	// only cmd wires it, so nothing on the run path imports Prometheus.
+	"internal/metrics": {"internal/run", "internal/store"},
 	// The public client and the load tool speak HTTP.
 	"client":           {""},
 	"internal/bench":   {"client"},

@@ -30,6 +30,8 @@ type Key struct {
 	CreatedAt time.Time
 	RevokedAt *time.Time // nil while the key is live
 	Budget    Budget
+	// RateLimits are the key's own rate limits; unset ones are the defaults.
+	RateLimits RateLimits
 }
 
 // Revoked reports whether the key has been revoked.

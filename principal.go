@@ -29,6 +29,15 @@ type Principal struct {
 	Owner   string // sessions are scoped by owner; keys of one owner share them
 	Scopes  []Scope
 	OrgName string
+	// ClientIP and RequestID say where the request that presented the key came
+	// from: the client's address and its request id. The API sets them on its own
+	// copy of the principal for each request (a cached principal is shared); the
+	// audit trail records them. "" outside a request.
+	ClientIP  string
+	RequestID string
+	// RateLimits are the key's own rate limits (internal/ratelimit applies
+	// them, the configured defaults where unset).
+	RateLimits RateLimits
 }
 
 // Can reports whether p holds scope s, directly or through a broader one.

@@ -18,6 +18,9 @@ type Client struct {
 	BaseURL string // e.g. http://127.0.0.1:8080
 	Key     string
 	HTTP    *http.Client
+	// Received, when set, is called with the body of every successful JSON
+	// response before it is decoded (the CLI prints it for --json).
+	Received func(body []byte)
 }
 
 // New returns a client of the server at baseURL.
@@ -34,8 +37,16 @@ type Error struct {
 	Body   map[string]any // the whole decoded body, with fields like required/available
 }
 
+// Error is the status, the code and the API's message, e.g. `404 not_found: agent
+// "x" not found`; it does not start with "agentd", which callers add if they like.
 func (e *Error) Error() string {
-	return fmt.Sprintf("agentd: %d %s: %s", e.Status, e.Code, e.Detail)
+	switch {
+	case e.Code == "":
+		return fmt.Sprintf("%d: %s", e.Status, e.Detail)
+	case e.Status == 0: // an error event of a stream that had begun
+		return fmt.Sprintf("%s: %s", e.Code, e.Detail)
+	}
+	return fmt.Sprintf("%d %s: %s", e.Status, e.Code, e.Detail)
 }
 
 // Do sends a request with a JSON body (when in is not nil) and decodes a JSON reply
@@ -76,6 +87,9 @@ func (c *Client) Do(ctx context.Context, method, path string, header http.Header
 	if resp.StatusCode/100 != 2 {
 		return responseError(resp.StatusCode, data)
 	}
+	if c.Received != nil {
+		c.Received(data)
+	}
 	if out == nil {
 		return nil
 	}
@@ -99,6 +113,10 @@ type AgentSpec struct {
 	Demonstrations            []Demonstration `json:"demonstrations,omitempty"`
 	Status                    *string         `json:"status,omitempty"`
 	ConversationSavingEnabled *bool           `json:"conversation_saving_enabled,omitempty"`
+	// Tools and ResponseFormat are OpenAI's JSON, sent as they are (nil: left
+	// out; "null" or "[]" removes them).
+	Tools          json.RawMessage `json:"tools,omitempty"`
+	ResponseFormat json.RawMessage `json:"response_format,omitempty"`
 }
 
 // Ptr returns a pointer to v, for AgentSpec fields.
@@ -125,6 +143,8 @@ type Agent struct {
 	Demonstrations            []Demonstration `json:"demonstrations"`
 	ConversationSavingEnabled bool            `json:"conversation_saving_enabled"`
 	Version                   int             `json:"version"`
+	Tools                     json.RawMessage `json:"tools"`           // [] for none
+	ResponseFormat            json.RawMessage `json:"response_format"` // null for text
 	PerformanceMetrics        struct {
 		TotalRequests       int64    `json:"total_requests"`
 		SuccessRate         *float64 `json:"success_rate"`
@@ -207,11 +227,16 @@ func (c *Client) Run(ctx context.Context, name, message, sessionID string) (*Run
 	return &out, nil
 }
 
-// Org is an organization.
+// Org is an organization, its money in credits. Held, Available, HoldsInFlight
+// and CreatedAt are set in listings (Orgs).
 type Org struct {
-	ID      string  `json:"id"`
-	Name    string  `json:"name"`
-	Balance float64 `json:"balance"`
+	ID            string  `json:"id"`
+	Name          string  `json:"name"`
+	Balance       float64 `json:"balance"`
+	Held          float64 `json:"held"`
+	Available     float64 `json:"available"`
+	HoldsInFlight int     `json:"holds_in_flight"`
+	CreatedAt     string  `json:"created_at"`
 }
 
 // CreateOrg creates an organization (operator keys only).
@@ -224,6 +249,7 @@ func (c *Client) CreateOrg(ctx context.Context, name string) (*Org, error) {
 // Billing is an organization's money, in credits.
 type Billing struct {
 	OrgID     string  `json:"org_id"`
+	OrgName   string  `json:"org_name"`
 	Balance   float64 `json:"balance"`
 	Held      float64 `json:"held"`
 	Available float64 `json:"available"`
@@ -253,7 +279,10 @@ type Key struct {
 	Scopes    []string `json:"scopes"`
 	CreatedAt string   `json:"created_at"`
 	RevokedAt *string  `json:"revoked_at"`
-	Secret    string   `json:"key"`
+	// Budget is in credits per BudgetPeriod; nil: none.
+	Budget       *float64 `json:"budget"`
+	BudgetPeriod string   `json:"budget_period"`
+	Secret       string   `json:"key"`
 }
 
 // KeySpec creates a key.

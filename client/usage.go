@@ -147,7 +147,7 @@ func (c *Client) UsageCSV(ctx context.Context, f UsageFilter, w io.Writer) error
 		return responseError(resp.StatusCode, data)
 	}
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/csv") {
-		return fmt.Errorf("agentd: usage export answered %q, not CSV", ct)
+		return fmt.Errorf("the usage export answered %q, not CSV", ct)
 	}
 	_, err = io.Copy(w, resp.Body)
 	return err

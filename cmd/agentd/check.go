@@ -17,9 +17,8 @@ import (
 // runs beside a live server.
 func check(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	dsn := fs.String("db", "", "database: sqlite:PATH or postgres://… (env AGENTD_DB)")
-	if err := fs.Parse(args); err != nil {
+	dsn := fs.String("db", "", "database `DSN`: sqlite:PATH or postgres://… (env AGENTD_DB)")
+	if err := parseFlags(ctx, fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

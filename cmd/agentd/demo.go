@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -24,7 +25,11 @@ const demoConfig = `models:
 // quickstart does with curl: create an agent, run it, talk to it in a session, and
 // hit a 402 and a 404. It exits when done.
 func demo(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) > 0 {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	if err := parseFlags(ctx, fs, args, stdout); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
 		return fmt.Errorf("demo takes no arguments")
 	}
 	dir, err := os.MkdirTemp("", "agentd-demo-")

@@ -15,9 +15,8 @@ import (
 // replica that will not start). A database newer than this agentd is refused.
 func migrate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	dsn := fs.String("db", "", "database: sqlite:PATH or postgres://… (env AGENTD_DB)")
-	if err := fs.Parse(args); err != nil {
+	dsn := fs.String("db", "", "database `DSN`: sqlite:PATH or postgres://… (env AGENTD_DB)")
+	if err := parseFlags(ctx, fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -30,6 +31,7 @@ import (
 	"github.com/agentd/agentd/internal/session"
 	"github.com/agentd/agentd/internal/store"
 	"github.com/agentd/agentd/internal/tokens"
+	"github.com/agentd/agentd/internal/tracing"
 )
 
 // serveHooks let tests (and demo) watch and steer a server; nil in production.
@@ -44,6 +46,10 @@ type serveHooks struct {
 	handled func(*http.Request)
 	// httpServer is called with the API server before it serves.
 	httpServer func(*http.Server)
+	// reload, when it receives, reloads the configuration as SIGHUP does;
+	// reloaded is called with each reload's outcome.
+	reload   <-chan struct{}
+	reloaded func(error)
 }
 
 // serve runs the server until ctx is done.
@@ -56,13 +62,15 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		hooks = &serveHooks{}
 	}
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var o config.Overrides
 	fs.StringVar(&o.Addr, "addr", "", "listen address (default 127.0.0.1:8080; env AGENTD_ADDR)")
-	fs.StringVar(&o.AdminAddr, "admin-addr", "", "serve /debug/pprof on this address (default off; env AGENTD_ADMIN_ADDR)")
-	fs.StringVar(&o.DB, "db", "", "database: sqlite:PATH or postgres://… (default sqlite:agentd.db; env AGENTD_DB)")
-	fs.StringVar(&o.ConfigFile, "config", "", "YAML configuration file (env AGENTD_CONFIG)")
-	if err := fs.Parse(args); err != nil {
+	fs.StringVar(&o.AdminAddr, "admin-addr", "", "serve /debug/pprof and /metrics on this address (default off; env AGENTD_ADMIN_ADDR)")
+	fs.StringVar(&o.DB, "db", "", "database `DSN`: sqlite:PATH or postgres://… (default sqlite:agentd.db; env AGENTD_DB)")
+	fs.StringVar(&o.ConfigFile, "config", "", "YAML configuration `FILE` (env AGENTD_CONFIG)")
+	fs.StringVar(&o.Redis, "redis", "", "share the rate limits among replicas in this Redis: redis://host:6379/0 (env AGENTD_REDIS)")
+	fs.StringVar(&o.TLSCert, "tls-cert", "", "serve HTTPS with this PEM certificate, read again when it changes (env AGENTD_TLS_CERT)")
+	fs.StringVar(&o.TLSKey, "tls-key", "", "the certificate's PEM private key (env AGENTD_TLS_KEY)")
+	if err := parseFlags(ctx, fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -72,7 +80,28 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := newLogger(stderr, cfg.Log) // metrics.go
+	mtr := newMetrics(cfg)
+	var certs *certReloader // before anything is opened: a bad pair is a start-up error
+	if cfg.TLS.CertFile != "" {
+		if certs, err = newCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile, log); err != nil {
+			return err
+		}
+	}
+	tr, err := tracing.Setup(ctx, getenv, shortVersion())
+	if err != nil {
+		return err
+	}
+	defer func() { // after the drain: the spans of the last runs go out too
+		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := tr.Shutdown(c); err != nil {
+			log.Warn("tracing: spans not exported at shutdown", "err", err)
+		}
+	}()
+	if tr.Enabled {
+		log.Info("tracing on: OTLP export", "to", tr.Describe)
+	}
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -81,7 +110,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	defer ln.Close()
 	var admin *adminListener
 	if cfg.AdminAddr != "" {
-		if admin, err = adminServer(cfg.AdminAddr, log); err != nil {
+		if admin, err = adminServer(cfg.AdminAddr, log, metricsHandler(mtr)); err != nil {
 			return err
 		}
 		defer admin.Close()
@@ -91,6 +120,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if clk == nil {
 		clk = clock.Real
 	}
+	limits, err := rateLimiter(cfg, log, clk) // ratelimits.go
+	if err != nil {
+		return err
+	}
+	defer limits.Close()
 	db, err := store.Open(ctx, cfg.DB, store.Options{
 		Synchronous: cfg.SQLite.Synchronous, MaxBytes: cfg.SQLite.MaxMB << 20, Now: clk.Now,
 		MaxConns: cfg.Postgres.MaxConns, StatementTimeout: time.Duration(cfg.Postgres.StatementTimeout),
@@ -104,6 +138,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	publicURL := strings.TrimRight(cfg.PublicURL, "/")
 	if publicURL == "" {
 		publicURL = "http://" + ln.Addr().String()
+		if cfg.TLS.CertFile != "" {
+			publicURL = "https://" + ln.Addr().String()
+		}
 	}
 	// Replicas on PostgreSQL share session leases and in-flight marks as rows kept
 	// alive by this replica's heartbeat; closing it (after the drain, before the
@@ -121,6 +158,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		defer rep.Close(context.WithoutCancel(ctx))
 	}
 	srv, sweeps := newServer(cfg, db, rep, log, clk, publicURL)
+	srv.Limits, srv.Runner.Limits = limits, limits // requests per minute; a run's tokens and slot
+	instrument(mtr, cfg, db, srv, rep != nil)
+	srv.Propagator, srv.Runner.Tracer = tr.Propagator, tr.Provider.Tracer("github.com/agentd/agentd")
 	sweeps.swept = hooks.swept
 	minted, note, err := bootstrap(ctx, srv, cfg.BootstrapKey)
 	if err != nil {
@@ -133,6 +173,14 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		fmt.Fprintf(stdout, "\nagentd: created the operator key of organization %q; it is shown only this once:\n\n    %s\n\n", agentd.DefaultOrgName, minted)
 	}
 
+	reloadCtx, stopReloads := context.WithCancel(ctx)
+	reloadsDone := make(chan struct{})
+	go func() {
+		defer close(reloadsDone)
+		watchReload(reloadCtx, hooks, o, getenv, cfg, srv, log)
+	}()
+	defer func() { stopReloads(); <-reloadsDone }()
+
 	sweepCtx, stopSweeps := context.WithCancel(ctx)
 	sweepsDone := make(chan struct{})
 	go func() {
@@ -143,7 +191,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	// inflight counts handlers still running, so that the database outlives every
 	// request even when a shutdown has to cut streams.
 	var inflight sync.WaitGroup
-	handler := srv.Handler()
+	handler := requestLog(srv.Handler(), cfg, log, mtr) // request ids, access log, HTTP metrics
 	hs := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			inflight.Add(1)
@@ -153,10 +201,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			}
 			handler.ServeHTTP(w, r)
 		}),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       60 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		ReadHeaderTimeout: time.Duration(cfg.Server.ReadHeaderTimeout),
+		ReadTimeout:       time.Duration(cfg.Server.ReadTimeout),
+		WriteTimeout:      time.Duration(cfg.Server.WriteTimeout),
+		IdleTimeout:       time.Duration(cfg.Server.IdleTimeout),
+		MaxHeaderBytes:    cfg.Server.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	if hooks.httpServer != nil {
@@ -164,7 +213,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	errc := make(chan error, 2)
 	// api.Listener: what net/http answers itself (431, malformed requests) is JSON too.
-	go func() { errc <- hs.Serve(api.Listener(ln)) }()
+	scheme, serveLn := "http", ln
+	if certs != nil {
+		scheme, serveLn = "https", tls.NewListener(ln, &tls.Config{GetCertificate: certs.GetCertificate, MinVersion: tls.VersionTLS12})
+	}
+	go func() { errc <- hs.Serve(api.Listener(serveLn)) }()
 	if admin != nil {
 		fmt.Fprintf(stdout, "agentd admin listening on http://%s/debug/pprof/\n", admin.ln.Addr())
 		go func() {
@@ -174,7 +227,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		}()
 	}
 	log.Info("agentd serving", "addr", ln.Addr().String(), "db", store.Redact(cfg.DB), "models", len(cfg.Models))
-	fmt.Fprintf(stdout, "agentd listening on http://%s\n", ln.Addr())
+	fmt.Fprintf(stdout, "agentd listening on %s://%s\n", scheme, ln.Addr())
 	if hooks.ready != nil {
 		hooks.ready <- ln.Addr().String()
 	}
@@ -263,9 +316,9 @@ type adminListener struct {
 }
 
 // adminServer listens on addr for /debug/pprof (CPU, heap, goroutine, mutex and
-// block profiles, execution traces), apart from the API so that it is never
-// exposed with it.
-func adminServer(addr string, log *slog.Logger) (*adminListener, error) {
+// block profiles, execution traces) and, with metrics, /metrics, apart from the
+// API so that they are never exposed with it.
+func adminServer(addr string, log *slog.Logger, metrics http.Handler) (*adminListener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin listener on %s: %w", addr, err)
@@ -276,6 +329,9 @@ func adminServer(addr string, log *slog.Logger) (*adminListener, error) {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if metrics != nil {
+		mux.Handle("GET /metrics", metrics) // private like pprof: no token here
+	}
 	return &adminListener{Server: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}, ln: ln}, nil
 }
@@ -283,9 +339,13 @@ func adminServer(addr string, log *slog.Logger) (*adminListener, error) {
 // Close closes the admin server, or its listener when it never served.
 func (a *adminListener) Close() error { return errors.Join(a.Server.Close(), a.ln.Close()) }
 
-// buildCatalog turns the configured providers and models into catalog entries.
-// Config.Validate has checked every reference, so lookups cannot miss.
-func buildCatalog(cfg *config.Config) *catalog.Catalog {
+// buildCatalog turns the configured providers and models into a catalog.
+func buildCatalog(cfg *config.Config) *catalog.Catalog { return catalog.New(buildModels(cfg)...) }
+
+// buildModels turns the configured providers and models into catalog entries,
+// each provider new. Config.Validate has checked every reference, so lookups
+// cannot miss.
+func buildModels(cfg *config.Config) []*catalog.Model {
 	providers := map[string]llm.Provider{}
 	kinds := map[string]config.Provider{config.OfflineProvider: {Kind: config.KindOffline, Timeout: config.Duration(config.DefaultProviderTimeout)}}
 	offlineModel := func() llm.Provider {
@@ -321,7 +381,7 @@ func buildCatalog(cfg *config.Config) *catalog.Catalog {
 			retries = *p.MaxRetries
 		}
 		cm := &catalog.Model{
-			ID: m.ID, Name: m.Name, ProviderName: m.Provider, Provider: providers[m.Provider], UpstreamModel: m.UpstreamModel,
+			ID: m.ID, Name: m.Name, ProviderName: m.Provider, ProviderKind: string(p.Kind), Provider: providers[m.Provider], UpstreamModel: m.UpstreamModel,
 			ContextWindow: m.ContextWindow, MaxOutputTokens: m.MaxOutputTokens,
 			Price:     agentd.Price{InputPerM: in, OutputPerM: out, CachedInputPerM: cached, CacheWritePerM: written},
 			Count:     counter(m.Tokenizer),
@@ -337,7 +397,7 @@ func buildCatalog(cfg *config.Config) *catalog.Catalog {
 			byID[m.ID].Fallbacks = append(byID[m.ID].Fallbacks, byID[f])
 		}
 	}
-	return catalog.New(models...)
+	return models
 }
 
 // counter returns the token counter of a tokenizer name.

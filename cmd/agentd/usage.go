@@ -17,38 +17,30 @@ import (
 // the database while it runs.
 func usageCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("usage", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	baseURL := fs.String("url", "", "server URL (env AGENTD_URL; default http://127.0.0.1:8080)")
-	key := fs.String("key", "", "API key with the usage scope (env AGENTD_KEY)")
-	groupBy := fs.String("group-by", "day", "day, agent, model or key")
-	from := fs.String("from", "", "first day (YYYY-MM-DD, UTC), RFC 3339 time or Unix seconds")
-	to := fs.String("to", "", "last day (YYYY-MM-DD, UTC, included), RFC 3339 time or Unix seconds (excluded)")
+	groupBy := fs.String("group-by", "day", "sum by `day|agent|model|key`")
+	from := fs.String("from", "", "first `DAY` (YYYY-MM-DD, UTC), RFC 3339 time or Unix seconds")
+	to := fs.String("to", "", "last `DAY` (YYYY-MM-DD, UTC, included), RFC 3339 time or Unix seconds (excluded)")
 	asCSV := fs.Bool("csv", false, "write every usage record as CSV instead of the summary")
-	if err := fs.Parse(args); err != nil {
+	f := addClientFlags(fs, "usage", true)
+	if err := parseFlags(ctx, fs, args, stdout); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("usage: unexpected argument %q", fs.Arg(0))
+	if err := wantArgs(fs); err != nil {
+		return err
 	}
-	if *baseURL == "" {
-		*baseURL = getenv("AGENTD_URL")
+	c, err := f.client(getenv)
+	if err != nil {
+		return err
 	}
-	if *baseURL == "" {
-		*baseURL = "http://127.0.0.1:8080"
-	}
-	if *key == "" {
-		*key = getenv("AGENTD_KEY")
-	}
-	if *key == "" {
-		return fmt.Errorf("usage: an API key with the usage scope is required (--key or AGENTD_KEY)")
-	}
-	c := client.New(*baseURL, *key)
 	if *asCSV {
-		return c.UsageCSV(ctx, client.UsageFilter{From: *from, To: *to}, stdout)
+		return f.explain(c.UsageCSV(ctx, client.UsageFilter{From: *from, To: *to}, stdout))
 	}
 	sum, err := c.UsageSummary(ctx, *groupBy, *from, *to)
 	if err != nil {
-		return err
+		return f.explain(err)
+	}
+	if f.json {
+		return f.printJSON(stdout, "")
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "%s\tRUNS\tFAILED\tINPUT TOKENS\tOUTPUT TOKENS\tTOTAL TOKENS\tCOST\tAVG LATENCY MS\n", strings.ToUpper(sum.GroupBy))

@@ -104,6 +104,8 @@ type Service struct {
 	mu    sync.RWMutex
 	gen   uint64                       // bumped on every eviction, so a load racing a change is not cached
 	cache map[string]map[string]cached // org id → name → compiled agent
+
+	stats cacheStats // resolutions served from the cache, and read from the database
 }
 
 type cached struct {
@@ -173,6 +175,9 @@ func (s *Service) Create(ctx context.Context, p *agentd.Principal, spec Spec) (*
 			return agentd.Errorf(agentd.EBadRequest, "this organization has %d agents, the most it may have (agents.max_per_org); delete one first", n)
 		}
 		if err := tx.CreateAgent(ctx, a); err != nil {
+			return err
+		}
+		if err := tx.Audit(ctx, auditCreated(a).By(p)); err != nil {
 			return err
 		}
 		return changed(ctx, tx, a.OrgID)
@@ -301,6 +306,7 @@ func (s *Service) Update(ctx context.Context, p *agentd.Principal, idOrName stri
 	if err != nil {
 		return nil, err
 	}
+	old := *a
 	before := a.Version
 	var errs violations
 	if err := s.apply(a, spec, &errs); err != nil {
@@ -319,6 +325,9 @@ func (s *Service) Update(ctx context.Context, p *agentd.Principal, idOrName stri
 		if err := tx.UpdateAgent(ctx, a, newVersion); err != nil {
 			return err
 		}
+		if err := tx.Audit(ctx, auditUpdated(&old, a, newVersion).By(p)); err != nil {
+			return err
+		}
 		return changed(ctx, tx, a.OrgID)
 	}); err != nil {
 		return nil, err
@@ -335,6 +344,9 @@ func (s *Service) Delete(ctx context.Context, p *agentd.Principal, idOrName stri
 	}
 	if err := s.db.Tx(ctx, func(tx *store.Tx) error {
 		if err := tx.DeleteAgent(ctx, p.OrgID, a.ID); err != nil {
+			return err
+		}
+		if err := tx.Audit(ctx, auditDeleted(a, s.now()).By(p)); err != nil {
 			return err
 		}
 		return changed(ctx, tx, p.OrgID)
@@ -397,8 +409,10 @@ func (s *Service) Resolve(ctx context.Context, orgID, name string) (*Compiled, e
 	gen := s.gen
 	s.mu.RUnlock()
 	if hit && (s.ttl == 0 || now.Before(e.expires)) {
+		s.stats.hit()
 		return e.c, nil
 	}
+	s.stats.miss()
 	a, err := s.db.AgentByName(ctx, orgID, name)
 	if agentd.ErrorCode(err) == agentd.ENotFound || (err == nil && !a.Active) {
 		if hit { // expired, and gone or inactive since
@@ -451,6 +465,10 @@ func (s *Service) notFound(ctx context.Context, orgID, name string) error {
 	}
 	return agentd.Errorf(agentd.ENotFound, "agent %q not found or not active", name)
 }
+
+// ForgetAll drops every compiled agent, so that each agent's next run finds its
+// model in the catalog again: after the catalog was reloaded.
+func (s *Service) ForgetAll() { s.invalidate("") }
 
 // invalidate forgets the compiled agents of orgID, or of every organization for ""
 // (notifications may have been missed). Notifications call it on the listener's

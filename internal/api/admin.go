@@ -26,7 +26,7 @@ func (s *Server) createOrg(w http.ResponseWriter, r *http.Request, p *agentd.Pri
 	case !orgNamePattern.MatchString(*req.Name) || strings.HasPrefix(*req.Name, "org-"):
 		return agentd.Invalid("name must be 1 to 64 characters of A-Z a-z 0-9 . _ -, start with a letter or digit, and not start with org-", "string_pattern_mismatch", "body", "name")
 	}
-	o, err := s.Ledger.CreateOrg(r.Context(), *req.Name)
+	o, err := s.Ledger.CreateOrg(r.Context(), *req.Name, p)
 	if err != nil {
 		return err
 	}
@@ -51,7 +51,7 @@ func (s *Server) grantCredits(w http.ResponseWriter, r *http.Request, p *agentd.
 	if err != nil {
 		return err
 	}
-	st, err := s.Accounts.Grant(r.Context(), org.ID, amount, p.KeyID)
+	st, err := s.Accounts.Grant(r.Context(), org.ID, amount, p)
 	if err != nil {
 		return err
 	}
@@ -120,17 +120,24 @@ func keyBudget(raw json.RawMessage, period *string, cur agentd.Budget) (agentd.B
 	return b, nil
 }
 
-// updateKey changes a key's budget: auth decides whether the caller may touch the
-// key, billing stores the budget.
+// updateKey changes a key's budget and its own rate limits: auth decides whether
+// the caller may touch the key, billing stores the budget, auth the limits.
 func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
 	var req struct {
 		Budget       json.RawMessage `json:"budget"`
 		BudgetPeriod *string         `json:"budget_period"`
+		// RateLimits is {rpm, tpm, concurrent} (ratelimits.go): a member left out
+		// stays as it is, null is the default; null for the whole resets all three.
+		RateLimits json.RawMessage `json:"rate_limits"`
 	}
 	if err := s.decode(w, r, &req); err != nil {
 		return err
 	}
-	k, err := s.Keys.Manage(r.Context(), p, r.PathValue("id"), auth.Budget)
+	act := auth.Budget
+	if req.RateLimits != nil && req.Budget == nil && req.BudgetPeriod == nil {
+		act = auth.Limits
+	}
+	k, err := s.Keys.Manage(r.Context(), p, r.PathValue("id"), act)
 	if err != nil {
 		return err
 	}
@@ -138,10 +145,21 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, p *agentd.Pri
 	if err != nil {
 		return err
 	}
-	if _, err := s.Accounts.SetBudget(r.Context(), k.OrgID, k.ID, b); err != nil {
+	limits, err := keyRateLimits(req.RateLimits, k.RateLimits)
+	if err != nil {
 		return err
 	}
-	k.Budget = b
+	if req.RateLimits == nil || req.Budget != nil || req.BudgetPeriod != nil {
+		if _, err := s.Accounts.SetBudget(r.Context(), k.OrgID, k.ID, b, p); err != nil {
+			return err
+		}
+		k.Budget = b
+	}
+	if req.RateLimits != nil {
+		if k, err = s.Keys.SetRateLimits(r.Context(), p, k.ID, limits); err != nil {
+			return err
+		}
+	}
 	return writeJSON(w, http.StatusOK, map[string]any{"data": toKeyInfo(k)})
 }
 
@@ -159,12 +177,14 @@ type keyInfo struct {
 	// organization without a limit of its own.
 	Budget       *agentd.Micros `json:"budget"`
 	BudgetPeriod agentd.Period  `json:"budget_period"`
-	Key          string         `json:"key,omitempty"` // only in the response that creates it
+	// RateLimits are the key's own; null members: the configured defaults.
+	RateLimits rateLimitsInfo `json:"rate_limits"`
+	Key        string         `json:"key,omitempty"` // only in the response that creates it
 }
 
 func toKeyInfo(k *agentd.Key) keyInfo {
 	ki := keyInfo{ID: k.ID, Name: k.Name, Owner: k.Owner, OrgID: k.OrgID, Prefix: k.Prefix, Scopes: k.Scopes,
-		CreatedAt: isoTime(k.CreatedAt), BudgetPeriod: k.Budget.Period}
+		CreatedAt: isoTime(k.CreatedAt), BudgetPeriod: k.Budget.Period, RateLimits: toRateLimitsInfo(k.RateLimits)}
 	if k.Budget.Set {
 		ki.Budget = &k.Budget.Limit
 	}

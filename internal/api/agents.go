@@ -235,7 +235,7 @@ func (s *Server) listAgents(w http.ResponseWriter, r *http.Request, p *agentd.Pr
 			}
 			// The status is sent: abort, so that the client sees a broken transfer
 			// rather than a complete-looking list that lacks agents.
-			s.Log.Error("agent listing failed mid-stream", "org_id", p.OrgID, "err", err)
+			s.Log.ErrorContext(r.Context(), "agent listing failed mid-stream", "org_id", p.OrgID, "err", err)
 			panic(http.ErrAbortHandler)
 		}
 	}

@@ -14,12 +14,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/internal/agents"
 	"github.com/agentd/agentd/internal/auth"
 	"github.com/agentd/agentd/internal/billing"
 	"github.com/agentd/agentd/internal/catalog"
 	"github.com/agentd/agentd/internal/clock"
+	"github.com/agentd/agentd/internal/reqlog"
 	"github.com/agentd/agentd/internal/run"
 	"github.com/agentd/agentd/internal/session"
 )
@@ -35,6 +38,9 @@ type Server struct {
 	Accounts *billing.Accounts
 	Ledger   *billing.Ledger
 	Catalog  *catalog.Catalog
+	// Limits counts requests against their rate limits (ratelimits.go); nil:
+	// none. Runs' tokens and slots are the runner's.
+	Limits RequestLimiter
 	// Ready reports whether the database answers and takes writes (/readyz).
 	Ready     func(context.Context) error
 	Log       *slog.Logger
@@ -48,6 +54,13 @@ type Server struct {
 	StreamKeepAlive time.Duration
 	// Draining is set when the server begins a graceful shutdown: /readyz turns 503.
 	Draining atomic.Bool
+	// Metrics, when set, is served at GET /metrics to requests bearing
+	// MetricsToken (metrics.go); nil: /metrics is not served here.
+	Metrics      http.Handler
+	MetricsToken string
+	// Propagator, when tracing is on, reads the caller's traceparent so that a
+	// run's span continues the caller's trace.
+	Propagator propagation.TextMapPropagator
 }
 
 // keepAlive is the stream keep-alive interval.
@@ -64,11 +77,16 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	s.routes(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.Propagator != nil {
+			r = r.WithContext(s.Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header)))
+		}
 		trimTrailingSlashes(r.URL)
 		if s.refuseUncleanPath(w, r) { // 404, where ServeMux would redirect (paths.go)
 			return
 		}
-		if _, pattern := mux.Handler(r); pattern == "" {
+		_, pattern := mux.Handler(r)
+		reqlog.SetRoute(r.Context(), pattern) // for the request's log lines and metrics
+		if pattern == "" {
 			s.writeError(w, r, noRoute(mux, r))
 			return
 		}
@@ -96,10 +114,11 @@ func (s *Server) with(scope agentd.Scope, h authed) http.HandlerFunc {
 		if err != nil {
 			return err
 		}
+		reqlog.SetPrincipal(r.Context(), p.OrgID, p.KeyID)
 		if err := auth.Require(p, scope); err != nil {
 			return err
 		}
-		return h(w, r, p)
+		return h(w, r, withOrigin(r, p)) // where the request came from, for the audit trail (audit.go)
 	})
 }
 
@@ -138,15 +157,28 @@ func Status(code agentd.Code) int {
 }
 
 // publicError is err as a client may see it: an *agentd.Error as it is; anything
-// else is internal, logged with a request id that the client gets instead.
+// else is internal, logged with the request id that the client gets instead.
 func (s *Server) publicError(r *http.Request, err error) *agentd.Error {
 	var e *agentd.Error
 	if errors.As(honest(err, false), &e) {
 		return e
 	}
-	id := agentd.NewID("req")
-	s.Log.Error("internal error", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)
+	id := reqlog.ID(r.Context())
+	if id == "" { // a caller that did not pass r through identified
+		id = reqlog.NewID()
+	}
+	s.Log.ErrorContext(r.Context(), "internal error", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)
 	return &agentd.Error{Code: agentd.EInternal, Message: "internal error (request " + id + ")"}
+}
+
+// identified is r carrying its request id, which every error body carries:
+// reqlog.Middleware gives every request one (answered in X-Request-ID); a
+// request that came another way (a test of the handler alone) gets one here.
+func identified(r *http.Request) *http.Request {
+	if reqlog.From(r.Context()) != nil {
+		return r
+	}
+	return r.WithContext(reqlog.With(r.Context(), &reqlog.Info{ID: reqlog.NewID()}))
 }
 
 // writeError writes err in the API's error shape. Errors that are not *agentd.Error
@@ -155,12 +187,13 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if !errors.As(err, new(*agentd.Error)) && errors.Is(err, context.Canceled) {
 		return // the client went away; nobody reads this response
 	}
+	r = identified(r)
 	e := s.publicError(r, err)
 	status := Status(e.Code)
 	if status >= 500 && e.Code != agentd.EInternal {
-		s.Log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "code", string(e.Code), "err", err)
+		s.Log.WarnContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "code", string(e.Code), "err", err)
 	}
-	body := make(map[string]any, 2+len(e.Fields))
+	body := make(map[string]any, 3+len(e.Fields))
 	for k, v := range e.Fields {
 		body[k] = v
 	}
@@ -170,6 +203,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		body["detail"] = e.Message
 	}
 	body["code"] = e.Code
+	body["request_id"] = reqlog.ID(r.Context())
 	if ra, ok := e.Fields["retry_after"].(int); ok {
 		w.Header().Set("Retry-After", strconv.Itoa(ra))
 	}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/reqlog"
 )
 
 // Some requests never reach a handler: net/http's connection loop refuses them
@@ -115,7 +116,8 @@ func rewriteTransportError(p []byte) ([]byte, bool) {
 	if Status(te.Code) != status {
 		return nil, false // the status table and this one disagree; keep net/http's answer
 	}
-	js, err := json.Marshal(map[string]any{"detail": msg, "code": te.Code})
+	id := reqlog.NewID() // no request exists to carry one: a new id, answered as every response's is
+	js, err := json.Marshal(map[string]any{"detail": msg, "code": te.Code, "request_id": id})
 	if err != nil {
 		return nil, false
 	}
@@ -127,6 +129,8 @@ func rewriteTransportError(p []byte) ([]byte, bool) {
 	out = append(out, http.StatusText(status)...)
 	out = append(out, "\r\nContent-Type: application/json\r\nContent-Length: "...)
 	out = strconv.AppendInt(out, int64(len(js)), 10)
+	out = append(out, "\r\nX-Request-ID: "...)
+	out = append(out, id...)
 	out = append(out, "\r\nConnection: close\r\n\r\n"...)
 	return append(out, js...), true
 }

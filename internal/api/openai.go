@@ -25,6 +25,7 @@ import (
 
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/internal/llm"
+	"github.com/agentd/agentd/internal/reqlog"
 	"github.com/agentd/agentd/internal/run"
 	"github.com/agentd/agentd/internal/toolspec"
 )
@@ -39,6 +40,7 @@ func (s *Server) withOpenAI(h authed, scopes ...agentd.Scope) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		p, err := s.Auth.Authenticate(r.Context(), r.Header.Get("Authorization"))
 		if err == nil {
+			reqlog.SetPrincipal(r.Context(), p.OrgID, p.KeyID)
 			err = requireAny(p, scopes...)
 		}
 		if err == nil {
@@ -236,18 +238,24 @@ func violationText(vs []agentd.Violation) string {
 	return strings.Join(parts, "; ")
 }
 
-// openAIError is err as an OpenAI client may see it. Internal errors are logged
-// with a request id, which the client gets instead of the cause.
+// openAIError is err as an OpenAI client may see it, with the request id in the
+// error object. Internal errors are logged with it, and the client gets it
+// instead of the cause.
 func (s *Server) openAIError(r *http.Request, err error) openAIFailure {
+	r = identified(r)
 	err = honest(err, true)
 	e := s.publicError(r, err)
 	if Status(e.Code) >= 500 && e.Code != agentd.EInternal {
-		s.Log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "code", string(e.Code), "err", err)
+		s.Log.WarnContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "code", string(e.Code), "err", err)
 	}
+	var f openAIFailure
 	if errors.As(err, new(*agentd.Error)) {
-		return toOpenAIError(err) // as it is, with the OpenAI code it may carry
+		f = toOpenAIError(err) // as it is, with the OpenAI code it may carry
+	} else {
+		f = toOpenAIError(e)
 	}
-	return toOpenAIError(e)
+	f.body["request_id"] = reqlog.ID(r.Context())
+	return f
 }
 
 // writeOpenAIError writes err in OpenAI's envelope, with Retry-After when the
@@ -835,7 +843,7 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, c *chatCall,
 			return err
 		}
 		f := s.openAIError(r, err)
-		ev := map[string]any{"message": f.body["message"], "type": f.body["type"], "code": f.body["code"]}
+		ev := map[string]any{"message": f.body["message"], "type": f.body["type"], "code": f.body["code"], "request_id": f.body["request_id"]}
 		if id, ok := f.body["run_id"]; ok {
 			ev["run_id"], ev["class"] = id, f.body["class"]
 		}

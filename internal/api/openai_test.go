@@ -14,6 +14,7 @@ import (
 
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/internal/llm"
+	"github.com/agentd/agentd/internal/reqlog"
 )
 
 // TestChatRequest: what a chat completion body becomes, and how each bad one is
@@ -255,11 +256,13 @@ func TestWriteOpenAIError(t *testing.T) {
 	var logs strings.Builder
 	s := &Server{Log: slog.New(slog.NewTextHandler(&logs, nil))}
 	w := httptest.NewRecorder()
-	s.writeOpenAIError(w, httptest.NewRequest("POST", "/v1/chat/completions", nil), &agentd.Error{Code: agentd.ESessionBusy, Message: "busy", Fields: map[string]any{"retry_after": 3}})
+	req := httptest.NewRequest("POST", "/v1/chat/completions", nil)
+	req = req.WithContext(reqlog.With(req.Context(), &reqlog.Info{ID: "req-test-1"})) // as reqlog.Middleware gives it
+	s.writeOpenAIError(w, req, &agentd.Error{Code: agentd.ESessionBusy, Message: "busy", Fields: map[string]any{"retry_after": 3}})
 	if w.Code != 409 || w.Header().Get("Retry-After") != "3" || w.Header().Get("Content-Type") != "application/json" {
 		t.Errorf("session busy: %d %v", w.Code, w.Header())
 	}
-	want := `{"error":{"code":"session_busy","message":"busy","param":null,"retry_after":3,"type":"conflict_error"}}`
+	want := `{"error":{"code":"session_busy","message":"busy","param":null,"request_id":"req-test-1","retry_after":3,"type":"conflict_error"}}`
 	if got := strings.TrimSpace(w.Body.String()); got != want {
 		t.Errorf("body %s\nwant %s", got, want)
 	}
@@ -267,7 +270,10 @@ func TestWriteOpenAIError(t *testing.T) {
 	w = httptest.NewRecorder()
 	s.writeOpenAIError(w, httptest.NewRequest("POST", "/v1/chat/completions", nil), fmt.Errorf("store: %w", errors.New("disk on fire")))
 	var env struct {
-		Error struct{ Message, Type, Code string }
+		Error struct {
+			Message, Type, Code string
+			RequestID           string `json:"request_id"`
+		}
 	}
 	if err := json.Unmarshal(w.Body.Bytes(), &env); err != nil {
 		t.Fatal(err)
@@ -276,7 +282,7 @@ func TestWriteOpenAIError(t *testing.T) {
 		t.Errorf("internal: %d %s", w.Code, w.Body)
 	}
 	id := strings.TrimSuffix(strings.TrimPrefix(env.Error.Message, "internal error (request "), ")")
-	if !strings.HasPrefix(id, "req-") || !strings.Contains(logs.String(), id) || !strings.Contains(logs.String(), "disk on fire") {
+	if !strings.HasPrefix(id, "req-") || id != env.Error.RequestID || !strings.Contains(logs.String(), id) || !strings.Contains(logs.String(), "disk on fire") {
 		t.Errorf("message %q; log %q", env.Error.Message, logs.String())
 	}
 }

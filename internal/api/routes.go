@@ -14,17 +14,20 @@ import (
 func (s *Server) routes(mux handleFuncer) {
 	mux.HandleFunc("GET /healthz", s.public(s.healthz))
 	mux.HandleFunc("GET /readyz", s.public(s.readyz))
+	// Prometheus metrics (metrics.go), behind a bearer token of their own.
+	mux.HandleFunc("GET /metrics", s.public(s.metrics))
 
-	// NuGen agents API.
+	// NuGen agents API. s.metered counts a request that does work against its
+	// key's and organization's requests per minute (ratelimits.go).
 	mux.HandleFunc("POST /api/v3/agents/create", s.with(agentd.ScopeAgentsWrite, s.createAgent))
 	mux.HandleFunc("GET /api/v3/agents", s.with(agentd.ScopeAgentsRead, s.listAgents))
 	mux.HandleFunc("GET /api/v3/agents/available_models", s.with(agentd.ScopeAgentsRead, s.availableModels))
 	mux.HandleFunc("GET /api/v3/agents/{agent_id}", s.with(agentd.ScopeAgentsRead, s.getAgent))
 	mux.HandleFunc("PATCH /api/v3/agents/{agent_id}", s.with(agentd.ScopeAgentsWrite, s.updateAgent))
 	mux.HandleFunc("DELETE /api/v3/agents/{agent_id}", s.with(agentd.ScopeAgentsWrite, s.deleteAgent))
-	mux.HandleFunc("POST /api/v3/agents/run-agents/{agent_name}/run", s.with(agentd.ScopeRun, s.runAgent))
-	mux.HandleFunc("POST /api/v3/agents/run-agents/{agent_name}/estimate", s.with(agentd.ScopeRun, s.estimate))
-	mux.HandleFunc("POST /api/v3/agents/{agent_id}/run", s.with(agentd.ScopeRun, s.runAgentByID))
+	mux.HandleFunc("POST /api/v3/agents/run-agents/{agent_name}/run", s.with(agentd.ScopeRun, s.metered(s.runAgent)))
+	mux.HandleFunc("POST /api/v3/agents/run-agents/{agent_name}/estimate", s.with(agentd.ScopeRun, s.metered(s.estimate)))
+	mux.HandleFunc("POST /api/v3/agents/{agent_id}/run", s.with(agentd.ScopeRun, s.metered(s.runAgentByID)))
 	mux.HandleFunc("GET /api/v3/models/base", s.with(agentd.ScopeAgentsRead, s.baseModels))
 
 	// Sessions (sessions.go), an extension: the caller's own conversations with an
@@ -43,23 +46,28 @@ func (s *Server) routes(mux handleFuncer) {
 
 	// Extensions: organizations, credits, keys, billing.
 	mux.HandleFunc("POST /api/v3/admin/orgs", s.with(agentd.ScopeOperator, s.createOrg))
+	mux.HandleFunc("GET /api/v3/admin/orgs", s.with(agentd.ScopeOperator, s.listOrgs))
 	mux.HandleFunc("POST /api/v3/admin/orgs/{org}/credits", s.with(agentd.ScopeOperator, s.grantCredits))
+	mux.HandleFunc("GET /api/v3/admin/orgs/{org}/credits", s.with(agentd.ScopeOperator, s.creditHistory))
 	mux.HandleFunc("POST /api/v3/keys", s.with(agentd.ScopeAdmin, s.createKey))
 	mux.HandleFunc("GET /api/v3/keys", s.with(agentd.ScopeAdmin, s.listKeys))
 	mux.HandleFunc("DELETE /api/v3/keys/{id}", s.with(agentd.ScopeAdmin, s.revokeKey))
 	mux.HandleFunc("PATCH /api/v3/keys/{id}", s.with(agentd.ScopeAdmin, s.updateKey))
 	mux.HandleFunc("GET /api/v3/billing", s.with(agentd.ScopeUsage, s.billing))
+	// The audit trail of every change above and of agents' (audit.go): an
+	// operator reads every organization's, an admin its own.
+	mux.HandleFunc("GET /api/v3/admin/audit", s.with(agentd.ScopeAdmin, s.auditLog))
 
 	// OpenAI-compatible inference (openai.go): model is a catalog model or
 	// "agent/<name>"; every error, authentication's included, in OpenAI's envelope,
 	// also for paths under /v1 that no route serves. NuGen's inference path is the
 	// same chat endpoint.
-	mux.HandleFunc("POST /v1/chat/completions", s.withOpenAI(s.chatCompletions, agentd.ScopeRun))
-	mux.HandleFunc("POST /v1/completions", s.withOpenAI(s.completions, agentd.ScopeRun))
-	mux.HandleFunc("POST /v1/embeddings", s.withOpenAI(s.embeddings, agentd.ScopeRun))
-	mux.HandleFunc("POST /api/v3/inference/chat/completions", s.withOpenAI(s.chatCompletions, agentd.ScopeRun))
-	mux.HandleFunc("POST /api/v3/inference/completions", s.withOpenAI(s.completions, agentd.ScopeRun))
-	mux.HandleFunc("POST /api/v3/inference/embeddings", s.withOpenAI(s.embeddings, agentd.ScopeRun))
+	mux.HandleFunc("POST /v1/chat/completions", s.withOpenAI(s.metered(s.chatCompletions), agentd.ScopeRun))
+	mux.HandleFunc("POST /v1/completions", s.withOpenAI(s.metered(s.completions), agentd.ScopeRun))
+	mux.HandleFunc("POST /v1/embeddings", s.withOpenAI(s.metered(s.embeddings), agentd.ScopeRun))
+	mux.HandleFunc("POST /api/v3/inference/chat/completions", s.withOpenAI(s.metered(s.chatCompletions), agentd.ScopeRun))
+	mux.HandleFunc("POST /api/v3/inference/completions", s.withOpenAI(s.metered(s.completions), agentd.ScopeRun))
+	mux.HandleFunc("POST /api/v3/inference/embeddings", s.withOpenAI(s.metered(s.embeddings), agentd.ScopeRun))
 	mux.HandleFunc("GET /v1/models", s.withOpenAI(s.listModels, agentd.ScopeAgentsRead, agentd.ScopeRun))
 	mux.HandleFunc("GET /v1/models/{id...}", s.withOpenAI(s.getModel, agentd.ScopeAgentsRead, agentd.ScopeRun))
 	mux.HandleFunc("/v1/", s.openAINoRoute(mux))

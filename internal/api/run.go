@@ -12,6 +12,7 @@ import (
 
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/internal/llm"
+	"github.com/agentd/agentd/internal/reqlog"
 	"github.com/agentd/agentd/internal/run"
 )
 
@@ -260,9 +261,10 @@ func (s *Server) runStream(w http.ResponseWriter, r *http.Request, req *run.Requ
 		if !st.Started() {
 			return err
 		}
+		r = identified(r)
 		e := s.publicError(r, err)
 		ev := map[string]any{
-			"detail": e.Message, "code": e.Code,
+			"detail": e.Message, "code": e.Code, "request_id": reqlog.ID(r.Context()),
 			"error": map[string]string{"message": e.Message, "code": string(e.Code)}, // NuGen stream clients look for "error"
 		}
 		for _, k := range []string{"run_id", "class"} { // a failed inference's

@@ -327,7 +327,7 @@ func (s *Server) usageCSV(w http.ResponseWriter, r *http.Request, f agentd.Ledge
 			}
 			// The status is sent: abort the response, so that the client sees a
 			// broken transfer instead of a complete-looking file that lacks rows.
-			s.Log.Error("usage export failed mid-stream", "org_id", f.OrgID, "err", err)
+			s.Log.ErrorContext(ctx, "usage export failed mid-stream", "org_id", f.OrgID, "err", err)
 			panic(http.ErrAbortHandler)
 		}
 	}

@@ -89,6 +89,8 @@ type Authenticator struct {
 	// set of "revoked" ids would refuse forever a key evicted for any other change
 	// and would grow with every revocation on every replica.
 	gen uint64
+
+	stats cacheStats // lookups served from the cache, and read from the database
 }
 
 type cached struct {
@@ -140,8 +142,10 @@ func (a *Authenticator) Authenticate(ctx context.Context, header string) (*agent
 	gen := a.gen
 	a.mu.RUnlock()
 	if hit && (a.ttl == 0 || now.Before(e.expires)) {
+		a.stats.hit()
 		return e.p, nil
 	}
+	a.stats.miss()
 	p, err := a.lookup(ctx, hash)
 	a.mu.Lock()
 	if a.gen != gen {
@@ -180,7 +184,8 @@ func (a *Authenticator) lookup(ctx context.Context, hash string) (*agentd.Princi
 	if k.Revoked() {
 		return nil, errUnauthenticated
 	}
-	return &agentd.Principal{OrgID: k.OrgID, OrgName: k.OrgName, KeyID: k.ID, Owner: k.Owner, Scopes: k.Scopes}, nil
+	return &agentd.Principal{OrgID: k.OrgID, OrgName: k.OrgName, KeyID: k.ID, Owner: k.Owner, Scopes: k.Scopes,
+		RateLimits: k.RateLimits}, nil
 }
 
 // Evict forgets the key keyID after a change to it has committed: the next

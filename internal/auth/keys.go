@@ -135,12 +135,32 @@ func (s *Service) Mint(ctx context.Context, p *agentd.Principal, spec KeySpec) (
 				}
 			}
 		}
-		return tx.CreateKey(ctx, k)
+		if err := tx.CreateKey(ctx, k); err != nil {
+			return err
+		}
+		return tx.Audit(ctx, keyCreated(k, false).By(p))
 	})
 	if err != nil {
 		return nil, "", err
 	}
 	return k, secret, nil
+}
+
+// keyCreated is the audit entry of k's creation: what the key may do, never its
+// secret or hash.
+func keyCreated(k *agentd.Key, bootstrap bool) agentd.AuditEntry {
+	detail := map[string]any{"name": k.Name, "scopes": k.Scopes, "owner": k.Owner, "budget": nil, "budget_period": k.Budget.Period}
+	if k.Budget.Set {
+		detail["budget"] = k.Budget.Limit
+	}
+	if k.Budget.Period == "" {
+		detail["budget_period"] = agentd.PeriodNone
+	}
+	if bootstrap {
+		detail["bootstrap"] = true
+	}
+	return agentd.AuditEntry{CreatedAt: k.CreatedAt, OrgID: k.OrgID, Action: agentd.AuditKeyCreate,
+		TargetType: agentd.TargetKey, TargetID: k.ID, Detail: agentd.AuditDetail(detail)}
 }
 
 // Action is what a key does to another.
@@ -155,6 +175,8 @@ const (
 	// budget is set by someone the key answers to, so no key lifts its own limit
 	// or a peer's.
 	Budget
+	// Limits: as Budget, for a key's own rate limits (SetRateLimits).
+	Limits
 )
 
 // Manage returns the key named id if p may do act to it: a key of p's organization
@@ -177,8 +199,12 @@ func (s *Service) Manage(ctx context.Context, p *agentd.Principal, id string, ac
 	if theirs > mine {
 		return nil, agentd.Errorf(agentd.EForbidden, "key %q has more authority than this key; only an operator key can change it", id)
 	}
-	if act == Budget && theirs == mine && mine < AuthorityOperator {
-		return nil, agentd.Errorf(agentd.EForbidden, "key %q has as much authority as this key; its budget is set by a key above it", id)
+	if (act == Budget || act == Limits) && theirs == mine && mine < AuthorityOperator {
+		what := "budget is"
+		if act == Limits {
+			what = "rate limits are"
+		}
+		return nil, agentd.Errorf(agentd.EForbidden, "key %q has as much authority as this key; its %s set by a key above it", id, what)
 	}
 	return k, nil
 }
@@ -190,9 +216,18 @@ func (s *Service) Revoke(ctx context.Context, p *agentd.Principal, id string) er
 	if err != nil {
 		return err
 	}
-	at := s.clock.Now().UnixMicro()
+	now := s.clock.Now()
+	detail := map[string]any{"name": k.Name}
+	if k.Revoked() {
+		detail["already_revoked"] = true // the first revocation's time stays
+	}
+	e := agentd.AuditEntry{CreatedAt: now, OrgID: k.OrgID, Action: agentd.AuditKeyRevoke,
+		TargetType: agentd.TargetKey, TargetID: k.ID, Detail: agentd.AuditDetail(detail)}
 	return s.db.Tx(ctx, func(tx *store.Tx) error {
-		if err := tx.RevokeKey(ctx, k.ID, at); err != nil {
+		if err := tx.RevokeKey(ctx, k.ID, now.UnixMicro()); err != nil {
+			return err
+		}
+		if err := tx.Audit(ctx, e.By(p)); err != nil {
 			return err
 		}
 		return s.changed(ctx, tx, k.ID)
@@ -202,8 +237,8 @@ func (s *Service) Revoke(ctx context.Context, p *agentd.Principal, id string) er
 // changed makes every replica evict key id once tx commits, this one at once (its
 // own notification comes back later, through the database). Every change to a
 // key that a Principal reflects must call it in the change's transaction; today
-// that is revocation alone (scopes, owner and organization never change, and
-// budgets are billing's, not the principal's).
+// that is revocation and the key's rate limits (SetRateLimits); scopes, owner
+// and organization never change, and budgets are billing's, not the principal's.
 func (s *Service) changed(ctx context.Context, tx *store.Tx, id string) error {
 	tx.OnCommit(func() { s.auth.Evict(id) })
 	return tx.Notify(ctx, keyTopic, id)
@@ -275,7 +310,10 @@ func (s *Service) Bootstrap(ctx context.Context, org *agentd.Org, secret string)
 				return err
 			}
 		}
-		return tx.CreateKey(ctx, k)
+		if err := tx.CreateKey(ctx, k); err != nil {
+			return err
+		}
+		return tx.Audit(ctx, keyCreated(k, true).By(nil)) // by agentd itself
 	})
 	if agentd.ErrorCode(err) == agentd.EAlreadyExists && minted == "" {
 		return "", "", nil

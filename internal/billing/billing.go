@@ -435,7 +435,9 @@ func (a *Accounts) Available(ctx context.Context, orgID, keyID string) (agentd.M
 // Changing a budget never forgets spending: a budget counts the key's charges in
 // the ledger for its current period, whatever the key's budget was when they were
 // made.
-func (a *Accounts) SetBudget(ctx context.Context, orgID, keyID string, b agentd.Budget) (KeyState, error) {
+//
+// The change is audited (key.update) as made by by, in its own transaction.
+func (a *Accounts) SetBudget(ctx context.Context, orgID, keyID string, b agentd.Budget, by *agentd.Principal) (KeyState, error) {
 	if !b.Period.Valid() {
 		return KeyState{}, agentd.Invalid("budget_period must be none, daily or monthly", "enum", "body", "budget_period")
 	}
@@ -445,8 +447,9 @@ func (a *Accounts) SetBudget(ctx context.Context, orgID, keyID string, b agentd.
 	if !b.Set {
 		b.Limit = 0 // what the store keeps of no budget
 	}
+	audit := budgetChanged(orgID, keyID, b, a.clock.Now()).By(by)
 	if a.shared {
-		return a.sharedSetBudget(ctx, keyID, b)
+		return a.sharedSetBudget(ctx, keyID, b, audit)
 	}
 	acct, err := a.account(ctx, orgID)
 	if err != nil {
@@ -455,6 +458,9 @@ func (a *Accounts) SetBudget(ctx context.Context, orgID, keyID string, b agentd.
 	start := PeriodStart(b.Period, a.clock.Now())
 	err = a.db.Tx(ctx, func(tx *store.Tx) error {
 		if err := tx.SetKeyBudget(ctx, keyID, b); err != nil {
+			return err
+		}
+		if err := tx.Audit(ctx, audit); err != nil {
 			return err
 		}
 		var spent agentd.Micros // tracked while the key has a budget
@@ -479,17 +485,18 @@ func (a *Accounts) SetBudget(ctx context.Context, orgID, keyID string, b agentd.
 	return a.KeyState(ctx, orgID, keyID)
 }
 
-// Grant records a credit grant (or, negative, a correction) of amount by keyID to
-// orgID and returns the organization's state after it. A correction is held first
-// so that no run can spend it meanwhile, and may not take the available balance
-// below zero (400); a grant that would take the balance past agentd.MaxMicros is
-// refused (422) and nothing changes.
-func (a *Accounts) Grant(ctx context.Context, orgID string, amount agentd.Micros, keyID string) (State, error) {
+// Grant records a credit grant (or, negative, a correction) of amount by the key
+// of by to orgID and returns the organization's state after it. A correction is
+// held first so that no run can spend it meanwhile, and may not take the available
+// balance below zero (400); a grant that would take the balance past
+// agentd.MaxMicros is refused (422) and nothing changes. The grant is audited
+// (credits.grant) in its own transaction.
+func (a *Accounts) Grant(ctx context.Context, orgID string, amount agentd.Micros, by *agentd.Principal) (State, error) {
 	if amount == 0 || amount > agentd.MaxMicros || amount < -agentd.MaxMicros {
 		return State{}, agentd.Invalid(fmt.Sprintf("amount must be a non-zero number of credits of at most %d in size", agentd.MaxMicros/agentd.MicrosPerCredit), "value_error", "body", "amount")
 	}
 	if a.shared {
-		return a.sharedGrant(ctx, orgID, amount, keyID)
+		return a.sharedGrant(ctx, orgID, amount, by)
 	}
 	acct, err := a.account(ctx, orgID)
 	if err != nil {
@@ -506,7 +513,7 @@ func (a *Accounts) Grant(ctx context.Context, orgID string, amount agentd.Micros
 		}
 		defer h.Release() // no-op once committed
 	}
-	g := &store.Grant{ID: agentd.NewID("grant"), OrgID: orgID, Amount: amount, KeyID: keyID, Created: a.clock.Now().UnixMicro()}
+	g := newGrant(orgID, amount, by, a.clock.Now())
 	err = a.db.Tx(ctx, func(tx *store.Tx) error {
 		bal, err := tx.Balance(ctx, orgID)
 		if err != nil {
@@ -516,7 +523,7 @@ func (a *Accounts) Grant(ctx context.Context, orgID string, amount agentd.Micros
 		if err != nil {
 			return err
 		}
-		if err := tx.GrantCredits(ctx, g, next); err != nil {
+		if err := recordGrant(ctx, tx, g, next, by); err != nil {
 			return err
 		}
 		tx.OnCommit(func() {

@@ -118,7 +118,7 @@ func TestKeyState(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Grant(ctx, org.ID, 5000, "key-1"); err != nil {
+	if _, err := a.Grant(ctx, org.ID, 5000, &agentd.Principal{KeyID: "key-1"}); err != nil {
 		t.Fatal(err)
 	}
 	h, err := a.Hold(ctx, org.ID, key.ID, 300)

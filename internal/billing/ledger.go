@@ -40,20 +40,29 @@ func (l *Ledger) Org(ctx context.Context, idOrName string) (*agentd.Org, error) 
 	return l.db.Org(ctx, idOrName)
 }
 
-// CreateOrg creates an organization with a zero balance.
-func (l *Ledger) CreateOrg(ctx context.Context, name string) (*agentd.Org, error) {
+// CreateOrg creates an organization with a zero balance, audited (org.create) as
+// made by by (nil: agentd itself) in the same transaction.
+func (l *Ledger) CreateOrg(ctx context.Context, name string, by *agentd.Principal) (*agentd.Org, error) {
 	o := &agentd.Org{ID: agentd.NewID("org"), Name: name, CreatedAt: l.clock.Now().UTC().Truncate(time.Microsecond)}
-	if err := l.db.Tx(ctx, func(tx *store.Tx) error { return tx.CreateOrg(ctx, o) }); err != nil {
+	e := agentd.AuditEntry{CreatedAt: o.CreatedAt, OrgID: o.ID, Action: agentd.AuditOrgCreate,
+		TargetType: agentd.TargetOrg, TargetID: o.ID, Detail: agentd.AuditDetail(map[string]any{"name": name})}
+	if err := l.db.Tx(ctx, func(tx *store.Tx) error {
+		if err := tx.CreateOrg(ctx, o); err != nil {
+			return err
+		}
+		return tx.Audit(ctx, e.By(by))
+	}); err != nil {
 		return nil, err
 	}
 	return o, nil
 }
 
-// EnsureOrg returns the organization named name, creating it if it does not exist.
+// EnsureOrg returns the organization named name, creating it if it does not exist
+// (as agentd itself, in the audit trail).
 func (l *Ledger) EnsureOrg(ctx context.Context, name string) (*agentd.Org, error) {
 	o, err := l.db.Org(ctx, name)
 	if agentd.ErrorCode(err) == agentd.ENotFound {
-		if o, err = l.CreateOrg(ctx, name); agentd.ErrorCode(err) == agentd.EAlreadyExists {
+		if o, err = l.CreateOrg(ctx, name, nil); agentd.ErrorCode(err) == agentd.EAlreadyExists {
 			o, err = l.db.Org(ctx, name)
 		}
 	}

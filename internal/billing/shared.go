@@ -248,8 +248,13 @@ func (a *Accounts) sharedKeyState(ctx context.Context, keyID string) (KeyState, 
 }
 
 // sharedSetBudget stores the budget; nothing else is kept that could disagree.
-func (a *Accounts) sharedSetBudget(ctx context.Context, keyID string, b agentd.Budget) (KeyState, error) {
-	if err := a.db.Tx(ctx, func(tx *store.Tx) error { return tx.SetKeyBudget(ctx, keyID, b) }); err != nil {
+func (a *Accounts) sharedSetBudget(ctx context.Context, keyID string, b agentd.Budget, audit *agentd.AuditEntry) (KeyState, error) {
+	if err := a.db.Tx(ctx, func(tx *store.Tx) error {
+		if err := tx.SetKeyBudget(ctx, keyID, b); err != nil {
+			return err
+		}
+		return tx.Audit(ctx, audit)
+	}); err != nil {
 		return KeyState{}, err
 	}
 	return a.sharedKeyState(ctx, keyID)
@@ -258,8 +263,8 @@ func (a *Accounts) sharedSetBudget(ctx context.Context, keyID string, b agentd.B
 // sharedGrant is Grant in one transaction: the balance and held it reads are the
 // latest of every replica (the writers run one at a time), so a correction is
 // checked against what runs hold now without a hold of its own.
-func (a *Accounts) sharedGrant(ctx context.Context, orgID string, amount agentd.Micros, keyID string) (State, error) {
-	g := &store.Grant{ID: agentd.NewID("grant"), OrgID: orgID, Amount: amount, KeyID: keyID, Created: a.clock.Now().UnixMicro()}
+func (a *Accounts) sharedGrant(ctx context.Context, orgID string, amount agentd.Micros, by *agentd.Principal) (State, error) {
+	g := newGrant(orgID, amount, by, a.clock.Now())
 	err := a.db.Tx(ctx, func(tx *store.Tx) error {
 		bal, held, err := tx.Held(ctx, orgID)
 		if err != nil {
@@ -272,7 +277,7 @@ func (a *Accounts) sharedGrant(ctx context.Context, orgID string, amount agentd.
 		if err != nil {
 			return err
 		}
-		return tx.GrantCredits(ctx, g, next)
+		return recordGrant(ctx, tx, g, next, by)
 	})
 	if err != nil {
 		return State{}, err

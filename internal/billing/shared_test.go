@@ -64,7 +64,7 @@ func (c *cluster) grant(t *testing.T, amount agentd.Micros) {
 	t.Helper()
 	parts := []agentd.Micros{amount - amount/3 - amount/4, amount / 3, amount / 4}
 	for i, p := range parts {
-		if _, err := c.accts[i].Grant(c.ctx, c.org, p, "key-test"); err != nil {
+		if _, err := c.accts[i].Grant(c.ctx, c.org, p, &agentd.Principal{KeyID: "key-test"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -257,7 +257,7 @@ func TestSharedCheckFindsHeldDamage(t *testing.T) {
 	if err := db.Tx(ctx, func(tx *store.Tx) error { return tx.CreateOrg(ctx, o) }); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Grant(ctx, o.ID, 1000, "key-test"); err != nil {
+	if _, err := a.Grant(ctx, o.ID, 1000, &agentd.Principal{KeyID: "key-test"}); err != nil {
 		t.Fatal(err)
 	}
 	h, err := a.Hold(ctx, o.ID, "", 600)

@@ -3,6 +3,7 @@
 package catalog
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/agentd/agentd"
@@ -14,6 +15,7 @@ type Model struct {
 	ID              string
 	Name            string
 	ProviderName    string
+	ProviderKind    string // openai, anthropic, offline
 	Provider        llm.Provider
 	UpstreamModel   string
 	ContextWindow   int
@@ -63,35 +65,49 @@ func (m *Model) walkChain() []*Model {
 	return chain
 }
 
-// Catalog maps model ids to models.
+// Catalog maps model ids to models. Its models may be replaced as a whole while
+// it serves (a configuration reload): a caller that got a model keeps it, and
+// its provider, for as long as it holds it.
 type Catalog struct {
+	cur atomic.Pointer[entries]
+}
+
+type entries struct {
 	byID  map[string]*Model
 	order []*Model
 }
 
 // New returns a catalog of models, listed in the given order.
 func New(models ...*Model) *Catalog {
-	c := &Catalog{byID: make(map[string]*Model, len(models))}
+	c := &Catalog{}
+	c.Replace(models...)
+	return c
+}
+
+// Replace makes models the catalog's, at once: a lookup sees the old set or the
+// new one, never a mix.
+func (c *Catalog) Replace(models ...*Model) {
+	e := &entries{byID: make(map[string]*Model, len(models))}
 	for _, m := range models {
-		c.byID[m.ID] = m
-		c.order = append(c.order, m)
+		e.byID[m.ID] = m
+		e.order = append(e.order, m)
 	}
 	for _, m := range models {
 		m.chain = m.walkChain()
 	}
-	return c
+	c.cur.Store(e)
 }
 
 // Model returns the model with id, or EModelUnavailable.
 func (c *Catalog) Model(id string) (*Model, error) {
-	if m, ok := c.byID[id]; ok {
+	if m, ok := c.cur.Load().byID[id]; ok {
 		return m, nil
 	}
 	return nil, &agentd.Error{Code: agentd.EModelUnavailable, Message: "model " + quote(id) + " not available; see GET /api/v3/models/base"}
 }
 
 // Models lists every model in catalog order.
-func (c *Catalog) Models() []*Model { return c.order }
+func (c *Catalog) Models() []*Model { return c.cur.Load().order }
 
 func quote(s string) string {
 	if len(s) > 80 {

@@ -35,8 +35,13 @@ type Config struct {
 	BootstrapKey string `yaml:"-"`
 
 	Limits   Limits   `yaml:"limits"`
+	Server   Server   `yaml:"server"`
+	TLS      TLS      `yaml:"tls"`
 	SQLite   SQLite   `yaml:"sqlite"`
 	Postgres Postgres `yaml:"postgres"`
+	// Redis, a redis:// URL, shares the rate limits among replicas
+	// (ratelimits.go); "" limits each replica alone.
+	Redis string `yaml:"redis"`
 
 	Providers []Provider `yaml:"providers"`
 	Models    []Model    `yaml:"models"`
@@ -50,8 +55,47 @@ type Config struct {
 	// records, idle sessions, ledger rows past retention.
 	SweepInterval Duration `yaml:"sweep_interval"`
 
+	Log     Log     `yaml:"log"`
+	Metrics Metrics `yaml:"metrics"`
+
 	// File is the config file that was loaded, for error messages.
 	File string `yaml:"-"`
+}
+
+// Log configures agentd's log (standard error).
+type Log struct {
+	// Format is text (slog's key=value lines, the default) or json.
+	Format string `yaml:"format"`
+	// Level is debug, info (the default), warn or error.
+	Level string `yaml:"level"`
+	// Access logs one line per request at level info: method, route, status,
+	// bytes, duration, request id, organization and key id.
+	Access bool `yaml:"access"`
+	// Contents, a debugging setting, lets message contents into the log: each
+	// run's messages and reply at level debug. Off, no line carries them.
+	Contents bool `yaml:"contents"`
+}
+
+// Log formats and levels.
+const (
+	LogText = "text"
+	LogJSON = "json"
+)
+
+// Metrics configures the Prometheus metrics.
+type Metrics struct {
+	// Enabled collects metrics (the default). They are served at /metrics on
+	// the admin listener (admin_addr), and on the API listener when Token is
+	// set. Off, nothing is measured.
+	Enabled bool `yaml:"enabled"`
+	// PerOrg labels tokens and credits by organization as well as by model.
+	// Organizations are created through the API, so their series have no bound
+	// the configuration sets: turn it on only for a few organizations.
+	PerOrg bool `yaml:"per_org"`
+	// Token, when set, serves /metrics on the API listener to requests bearing
+	// it (Authorization: Bearer <token>). Only from the environment
+	// (AGENTD_METRICS_TOKEN), never the file.
+	Token string `yaml:"-"`
 }
 
 // Agents bounds what each organization may store.
@@ -92,6 +136,8 @@ type Limits struct {
 	// ShutdownTimeout is how long a stopping server lets in-flight requests and
 	// streams finish before it cuts them (their holds are still settled).
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// Rate are the default rate limits of keys and organizations (ratelimits.go).
+	Rate RateLimits `yaml:"rate"`
 }
 
 // SQLite tunes the embedded database.
@@ -267,6 +313,7 @@ func Default() *Config {
 			StreamKeepAlive: Duration(15 * time.Second),
 			ShutdownTimeout: Duration(30 * time.Second),
 		},
+		Server:   DefaultServer(),
 		SQLite:   SQLite{Synchronous: "FULL"},
 		Postgres: Postgres{MaxConns: 8, StatementTimeout: Duration(10 * time.Second)},
 		Agents:   Agents{MaxPerOrg: 1000, MaxBytes: 1 << 20},
@@ -275,6 +322,8 @@ func Default() *Config {
 		Sessions:      Sessions{IdleTTL: Duration(30 * 24 * time.Hour)},
 		Idempotency:   Idempotency{TTL: Duration(24 * time.Hour)},
 		SweepInterval: Duration(time.Minute),
+		Log:           Log{Format: LogText, Level: "info"},
+		Metrics:       Metrics{Enabled: true},
 	}
 }
 
@@ -296,6 +345,8 @@ func redactURL(dsn string) string {
 // Overrides are values given on the command line; empty means not given.
 type Overrides struct {
 	Addr, AdminAddr, DB, ConfigFile string
+	TLSCert, TLSKey                 string
+	Redis                           string
 }
 
 // Load builds the configuration: defaults, the file (flag, else AGENTD_CONFIG), the
@@ -311,15 +362,28 @@ func Load(o Overrides, getenv func(string) string) (*Config, error) {
 		dec := yaml.NewDecoder(bytes.NewReader(data))
 		dec.KnownFields(true)                                            // a misspelt key is an error, not a silent default
 		if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) { // io.EOF: empty file
-			return nil, fmt.Errorf("config %s: %w", file, err)
+			return nil, fileError(file, data, err)
 		}
 		c.File = file
 	}
 	c.Addr = firstNonEmpty(o.Addr, getenv("AGENTD_ADDR"), c.Addr)
 	c.AdminAddr = firstNonEmpty(o.AdminAddr, getenv("AGENTD_ADMIN_ADDR"), c.AdminAddr)
 	c.DB = firstNonEmpty(o.DB, getenv("AGENTD_DB"), c.DB)
+	c.Redis = firstNonEmpty(o.Redis, getenv("AGENTD_REDIS"), c.Redis)
+	c.TLS.CertFile = firstNonEmpty(o.TLSCert, getenv("AGENTD_TLS_CERT"), c.TLS.CertFile)
+	c.TLS.KeyFile = firstNonEmpty(o.TLSKey, getenv("AGENTD_TLS_KEY"), c.TLS.KeyFile)
 	c.PublicURL = firstNonEmpty(getenv("AGENTD_PUBLIC_URL"), c.PublicURL)
 	c.BootstrapKey = getenv("AGENTD_BOOTSTRAP_KEY")
+	c.Metrics.Token = getenv("AGENTD_METRICS_TOKEN")
+	c.Log.Format = strings.ToLower(firstNonEmpty(getenv("AGENTD_LOG_FORMAT"), c.Log.Format))
+	c.Log.Level = strings.ToLower(firstNonEmpty(getenv("AGENTD_LOG_LEVEL"), c.Log.Level))
+	if v := getenv("AGENTD_LOG_ACCESS"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("config: AGENTD_LOG_ACCESS=%q is not true or false", v)
+		}
+		c.Log.Access = b
+	}
 	c.Postgres.ApplicationName = firstNonEmpty(getenv("AGENTD_POSTGRES_APPLICATION_NAME"), c.Postgres.ApplicationName)
 	if v := getenv("AGENTD_MAX_BODY_BYTES"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
@@ -503,6 +567,8 @@ func (c *Config) Validate() error {
 	if c.Limits.ShutdownTimeout < 0 {
 		bad("limits.shutdown_timeout must not be negative")
 	}
+	c.validateServer(bad)
+	c.validateRateLimits(bad)
 	if c.SQLite.MaxMB < 0 {
 		bad("sqlite.max_mb must not be negative")
 	}
@@ -519,6 +585,22 @@ func (c *Config) Validate() error {
 	}
 	if c.BootstrapKey != "" && (len(c.BootstrapKey) < 16 || len(c.BootstrapKey) > 512 || strings.TrimSpace(c.BootstrapKey) != c.BootstrapKey) {
 		bad("AGENTD_BOOTSTRAP_KEY must be 16 to 512 characters without surrounding spaces")
+	}
+	switch c.Log.Format {
+	case LogText, LogJSON:
+	default:
+		bad("log.format %q: want text or json", c.Log.Format)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level %q: want debug, info, warn or error", c.Log.Level)
+	}
+	if c.Metrics.Token != "" && (len(c.Metrics.Token) < 16 || len(c.Metrics.Token) > 512 || strings.ContainsAny(c.Metrics.Token, " \t\r\n")) {
+		bad("AGENTD_METRICS_TOKEN must be 16 to 512 characters without spaces")
+	}
+	if c.Metrics.Token != "" && !c.Metrics.Enabled {
+		bad("AGENTD_METRICS_TOKEN is set but metrics.enabled is false: there are no metrics to serve")
 	}
 	if c.Ledger.Retention < 0 {
 		bad("ledger.retention must not be negative (0 keeps rows forever)")

@@ -2,6 +2,7 @@ package run
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"time"
 
@@ -64,36 +65,47 @@ func (r *Runner) call(ctx context.Context, plan []attempt, base *llm.Request, em
 		m := a.model
 		req := *base
 		req.Model, req.MaxTokens = m.UpstreamModel, a.maxTokens
+		fallback := "" // what follows this model's last failure (observe.go)
+		if i+1 < len(plan) {
+			fallback = NextFallback
+		}
 		for try := 0; ; try++ {
-			resp, err := r.once(ctx, m, &req, send)
+			began := r.callStarted()
+			resp, err := r.once(ctx, m, &req, send, try)
 			out.resp, out.err = resp, err
 			if err == nil {
+				r.providerCalled(m.ProviderName, m.ID, began, nil, false, "")
 				if resp.Usage.Source == "" {
 					llm.EstimateUsage(m.Count, &req, resp)
 				}
 				return out
 			}
 			if out.committed || ctx.Err() != nil {
+				r.providerCalled(m.ProviderName, m.ID, began, err, out.emitFailed || errors.Is(ctx.Err(), context.Canceled), "")
 				return out
 			}
 			kind := llm.KindOf(err)
 			if kind != llm.KindRetryable && kind != llm.KindExhausted {
+				r.providerCalled(m.ProviderName, m.ID, began, err, false, "")
 				return out // the same request fails the same way anywhere
 			}
 			if kind == llm.KindExhausted || try >= m.MaxRetries {
+				r.providerCalled(m.ProviderName, m.ID, began, err, false, fallback)
 				break
 			}
 			wait := max(r.Backoff.delay(try), llm.RetryAfter(err))
 			if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= wait {
+				r.providerCalled(m.ProviderName, m.ID, began, err, false, fallback)
 				break // no time to wait: the next model may answer now
 			}
-			r.Log.Info("retrying model", "model", m.ID, "attempt", try+2, "wait", wait, "err", err)
+			r.providerCalled(m.ProviderName, m.ID, began, err, false, NextRetry)
+			r.Log.InfoContext(ctx, "retrying model", "model", m.ID, "attempt", try+2, "wait", wait, "err", err)
 			if !r.sleep(ctx, wait) {
 				return out
 			}
 		}
 		if i+1 < len(plan) {
-			r.Log.Warn("falling back", "from", m.ID, "to", plan[i+1].model.ID, "err", out.err)
+			r.Log.WarnContext(ctx, "falling back", "from", m.ID, "to", plan[i+1].model.ID, "err", out.err)
 		}
 	}
 	return out
@@ -109,8 +121,11 @@ type callResult struct {
 	committed, emitFailed bool
 }
 
-// once makes one attempt on m within its per-attempt timeout.
-func (r *Runner) once(ctx context.Context, m *catalog.Model, req *llm.Request, emit func(string) error) (*llm.Response, error) {
+// once makes one attempt on m within its per-attempt timeout, try numbering it
+// among m's (0: the first).
+func (r *Runner) once(ctx context.Context, m *catalog.Model, req *llm.Request, emit func(string) error, try int) (resp *llm.Response, err error) {
+	ctx, span := r.startAttempt(ctx, m, req, try)
+	defer func() { endAttempt(span, resp, err) }()
 	if m.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, m.Timeout)

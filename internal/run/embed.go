@@ -2,8 +2,12 @@ package run
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/internal/catalog"
@@ -32,6 +36,22 @@ type EmbedResult struct {
 // ledger row with the charge (input tokens only) in one write; a failure
 // charges nothing and is told by its class, as a run's.
 func (r *Runner) Embed(ctx context.Context, req *EmbedRequest) (*EmbedResult, error) {
+	ctx, span := r.tracer().Start(ctx, "embeddings "+req.Model)
+	res, err := r.embedRun(ctx, req)
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("gen_ai.operation.name", "embeddings"), attribute.String("gen_ai.request.model", req.Model))
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, string(agentd.ErrorCode(err)))
+		} else {
+			span.SetAttributes(attribute.String("agentd.run.id", res.RunID), attribute.Int("gen_ai.usage.input_tokens", res.Usage.InputTokens))
+		}
+	}
+	span.End()
+	return res, err
+}
+
+func (r *Runner) embedRun(ctx context.Context, req *EmbedRequest) (_ *EmbedResult, err error) {
 	start := r.Clock.Now()
 	p := req.Principal
 	m, err := r.Catalog.Model(req.Model)
@@ -42,6 +62,8 @@ func (r *Runner) Embed(ctx context.Context, req *EmbedRequest) (*EmbedResult, er
 	if !m.Embedding || !ok {
 		return nil, agentd.Invalid(fmt.Sprintf("model %s is not an embedding model (GET /v1/models lists them with type embedding in the catalog)", m.ID), "value_error", "body", "model")
 	}
+	ob := r.observeRun(m.ID, p)
+	defer func() { ob.end(err) }()
 	if err := checkParams(m, &llm.Request{Params: req.Params}); err != nil {
 		return nil, err
 	}
@@ -53,11 +75,19 @@ func (r *Runner) Embed(ctx context.Context, req *EmbedRequest) (*EmbedResult, er
 		}
 		tokens += n
 	}
+	permit, err := r.admit(ctx, p, int64(tokens)) // rate limits, as a run's (limits.go)
+	if err != nil {
+		return nil, err
+	}
+	var used int64
+	defer func() { permit.Done(used) }()
 	hold, err := r.Accounts.Hold(ctx, p.OrgID, p.KeyID, m.Price.MaxCost(tokens, 0))
 	if err != nil {
 		return nil, err
 	}
 	defer hold.Release()
+	r.reserved(ReservationHold, 1)
+	defer r.reserved(ReservationHold, -1)
 	write := r.DB.Expect()
 	defer write.Cancel()
 
@@ -74,14 +104,15 @@ func (r *Runner) Embed(ctx context.Context, req *EmbedRequest) (*EmbedResult, er
 		OrgID: p.OrgID, KeyID: p.KeyID, Owner: p.Owner, ModelRequested: m.ID, Model: m.ID, LatencyMS: now.Sub(start).Milliseconds(),
 	}}
 	row := &rec.LedgerRow
+	ob.wrote(row)
 	wctx := context.WithoutCancel(ctx)
 	record := func() error { return recordRun(wctx, write, rec, hold, nil) }
 	if err != nil {
 		row.Outcome, row.ErrorCode, row.UsageSource = agentd.OutcomeFailed, string(agentd.EInferenceFailed), agentd.UsageEstimated
 		if err := record(); err != nil {
-			r.Log.Error("record failed embeddings", "run_id", row.RunID, "err", err)
+			r.Log.ErrorContext(ctx, "record failed embeddings", "run_id", row.RunID, "err", err)
 		}
-		r.Log.Warn("embeddings failed", "run_id", row.RunID, "model", m.ID, "err", err)
+		r.Log.WarnContext(ctx, "embeddings failed", "run_id", row.RunID, "model", m.ID, "err", err)
 		return nil, inferenceError(err, m, row.RunID)
 	}
 	u := agentd.Usage{InputTokens: resp.InputTokens, Source: agentd.UsageProvider}
@@ -90,6 +121,7 @@ func (r *Runner) Embed(ctx context.Context, req *EmbedRequest) (*EmbedResult, er
 	}
 	row.Outcome = agentd.OutcomeOK
 	setUsage(row, u)
+	used = usedTokens(u)
 	row.Cost = r.charge(hold, m.Price.Cost(u.InputTokens, 0), row.RunID)
 	if err := record(); err != nil {
 		return nil, err
@@ -105,15 +137,19 @@ func (r *Runner) embed(ctx context.Context, e llm.Embedder, m *catalog.Model, re
 		if m.Timeout > 0 {
 			actx, cancel = context.WithTimeout(ctx, m.Timeout)
 		}
+		began := r.callStarted()
 		resp, err := e.Embed(actx, req)
 		cancel()
 		if err == nil || !llm.Retryable(err) || try >= m.MaxRetries || ctx.Err() != nil {
+			r.providerCalled(m.ProviderName, m.ID, began, err, errors.Is(ctx.Err(), context.Canceled), "")
 			return resp, err
 		}
 		wait := max(r.Backoff.delay(try), llm.RetryAfter(err))
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= wait {
+			r.providerCalled(m.ProviderName, m.ID, began, err, false, "")
 			return nil, err
 		}
+		r.providerCalled(m.ProviderName, m.ID, began, err, false, NextRetry)
 		if !r.sleep(ctx, wait) {
 			return nil, err
 		}

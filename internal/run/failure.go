@@ -54,38 +54,59 @@ func inferenceError(err error, m *catalog.Model, runID string) *agentd.Error {
 		status = le.StatusCode
 	}
 	e := &agentd.Error{Code: agentd.EInferenceFailed, Err: err, Fields: map[string]any{"run_id": runID}}
-	var class, text string
-	switch kind := llm.KindOf(err); {
-	case kind == llm.KindContextLength:
-		class = ClassContextLength
+	var text string
+	class := failureClass(err)
+	switch class {
+	case ClassContextLength:
 		text = fmt.Sprintf("the prompt does not fit the context window of model %s: %s", m.ID, upstreamText(le))
-	case kind == llm.KindExhausted:
-		class = ClassProviderQuota
+	case ClassProviderQuota:
 		text = fmt.Sprintf("provider %s has no quota left on agentd's account", m.ProviderName)
-	case status == 401 || status == 403:
-		class = ClassProviderAuth
+	case ClassProviderAuth:
 		text = fmt.Sprintf("provider %s refused agentd's credentials (upstream status %d); an operator must fix its key", m.ProviderName, status)
-	case status == 400 || status == 404 || status == 413 || status == 422:
-		class = ClassInvalidRequest
+	case ClassInvalidRequest:
 		text = fmt.Sprintf("model %s refused the request (upstream status %d): %s", m.ID, status, upstreamText(le))
-	case status == 429:
-		class = ClassRateLimited
+	case ClassRateLimited:
 		wait := max(int((le.RetryAfter+time.Second-1)/time.Second), 1)
 		e.Fields["retry_after"] = wait
 		text = fmt.Sprintf("provider %s is limiting agentd's rate; retry in %d s", m.ProviderName, wait)
-	case errors.Is(err, context.DeadlineExceeded):
-		class = ClassTimeout
+	case ClassTimeout:
 		text = fmt.Sprintf("model %s did not answer in time", m.ID)
-	case status >= 500:
-		class = ClassUpstream
-		text = fmt.Sprintf("model %s failed (upstream status %d)", m.ID, status)
-	default:
-		class = ClassUpstream
-		text = fmt.Sprintf("model %s failed (%s)", m.ID, causeOf(err))
+	case ClassUpstream:
+		if status >= 500 {
+			text = fmt.Sprintf("model %s failed (upstream status %d)", m.ID, status)
+		} else {
+			text = fmt.Sprintf("model %s failed (%s)", m.ID, causeOf(err))
+		}
 	}
 	e.Fields["class"] = class
 	e.Message = "inference failed: " + text + "; nothing was charged"
 	return e
+}
+
+// failureClass is the class (Class*) of a failed inference's error: the one
+// rule for what the client is told (inferenceError) and what metrics count.
+func failureClass(err error) string {
+	var le *llm.Error
+	errors.As(err, &le)
+	status := 0
+	if le != nil {
+		status = le.StatusCode
+	}
+	switch kind := llm.KindOf(err); {
+	case kind == llm.KindContextLength:
+		return ClassContextLength
+	case kind == llm.KindExhausted:
+		return ClassProviderQuota
+	case status == 401 || status == 403:
+		return ClassProviderAuth
+	case status == 400 || status == 404 || status == 413 || status == 422:
+		return ClassInvalidRequest
+	case status == 429:
+		return ClassRateLimited
+	case errors.Is(err, context.DeadlineExceeded):
+		return ClassTimeout
+	}
+	return ClassUpstream
 }
 
 // upstreamText is the provider's message of le, without the adapter's prefix,

@@ -68,7 +68,7 @@ func TestIdempotencyAcrossReplicas(t *testing.T) {
 			}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := accts.Grant(ctx, p.OrgID, 1_000_000, p.KeyID); err != nil {
+			if _, err := accts.Grant(ctx, p.OrgID, 1_000_000, p); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := ag.Create(ctx, p, agents.Spec{Name: ptr("Bot"), Description: ptr("d"), Model: ptr("priced"), MaxTokens: ptr(10)}); err != nil {

@@ -209,7 +209,7 @@ func TestMoneyProperty(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, seed>>1))
 	w := newPropWorld(t)
 	ctx := context.Background()
-	if _, err := w.accts.Grant(ctx, w.org.ID, 200_000, "key-0"); err != nil {
+	if _, err := w.accts.Grant(ctx, w.org.ID, 200_000, &agentd.Principal{KeyID: "key-0"}); err != nil {
 		t.Fatal(err)
 	}
 	w.verify(0, "start")
@@ -239,7 +239,7 @@ func TestMoneyProperty(t *testing.T) {
 				amount = -amount / 4
 			}
 			what = fmt.Sprint("grant of ", amount)
-			if _, err := w.accts.Grant(ctx, w.org.ID, amount, "key-0"); err != nil && agentd.ErrorCode(err) != agentd.EBadRequest {
+			if _, err := w.accts.Grant(ctx, w.org.ID, amount, &agentd.Principal{KeyID: "key-0"}); err != nil && agentd.ErrorCode(err) != agentd.EBadRequest {
 				t.Fatalf("step %d: %s: %v", step, what, err)
 			}
 		case op < 80:
@@ -247,7 +247,7 @@ func TestMoneyProperty(t *testing.T) {
 			b := agentd.Budget{Set: rng.IntN(5) > 0, Limit: agentd.Micros(rng.IntN(120_000)),
 				Period: []agentd.Period{agentd.PeriodNone, agentd.PeriodDaily, agentd.PeriodMonthly}[rng.IntN(3)]}
 			what = fmt.Sprintf("budget of key %d to %+v", i, b)
-			if _, err := w.accts.SetBudget(ctx, w.org.ID, w.keys[i].ID, b); err != nil {
+			if _, err := w.accts.SetBudget(ctx, w.org.ID, w.keys[i].ID, b, nil); err != nil {
 				t.Fatalf("step %d: %s: %v", step, what, err)
 			}
 			w.changed[w.keys[i].ID] = w.clock.Now()

@@ -15,6 +15,9 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/internal/agents"
 	"github.com/agentd/agentd/internal/billing"
@@ -114,6 +117,17 @@ type Runner struct {
 	IdemTTL  time.Duration // how long Idempotency-Key results are kept (default 24 h)
 	Clock    clock.Clock
 	Log      *slog.Logger
+	// Tracer makes the runs' spans (trace.go); nil: none.
+	Tracer trace.Tracer
+	// Limits admits runs under their key's and organization's rate limits
+	// (limits.go); nil: none.
+	Limits Limiter
+	// Observer is told how runs and provider calls end, for metrics
+	// (observe.go); nil: nobody.
+	Observer Observer
+	// LogContents logs each run's message and reply at level debug (the
+	// log.contents setting); otherwise no log line carries contents.
+	LogContents bool
 }
 
 // ErrClientGone ends a streamed run whose client went away: what was generated
@@ -355,8 +369,15 @@ func (r *Runner) Estimate(ctx context.Context, req *Request) (*Estimate, error) 
 	return e, nil
 }
 
-// Run executes req.
+// Run executes req, in a span of its own when tracing is on.
 func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
+	ctx, span := r.startRun(ctx, req)
+	res, err := r.run(ctx, req)
+	endRun(span, res, err)
+	return res, err
+}
+
+func (r *Runner) run(ctx context.Context, req *Request) (_ *Result, err error) {
 	start := r.Clock.Now()
 	p := req.Principal
 	var idem *store.Idem
@@ -373,6 +394,8 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	ob := r.observeRun(t.model.ID, p)
+	defer func() { ob.end(err) }()
 	params := req.Params
 	if req.N > 1 {
 		// Passed on as the client's own parameter: providers that cannot give
@@ -395,6 +418,8 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 			return nil, err
 		}
 		defer turn.End()
+		r.reserved(ReservationLease, 1)
+		defer r.reserved(ReservationLease, -1)
 		history = turn.History
 	}
 	pp, err := r.prepare(ctx, req, t, base, history, max(req.N, 1))
@@ -402,6 +427,15 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 		return nil, err
 	}
 	base.Messages = pp.pr.Messages
+	annotateTarget(ctx, t, pp.holdAmount)
+	// Rate limits (limits.go): a slot among the runs in flight and the most the
+	// run may use in the tokens of the minute, before any money is held.
+	permit, err := r.admit(ctx, p, pp.maxTokens(max(req.N, 1)))
+	if err != nil {
+		return nil, err
+	}
+	var used int64 // what the run used, settled into the window when it ends
+	defer func() { permit.Done(used) }()
 	hold, err := r.Accounts.Hold(ctx, p.OrgID, p.KeyID, pp.holdAmount)
 	if err != nil {
 		return nil, err
@@ -409,6 +443,8 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 	defer hold.Release()   // no-op once settled
 	write := r.DB.Expect() // our ledger write is coming: let the writer wait for it
 	defer write.Cancel()
+	r.reserved(ReservationHold, 1)
+	defer r.reserved(ReservationHold, -1)
 
 	callCtx, cancel := context.WithTimeout(ctx, r.Timeout)
 	out := r.call(callCtx, pp.plan, base, req.Emit)
@@ -422,6 +458,7 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 		ModelRequested: t.model.ID, Model: m.ID, LatencyMS: now.Sub(start).Milliseconds(),
 	}}
 	row := &rec.LedgerRow
+	ob.wrote(row)
 	if t.agent != nil {
 		row.AgentID, row.AgentName, row.AgentVersion = t.agent.ID, t.agent.Name, t.agent.Version.Number
 	}
@@ -429,13 +466,22 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 	// charge and the hold's end commit together; a turn joins the session's cached
 	// window in the same commit.
 	wctx := context.WithoutCancel(ctx)
-	record := func() error { return recordRun(wctx, write, rec, hold, turn) }
+	record := func() error {
+		ctx, span := r.tracer().Start(wctx, "agentd.record_run")
+		defer span.End()
+		err := recordRun(ctx, write, rec, hold, turn)
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "record")
+		}
+		return err
+	}
 
 	if out.err == nil {
 		if err := validUsage(out.resp.Usage, m, max(req.N, 1)); err != nil {
 			// Counts the model cannot have produced are no basis for a bill: the run
 			// fails and nothing is charged.
-			r.Log.Error("provider reported impossible usage; the run fails and nothing is charged",
+			r.Log.ErrorContext(ctx, "provider reported impossible usage; the run fails and nothing is charged",
 				"run_id", row.RunID, "model", m.ID, "provider", m.ProviderName,
 				"input_tokens", out.resp.Usage.InputTokens, "output_tokens", out.resp.Usage.OutputTokens, "err", err)
 			out.err = err
@@ -445,11 +491,12 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 		// The client went away mid-stream: the tokens generated so far were made for
 		// it and are charged; no turn is stored, since half a reply is no memory.
 		u := partialUsage(out, m)
+		used = usedTokens(u)
 		row.Outcome, row.ErrorCode = agentd.OutcomeCancelled, "client_closed"
 		setUsage(row, u)
 		row.Cost = r.charge(hold, m.Price.Charge(tokensOf(u)), row.RunID)
 		if err := record(); err != nil {
-			r.Log.Error("record cancelled run", "run_id", row.RunID, "err", err)
+			r.Log.ErrorContext(ctx, "record cancelled run", "run_id", row.RunID, "err", err)
 			return nil, err
 		}
 		return nil, ErrClientGone
@@ -458,14 +505,15 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 		row.Outcome, row.ErrorCode = agentd.OutcomeFailed, string(agentd.EInferenceFailed)
 		row.UsageSource = agentd.UsageEstimated
 		if err := record(); err != nil {
-			r.Log.Error("record failed run", "run_id", row.RunID, "err", err)
+			r.Log.ErrorContext(ctx, "record failed run", "run_id", row.RunID, "err", err)
 		}
-		r.Log.Warn("inference failed", "run_id", row.RunID, "agent", row.AgentName, "model", m.ID, "err", out.err)
+		r.Log.WarnContext(ctx, "inference failed", "run_id", row.RunID, "agent", row.AgentName, "model", m.ID, "err", out.err)
 		return nil, inferenceError(out.err, m, row.RunID)
 	}
 
 	resp := out.resp
 	u := usageOf(resp.Usage)
+	used = usedTokens(u)
 	row.Outcome = agentd.OutcomeOK
 	setUsage(row, u)
 	row.Cost = r.charge(hold, m.Price.Charge(tokensOf(u)), row.RunID)
@@ -495,6 +543,9 @@ func (r *Runner) Run(ctx context.Context, req *Request) (*Result, error) {
 	}
 	if err := record(); err != nil {
 		return nil, err // the hold is released by the deferred Release; nothing was charged
+	}
+	if r.LogContents {
+		r.logContents(ctx, req, row.RunID, resp.Text)
 	}
 	return res, nil
 }

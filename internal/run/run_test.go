@@ -70,7 +70,7 @@ func newFixtureModels(t *testing.T, prov *llmtest.Fake, credits agentd.Micros, m
 	clk := clock.Real
 	accts := billing.New(db, clk, 0)
 	if credits != 0 {
-		if _, err := accts.Grant(ctx, org.ID, credits, "key-1"); err != nil {
+		if _, err := accts.Grant(ctx, org.ID, credits, &agentd.Principal{KeyID: "key-1"}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -25,6 +25,8 @@ type recentTurns struct {
 	maxBytes        int // total text kept, over all sessions
 	maxSessionBytes int // text kept for one session; older turns are dropped
 
+	stats cacheStats // windows served from the cache, and read from the database
+
 	mu      sync.Mutex
 	bytes   int
 	entries map[string]*list.Element // of *recentEntry

@@ -132,8 +132,12 @@ func (s *Service) window(ctx context.Context, k agentd.SessionKey, ck string, bu
 		}
 		// Enough: the budget ran out inside the cache, or the cache is the session.
 		if n < len(cached) || len(cached) == total {
+			s.recent.stats.hit()
 			return Window{Turns: cached[len(cached)-n:], Trimmed: total - n}, nil
 		}
+	}
+	if s.recent != nil { // none on PostgreSQL
+		s.recent.stats.miss()
 	}
 	var turns []agentd.Turn
 	used, full := 0, false

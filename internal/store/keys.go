@@ -64,7 +64,7 @@ func (t *Tx) SetKeyBudget(ctx context.Context, keyID string, b agentd.Budget) (e
 }
 
 const keyColumns = `k.id, k.org_id, o.name, k.name, k.owner, k.prefix, k.hash, k.scopes, k.created_at, k.revoked_at,
-	k.budget, k.budget_period`
+	k.budget, k.budget_period, ` + rateLimitColumns
 
 const keyFrom = ` FROM api_keys k JOIN orgs o ON o.id = k.org_id`
 
@@ -73,10 +73,12 @@ func scanKey(s interface{ Scan(...any) error }) (*agentd.Key, error) {
 	var scopes, period string
 	var created int64
 	var revoked, budget sql.NullInt64
+	var rl rateLimitsScan
 	if err := s.Scan(&k.ID, &k.OrgID, &k.OrgName, &k.Name, &k.Owner, &k.Prefix, &k.Hash, &scopes, &created, &revoked,
-		&budget, &period); err != nil {
+		&budget, &period, &rl.rpm, &rl.tpm, &rl.concurrent); err != nil {
 		return nil, err
 	}
+	k.RateLimits = rl.limits()
 	k.CreatedAt, k.RevokedAt = fromMicros(created), nullTime(revoked)
 	k.Budget = agentd.Budget{Set: budget.Valid, Limit: agentd.Micros(budget.Int64), Period: agentd.Period(period)}
 	k.Scopes = splitScopes(scopes)

@@ -37,7 +37,8 @@ type writer struct {
 	queue    chan *writeReq
 	maxBatch int
 	maxWait  time.Duration
-	expected atomic.Int64 // writes announced (Expect) but not yet queued
+	expected atomic.Int64                   // writes announced (Expect) but not yet queued
+	obs      atomic.Pointer[commitObserver] // told about each commit (observe.go); nil: nobody
 
 	mu     sync.RWMutex // guards closed against sends racing close
 	closed bool
@@ -140,7 +141,9 @@ func (w *writer) loop() {
 			for {
 				select {
 				case r := <-w.queue:
+					began := time.Now()
 					w.commit([]*writeReq{w.take(r)})
+					w.observe(1, began)
 				default:
 					return
 				}
@@ -148,7 +151,9 @@ func (w *writer) loop() {
 		}
 		batch = append(batch[:0], first)
 		batch = w.fill(batch, timer)
+		began := time.Now()
 		w.commit(batch)
+		w.observe(len(batch), began)
 	}
 }
 

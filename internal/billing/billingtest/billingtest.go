@@ -22,8 +22,9 @@ import (
 type Accounts interface {
 	Hold(ctx context.Context, orgID, keyID string, amount agentd.Micros) (billing.Hold, error)
 	Available(ctx context.Context, orgID, keyID string) (agentd.Micros, error)
-	Grant(ctx context.Context, orgID string, amount agentd.Micros, keyID string) (billing.State, error)
-	SetBudget(ctx context.Context, orgID, keyID string, b agentd.Budget) (billing.KeyState, error)
+	Grant(ctx context.Context, orgID string, amount agentd.Micros, by *agentd.Principal) (billing.State, error)
+	SetBudget(ctx context.Context, orgID, keyID string, b agentd.Budget, by *agentd.Principal) (billing.KeyState, error)
+	Orgs(ctx context.Context, cursor string, limit int) ([]billing.OrgAccount, string, error)
 }
 
 // Harness is one implementation under test, over a database of its own.
@@ -58,6 +59,8 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"BudgetToLifetime", testBudgetToLifetime},
 		{"BudgetChangeRacesCharges", testBudgetChangeRacesCharges},
 		{"Grants", testGrants},
+		{"ChangesAreAudited", testAudited},
+		{"OrgsShowWhatIsHeld", testOrgs},
 		{"AbandonedHoldExpires", testAbandonedHold},
 		{"RestartRebuildsFromTheDatabase", testRestart},
 	} {
@@ -86,9 +89,14 @@ func newWorld(t *testing.T, h Harness) *world {
 	return w
 }
 
+// by is the principal the suite's administrative changes are made by.
+func (w *world) by() *agentd.Principal {
+	return &agentd.Principal{OrgID: w.orgID, KeyID: "key-test", Owner: "owner-test", ClientIP: "192.0.2.7", RequestID: "req-test"}
+}
+
 func (w *world) grant(t *testing.T, amount agentd.Micros) {
 	t.Helper()
-	if _, err := w.Accounts.Grant(w.ctx, w.orgID, amount, "key-test"); err != nil {
+	if _, err := w.Accounts.Grant(w.ctx, w.orgID, amount, w.by()); err != nil {
 		t.Fatalf("grant %d: %v", amount, err)
 	}
 }
@@ -371,7 +379,7 @@ func testBudgetChange(t *testing.T, w *world) {
 	if got := w.available(t, w.Accounts, key); got != 700 {
 		t.Fatalf("daily budget: available %d, want 700", got)
 	}
-	ks, err := w.Accounts.SetBudget(w.ctx, w.orgID, key, agentd.Budget{Set: true, Limit: 1000, Period: agentd.PeriodMonthly})
+	ks, err := w.Accounts.SetBudget(w.ctx, w.orgID, key, agentd.Budget{Set: true, Limit: 1000, Period: agentd.PeriodMonthly}, w.by())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -422,7 +430,7 @@ func testBudgetToLifetime(t *testing.T, w *world) {
 	key := w.key(t, agentd.Budget{Set: true, Limit: 1000, Period: agentd.PeriodDaily})
 	w.settleAtOrFail(t, w.hold(t, w.Accounts, key, 400), key, 400, Day.AddDate(0, -2, 0))
 	w.settle(t, w.hold(t, w.Accounts, key, 100), key, 100)
-	if _, err := w.Accounts.SetBudget(w.ctx, w.orgID, key, agentd.Budget{Set: true, Limit: 760, Period: agentd.PeriodNone}); err != nil {
+	if _, err := w.Accounts.SetBudget(w.ctx, w.orgID, key, agentd.Budget{Set: true, Limit: 760, Period: agentd.PeriodNone}, w.by()); err != nil {
 		t.Fatal(err)
 	}
 	if got := w.available(t, w.Accounts, key); got != 260 {
@@ -457,7 +465,7 @@ func testBudgetChangeRacesCharges(t *testing.T, w *world) {
 		if i%20 == 0 {
 			p := []agentd.Period{agentd.PeriodMonthly, agentd.PeriodDaily, agentd.PeriodNone}[i/20%3]
 			wg.Go(func() {
-				if _, err := w.Accounts.SetBudget(w.ctx, w.orgID, key, agentd.Budget{Set: true, Limit: 90_000_000, Period: p}); err != nil {
+				if _, err := w.Accounts.SetBudget(w.ctx, w.orgID, key, agentd.Budget{Set: true, Limit: 90_000_000, Period: p}, w.by()); err != nil {
 					t.Error(err)
 				}
 			})
@@ -470,25 +478,25 @@ func testBudgetChangeRacesCharges(t *testing.T, w *world) {
 }
 
 func testGrants(t *testing.T, w *world) {
-	st, err := w.Accounts.Grant(w.ctx, w.orgID, 5000, "key-test")
+	st, err := w.Accounts.Grant(w.ctx, w.orgID, 5000, w.by())
 	if err != nil || st.Balance != 5000 {
 		t.Fatalf("grant: %+v %v", st, err)
 	}
 	h := w.hold(t, w.Accounts, "", 3000)
-	if _, err := w.Accounts.Grant(w.ctx, w.orgID, -2001, "key-test"); agentd.ErrorCode(err) != agentd.EBadRequest {
+	if _, err := w.Accounts.Grant(w.ctx, w.orgID, -2001, w.by()); agentd.ErrorCode(err) != agentd.EBadRequest {
 		t.Errorf("a correction below the available balance: %v, want bad_request", err)
 	}
-	if st, err := w.Accounts.Grant(w.ctx, w.orgID, -2000, "key-test"); err != nil || st.Balance != 3000 {
+	if st, err := w.Accounts.Grant(w.ctx, w.orgID, -2000, w.by()); err != nil || st.Balance != 3000 {
 		t.Errorf("a correction of exactly what is available: %+v %v", st, err)
 	}
 	h.Release()
 	// Money is checked arithmetic: a grant past the largest balance is refused and
 	// changes nothing, however it is split.
-	if _, err := w.Accounts.Grant(w.ctx, w.orgID, agentd.MaxMicros-3000, "key-test"); err != nil {
+	if _, err := w.Accounts.Grant(w.ctx, w.orgID, agentd.MaxMicros-3000, w.by()); err != nil {
 		t.Fatalf("a grant up to the largest balance: %v", err)
 	}
 	for _, amount := range []agentd.Micros{1, agentd.MaxMicros, agentd.MaxMicros + 1, -agentd.MaxMicros - 1} {
-		if _, err := w.Accounts.Grant(w.ctx, w.orgID, amount, "key-test"); agentd.ErrorCode(err) != agentd.EInvalid {
+		if _, err := w.Accounts.Grant(w.ctx, w.orgID, amount, w.by()); agentd.ErrorCode(err) != agentd.EInvalid {
 			t.Errorf("grant of %d on a full balance: %v, want invalid", amount, err)
 		}
 	}
@@ -498,7 +506,7 @@ func testGrants(t *testing.T, w *world) {
 	if got := w.available(t, w.Restart(), ""); got != agentd.MaxMicros {
 		t.Errorf("after a restart: available %d", got)
 	}
-	if _, err := w.Accounts.Grant(w.ctx, w.orgID, 0, "key-test"); agentd.ErrorCode(err) != agentd.EInvalid {
+	if _, err := w.Accounts.Grant(w.ctx, w.orgID, 0, w.by()); agentd.ErrorCode(err) != agentd.EInvalid {
 		t.Errorf("a zero grant: %v, want invalid", err)
 	}
 }
@@ -537,7 +545,7 @@ func testRestart(t *testing.T, w *world) {
 		w.settle(t, w.hold(t, w.Accounts, key, 1000), key, agentd.Micros(100*i+1))
 		w.settle(t, w.hold(t, w.Accounts, free, 1000), free, 7)
 	}
-	if _, err := w.Accounts.SetBudget(w.ctx, w.orgID, free, agentd.Budget{Set: true, Limit: 100, Period: agentd.PeriodDaily}); err != nil {
+	if _, err := w.Accounts.SetBudget(w.ctx, w.orgID, free, agentd.Budget{Set: true, Limit: 100, Period: agentd.PeriodDaily}, w.by()); err != nil {
 		t.Fatal(err)
 	}
 	r := w.Restart()
@@ -548,5 +556,57 @@ func testRestart(t *testing.T, w *world) {
 	}
 	if got := w.available(t, r, free); got != 65 {
 		t.Errorf("the newly budgeted key offers %d, want 100 − 35 spent today", got)
+	}
+}
+
+// testOrgs: the listing of organizations pages by name and shows each one's
+// balance and what runs in flight hold of it, here and rebuilt from the database.
+func testOrgs(t *testing.T, w *world) {
+	for _, name := range []string{"zulu", "beta"} {
+		o := &agentd.Org{ID: agentd.NewID("org"), Name: name, CreatedAt: w.Clock.Now()}
+		if err := w.DB.Tx(w.ctx, func(tx *store.Tx) error { return tx.CreateOrg(w.ctx, o) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.grant(t, 10_000)
+	h := w.hold(t, w.Accounts, "", 4000)
+	list := func(a Accounts) map[string]billing.State {
+		t.Helper()
+		got, cursor := map[string]billing.State{}, ""
+		var names []string
+		for {
+			page, next, err := a.Orgs(w.ctx, cursor, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range page {
+				names = append(names, o.Org.Name)
+				got[o.Org.Name] = o.State
+				if o.Org.Balance != o.Balance {
+					t.Errorf("%s: the organization's balance %d, its state's %d", o.Org.Name, o.Org.Balance, o.Balance)
+				}
+			}
+			if next == "" {
+				break
+			}
+			cursor = next
+		}
+		if fmt.Sprint(names) != "[acme beta zulu]" {
+			t.Errorf("organizations %v, want [acme beta zulu]", names)
+		}
+		return got
+	}
+	if got := list(w.Accounts)["acme"]; got.Balance != 10_000 || got.Held != 4000 || got.Holds != 1 {
+		t.Errorf("acme with a hold in flight: %+v, want balance 10000, held 4000, 1 hold", got)
+	}
+	if got := list(w.Accounts)["beta"]; got != (billing.State{}) {
+		t.Errorf("beta, never granted anything: %+v", got)
+	}
+	h.Release()
+	if got := list(w.Accounts)["acme"]; got.Balance != 10_000 || got.Held != 0 || got.Holds != 0 {
+		t.Errorf("acme after the release: %+v", got)
+	}
+	if got := list(w.Restart())["acme"]; got.Balance != 10_000 || got.Held != 0 {
+		t.Errorf("acme rebuilt from the database: %+v", got)
 	}
 }
