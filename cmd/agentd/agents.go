@@ -23,13 +23,7 @@ func agentsList(ctx context.Context, c *cli, args []string) error {
 	fs := newFlags("agents list")
 	all := fs.Bool("all", false, "include inactive agents")
 	f := addClientFlags(fs, "agents:read", true)
-	if err := parseFlags(ctx, fs, args, c.stdout); err != nil {
-		return err
-	}
-	if err := wantArgs(fs); err != nil {
-		return err
-	}
-	cl, err := f.client(c.getenv)
+	cl, err := connect(ctx, c, fs, f, args)
 	if err != nil {
 		return err
 	}
@@ -55,13 +49,7 @@ func agentsList(ctx context.Context, c *cli, args []string) error {
 func agentsGet(ctx context.Context, c *cli, args []string) error {
 	fs := newFlags("agents get")
 	f := addClientFlags(fs, "agents:read", true)
-	if err := parseFlags(ctx, fs, args, c.stdout); err != nil {
-		return err
-	}
-	if err := wantArgs(fs, "AGENT"); err != nil {
-		return err
-	}
-	cl, err := f.client(c.getenv)
+	cl, err := connect(ctx, c, fs, f, args, "AGENT")
 	if err != nil {
 		return err
 	}
@@ -140,13 +128,7 @@ func agentsUpdate(ctx context.Context, c *cli, args []string) error {
 func agentsDelete(ctx context.Context, c *cli, args []string) error {
 	fs := newFlags("agents delete")
 	f := addClientFlags(fs, "agents:write", true)
-	if err := parseFlags(ctx, fs, args, c.stdout); err != nil {
-		return err
-	}
-	if err := wantArgs(fs, "AGENT"); err != nil {
-		return err
-	}
-	cl, err := f.client(c.getenv)
+	cl, err := connect(ctx, c, fs, f, args, "AGENT")
 	if err != nil {
 		return err
 	}

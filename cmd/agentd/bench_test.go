@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -22,14 +25,35 @@ import (
 // it adds the adapter: encoding, one HTTP round trip, decoding the reply.
 //
 //	go test ./cmd/agentd -run XXX -bench RunHTTP -benchtime 5s
+//
+// AGENTD_BENCH_OBSERVE picks what is observed: "metrics" (the default: metrics
+// on, tracing off), "off" (both off) or "all" (metrics, and every run traced and
+// exported over OTLP/HTTP to a receiver in the benchmark that reads and drops
+// each export).
 func BenchmarkRunHTTP(b *testing.B) {
 	up := newUpstream(b, nil)
+	var env map[string]string
+	extra := ""
+	switch mode := os.Getenv("AGENTD_BENCH_OBSERVE"); mode {
+	case "", "metrics":
+	case "off":
+		extra = "metrics: {enabled: false}\n"
+	case "all":
+		sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/x-protobuf")
+		}))
+		b.Cleanup(sink.Close)
+		env = map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": sink.URL}
+	default:
+		b.Fatalf("AGENTD_BENCH_OBSERVE=%q: want off, metrics or all", mode)
+	}
 	s := startServer(b, fmt.Sprintf(`
 providers:
   - {name: up, kind: openai, base_url: %s/v1}
 models:
   - {id: gpt-bench, provider: up, upstream_model: gpt-4o-mini, context_window: 128000, max_output_tokens: 4096}
-`, up.URL), nil)
+%s`, up.URL, extra), env)
 	ctx := context.Background()
 	op := s.client(s.Key)
 	for name, model := range map[string]string{"bench": "offline", "bench_openai": "gpt-bench"} {

@@ -324,6 +324,19 @@ func addClientFlags(fs *flag.FlagSet, scope string, withJSON bool) *clientFlags 
 	return f
 }
 
+// connect parses args into fs (whose client flags are f), checks that the
+// positional arguments named by want were given, and returns the client of the
+// server the flags (or the environment) name.
+func connect(ctx context.Context, c *cli, fs *flag.FlagSet, f *clientFlags, args []string, want ...string) (*client.Client, error) {
+	if err := parseFlags(ctx, fs, args, c.stdout); err != nil {
+		return nil, err
+	}
+	if err := wantArgs(fs, want...); err != nil {
+		return nil, err
+	}
+	return f.client(c.getenv)
+}
+
 // client returns the client of the server the flags (or the environment) name.
 func (f *clientFlags) client(getenv func(string) string) (*client.Client, error) {
 	if f.url == "" {

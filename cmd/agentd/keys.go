@@ -62,13 +62,7 @@ func keysList(ctx context.Context, c *cli, args []string) error {
 	fs := newFlags("keys list")
 	org := fs.String("org", "", "list the keys of `ORG` (id or name); operator keys only")
 	f := addClientFlags(fs, "admin", true)
-	if err := parseFlags(ctx, fs, args, c.stdout); err != nil {
-		return err
-	}
-	if err := wantArgs(fs); err != nil {
-		return err
-	}
-	cl, err := f.client(c.getenv)
+	cl, err := connect(ctx, c, fs, f, args)
 	if err != nil {
 		return err
 	}
@@ -86,13 +80,7 @@ func keysList(ctx context.Context, c *cli, args []string) error {
 func keysRevoke(ctx context.Context, c *cli, args []string) error {
 	fs := newFlags("keys revoke")
 	f := addClientFlags(fs, "admin", true)
-	if err := parseFlags(ctx, fs, args, c.stdout); err != nil {
-		return err
-	}
-	if err := wantArgs(fs, "KEY_ID"); err != nil {
-		return err
-	}
-	cl, err := f.client(c.getenv)
+	cl, err := connect(ctx, c, fs, f, args, "KEY_ID")
 	if err != nil {
 		return err
 	}

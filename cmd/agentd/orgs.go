@@ -17,13 +17,7 @@ const pageSize = 200
 func orgsCreate(ctx context.Context, c *cli, args []string) error {
 	fs := newFlags("orgs create")
 	f := addClientFlags(fs, "operator", true)
-	if err := parseFlags(ctx, fs, args, c.stdout); err != nil {
-		return err
-	}
-	if err := wantArgs(fs, "NAME"); err != nil {
-		return err
-	}
-	cl, err := f.client(c.getenv)
+	cl, err := connect(ctx, c, fs, f, args, "NAME")
 	if err != nil {
 		return err
 	}
@@ -43,13 +37,7 @@ func orgsList(ctx context.Context, c *cli, args []string) error {
 	fs := newFlags("orgs list")
 	limit := limitFlag(fs)
 	f := addClientFlags(fs, "operator", true)
-	if err := parseFlags(ctx, fs, args, c.stdout); err != nil {
-		return err
-	}
-	if err := wantArgs(fs); err != nil {
-		return err
-	}
-	cl, err := f.client(c.getenv)
+	cl, err := connect(ctx, c, fs, f, args)
 	if err != nil {
 		return err
 	}
@@ -115,13 +103,7 @@ func creditsHistory(ctx context.Context, c *cli, args []string) error {
 	fs := newFlags("credits history")
 	limit := limitFlag(fs)
 	f := addClientFlags(fs, "operator", true)
-	if err := parseFlags(ctx, fs, args, c.stdout); err != nil {
-		return err
-	}
-	if err := wantArgs(fs, "ORG"); err != nil {
-		return err
-	}
-	cl, err := f.client(c.getenv)
+	cl, err := connect(ctx, c, fs, f, args, "ORG")
 	if err != nil {
 		return err
 	}
