@@ -24,6 +24,9 @@ type Agent struct {
 	LastUsed       *time.Time
 
 	Version Version
+	// Canary, when set, sends a share of the runs that pin no version to another
+	// stored version (versions.go).
+	Canary *Canary
 }
 
 // Version is one immutable configuration of an agent. Every update makes a new one,
@@ -40,6 +43,12 @@ type Version struct {
 	Tools          []byte
 	ResponseFormat []byte
 	CreatedAt      time.Time
+	// Note says why the version was made; AuthorKeyID is the key that made it
+	// ("" for versions from before they were recorded).
+	Note        string
+	AuthorKeyID string
+	// EvalStatus is EvalPassed or EvalFailed, "" when never evaluated.
+	EvalStatus string
 }
 
 // Demonstration is a few-shot example: a user input and the reply the agent should give.

@@ -51,12 +51,16 @@ const (
 	AuditAgentActivate   AuditAction = "agent.activate"   // an update that changed only the status, to ACTIVE
 	AuditAgentDeactivate AuditAction = "agent.deactivate" // an update that changed only the status, to INACTIVE
 	AuditAgentDelete     AuditAction = "agent.delete"
+	// AuditAgentActivateVersion makes a stored version active (a rollback or a
+	// promotion) without making a new one.
+	AuditAgentActivateVersion AuditAction = "agent.activate_version"
 )
 
 // AuditActions lists every audit action.
 var AuditActions = []AuditAction{
 	AuditKeyCreate, AuditKeyRevoke, AuditKeyUpdate, AuditOrgCreate, AuditCreditsGrant,
 	AuditAgentCreate, AuditAgentUpdate, AuditAgentActivate, AuditAgentDeactivate, AuditAgentDelete,
+	AuditAgentActivateVersion,
 }
 
 // Valid reports whether a names an audit action.

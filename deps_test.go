@@ -67,14 +67,19 @@ var layers = map[string][]string{
 	// The rate limits' counters: in memory, or in Redis across replicas; no
 	// database (nothing of them is durable), no other owner.
 	"internal/ratelimit": {"", "internal/clock"},
+	// Evals: the case format, loading, the checking of a reply and the loop over
+	// cases; how a case runs is its caller's (the CLI over HTTP, run on the
+	// server), so it knows neither the store nor the API.
+	"internal/evals": {""},
 	// One run end to end, over the owners; ratelimit admits it (tokens, slots).
-	"internal/run":              {"", "internal/agents", "internal/billing", "internal/catalog", "internal/clock", "internal/llm", "internal/prompt", "internal/ratelimit", "internal/session", "internal/store"},
+	// It also runs and stores evals (evals.go): a version's cases as its runs.
+	"internal/run":              {"", "internal/agents", "internal/billing", "internal/catalog", "internal/clock", "internal/evals", "internal/llm", "internal/prompt", "internal/ratelimit", "internal/session", "internal/store"},
 	"internal/run/inflighttest": {"", "internal/run"},
 	// A request's id, route and principal in its context, for its log lines
 	// (and the access log); the API sets them, any package's log reads them.
 	"internal/reqlog": {""},
 	// HTTP only: the owners' services, never the store.
-	"internal/api": {"", "internal/agents", "internal/auth", "internal/billing", "internal/catalog", "internal/clock", "internal/llm", "internal/reqlog", "internal/run", "internal/session", "internal/toolspec"},
+	"internal/api": {"", "internal/agents", "internal/auth", "internal/billing", "internal/catalog", "internal/clock", "internal/evals", "internal/llm", "internal/reqlog", "internal/run", "internal/session", "internal/toolspec"},
 	// Prometheus: implements the observers run and the store's writer declare
 	// (run.Observer, store.CommitObserver) and reads the store's pool stats;
 	// only cmd wires it, so nothing on the run path imports Prometheus.

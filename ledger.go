@@ -51,6 +51,11 @@ type LedgerFilter struct {
 	From, To time.Time
 	// AgentID, KeyID and Model match exactly; Model is the model that answered.
 	AgentID, KeyID, Model string
+	// AgentVersion, when not 0 (with AgentID), keeps the rows of that version.
+	AgentVersion int
+	// AgentNames, when set, keeps only rows of agents with these names (a key's
+	// allow-list): rows of raw model calls are left out too.
+	AgentNames []string
 	// Cursor is a previous page's next cursor, "" for the first page.
 	Cursor string
 	// Limit is the page size: DefaultLedgerPage when ≤ 0, at most MaxLedgerPage.

@@ -32,10 +32,18 @@ type Key struct {
 	Budget    Budget
 	// RateLimits are the key's own rate limits; unset ones are the defaults.
 	RateLimits RateLimits
+	// Agents is the key's allow-list of agents, by normalized name; empty: every
+	// agent of its organization (Principal.MayUse).
+	Agents []string
+	// ExpiresAt is when the key stops working, as if revoked; nil: never.
+	ExpiresAt *time.Time
 }
 
 // Revoked reports whether the key has been revoked.
 func (k *Key) Revoked() bool { return k.RevokedAt != nil }
+
+// Expired reports whether the key has expired by now.
+func (k *Key) Expired(now time.Time) bool { return k.ExpiresAt != nil && !now.Before(*k.ExpiresAt) }
 
 // Budget is a key's spending limit per period. What the key has spent in a period is
 // not stored beside it: it is the sum of the key's charges in the ledger for that

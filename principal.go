@@ -1,6 +1,10 @@
 package agentd
 
-import "slices"
+import (
+	"slices"
+	"strings"
+	"time"
+)
 
 // Scope is a permission carried by a key.
 type Scope string
@@ -38,6 +42,31 @@ type Principal struct {
 	// RateLimits are the key's own rate limits (internal/ratelimit applies
 	// them, the configured defaults where unset).
 	RateLimits RateLimits
+	// Agents is the key's allow-list (normalized names); empty: every agent of
+	// the organization. MayUse decides; the owners of agents and runs call it.
+	Agents []string
+	// ExpiresAt is when the key expires (zero: never). auth refuses the key from
+	// then on, checked at each request, also for a cached principal.
+	ExpiresAt time.Time
+}
+
+// MayUse reports whether p may use (run, read, change, see the sessions and
+// usage of) the agent with the normalized name: every agent unless p's key has
+// an allow-list.
+func (p *Principal) MayUse(agent string) bool {
+	return len(p.Agents) == 0 || slices.Contains(p.Agents, agent)
+}
+
+// Restricted reports whether p's key is limited to an allow-list of agents:
+// such a key calls no catalog model directly and reads only its agents.
+func (p *Principal) Restricted() bool { return len(p.Agents) > 0 }
+
+// CheckAgent is MayUse as an error: EForbidden naming the agent.
+func (p *Principal) CheckAgent(agent string) error {
+	if p.MayUse(agent) {
+		return nil
+	}
+	return Errorf(EForbidden, "this key may not use agent %q: it is limited to %s", agent, strings.Join(p.Agents, ", "))
 }
 
 // Can reports whether p holds scope s, directly or through a broader one.

@@ -60,6 +60,7 @@ type UsageFilter struct {
 	Agent    string // id or name
 	Key      string // key id
 	Model    string // the model that answered
+	Version  int    // the agent's version that ran (with Agent); 0 for every one
 	Cursor   string // NextCursor of the previous page
 	Limit    int    // 1–1000; the server's default (100) when 0
 }
@@ -71,6 +72,9 @@ func (f UsageFilter) query() url.Values {
 	setNonEmpty(q, "agent", f.Agent)
 	setNonEmpty(q, "key", f.Key)
 	setNonEmpty(q, "model", f.Model)
+	if f.Version != 0 {
+		q.Set("version", strconv.Itoa(f.Version))
+	}
 	setNonEmpty(q, "cursor", f.Cursor)
 	if f.Limit != 0 {
 		q.Set("limit", strconv.Itoa(f.Limit))

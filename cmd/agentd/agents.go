@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -283,14 +282,7 @@ var agentFileFields = []string{"agent_name", "agent_description", "model", "inst
 // body of the API's create or update. Errors name the file and the field.
 func readAgentFile(path string, stdin io.Reader) (client.AgentSpec, error) {
 	var spec client.AgentSpec
-	var data []byte
-	var err error
-	if path == "-" {
-		data, err = io.ReadAll(stdin)
-		path = "stdin"
-	} else {
-		data, err = os.ReadFile(path)
-	}
+	data, path, err := readInput(path, stdin)
 	if err != nil {
 		return spec, err
 	}

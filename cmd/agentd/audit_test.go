@@ -131,7 +131,7 @@ func TestAuditEveryAdminEndpoint(t *testing.T) {
 		{name: "mint a key for another organization", route: "POST /api/v3/keys", as: func() *client.Client { return op }, method: "POST",
 			path: fixed("/api/v3/keys"), body: map[string]any{"name": "tenant admin", "org_id": "tenant", "scopes": []string{"admin"}},
 			want: &want{action: "key.create", targetType: "key", targetID: func() string { return admKey }, org: tenantID, actor: func() auditActor { return opKey },
-				detail: map[string]any{"name": "tenant admin", "scopes": []any{"admin"}, "owner": nil, "budget": nil, "budget_period": "none"}},
+				detail: map[string]any{"name": "tenant admin", "scopes": []any{"admin"}, "owner": nil, "budget": nil, "budget_period": "none", "agents": []any{}, "expires_at": nil}},
 			after: func(d json.RawMessage) {
 				admKey, admSecret = field(t, d, "id"), field(t, d, "key")
 				secrets = append(secrets, admSecret)
@@ -139,7 +139,7 @@ func TestAuditEveryAdminEndpoint(t *testing.T) {
 		{name: "mint a key with a budget", route: "POST /api/v3/keys", as: admin, method: "POST",
 			path: fixed("/api/v3/keys"), body: map[string]any{"name": "ci", "scopes": []string{"run"}, "owner": "ci-bot", "budget": 3, "budget_period": "daily"},
 			want: &want{action: "key.create", targetType: "key", targetID: func() string { return runKey }, org: tenantID, actor: adm,
-				detail: map[string]any{"name": "ci", "scopes": []any{"run"}, "owner": "ci-bot", "budget": 3.0, "budget_period": "daily"}},
+				detail: map[string]any{"name": "ci", "scopes": []any{"run"}, "owner": "ci-bot", "budget": 3.0, "budget_period": "daily", "agents": []any{}, "expires_at": nil}},
 			after: func(d json.RawMessage) {
 				runKey, runSecret = field(t, d, "id"), field(t, d, "key")
 				secrets = append(secrets, runSecret)
@@ -218,6 +218,20 @@ func TestAuditEveryAdminEndpoint(t *testing.T) {
 			path: func() string { return "/api/v3/agents/" + agentID }, body: map[string]any{"agent_name": "other"}, status: 400},
 		{name: "change an unknown agent", route: "PATCH /api/v3/agents/{agent_id}", as: admin, method: "PATCH",
 			path: fixed("/api/v3/agents/agent-nope"), body: map[string]any{"temperature": 1}, status: 404},
+		{name: "store a draft version", route: "POST /api/v3/agents/{agent_id}/versions", as: admin, method: "POST",
+			path: func() string { return "/api/v3/agents/" + agentID + "/versions" }, body: map[string]any{"temperature": 1.9, "activate": false, "note": "try"},
+			want: &want{action: "agent.update", targetType: "agent", targetID: func() string { return agentID }, org: tenantID, actor: adm,
+				detail: map[string]any{"name": "helper", "changed": []any{"temperature"}, "version": 3.0, "draft": true}}},
+		{name: "store a draft that renames", route: "POST /api/v3/agents/{agent_id}/versions", as: admin, method: "POST",
+			path: func() string { return "/api/v3/agents/" + agentID + "/versions" }, body: map[string]any{"agent_name": "x", "temperature": 1, "activate": false}, status: 422},
+		{name: "roll back to version 1", route: "POST /api/v3/agents/{agent_id}/versions/{n}/activate", as: admin, method: "POST",
+			path: func() string { return "/api/v3/agents/" + agentID + "/versions/1/activate" },
+			want: &want{action: "agent.activate_version", targetType: "agent", targetID: func() string { return agentID }, org: tenantID, actor: adm,
+				detail: map[string]any{"name": "helper", "version": 1.0, "previous_version": 2.0, "require_evals": false}}},
+		{name: "activate a version never evaluated with require_evals", route: "POST /api/v3/agents/{agent_id}/versions/{n}/activate", as: admin, method: "POST",
+			path: func() string { return "/api/v3/agents/" + agentID + "/versions/3/activate?require_evals=true" }, status: 409},
+		{name: "activate an unknown version", route: "POST /api/v3/agents/{agent_id}/versions/{n}/activate", as: admin, method: "POST",
+			path: func() string { return "/api/v3/agents/" + agentID + "/versions/9/activate" }, status: 404},
 		{name: "delete an agent", route: "DELETE /api/v3/agents/{agent_id}", as: admin, method: "DELETE",
 			path: fixed("/api/v3/agents/other"),
 			want: &want{action: "agent.delete", targetType: "agent", targetID: func() string { return otherAgent }, org: tenantID, actor: adm,
@@ -363,6 +377,8 @@ var auditedRoutes = []string{
 	"POST /api/v3/agents/create",
 	"PATCH /api/v3/agents/{agent_id}",
 	"DELETE /api/v3/agents/{agent_id}",
+	"POST /api/v3/agents/{agent_id}/versions",
+	"POST /api/v3/agents/{agent_id}/versions/{n}/activate",
 	"POST /api/v3/admin/orgs",
 	"POST /api/v3/admin/orgs/{org}/credits",
 	"POST /api/v3/keys",

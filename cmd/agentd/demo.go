@@ -88,7 +88,10 @@ func demo(ctx context.Context, args []string, getenv func(string) string, stdout
 	say("    → id %s, name %s, endpoint %s\n", a.ID, a.Name, a.Endpoint)
 
 	say("2. Run it (POST /api/v3/agents/run-agents/%s/run) with a session:", a.Name)
-	for _, msg := range []string{"how can I reset my password", "and when are you open?", "tell me a joke"} {
+	// The second question rewords the first demonstration (case, punctuation,
+	// plural and -ing forms, stop words): the offline model undoes that much.
+	say("   (the offline model matches rewording, not synonyms or paraphrase)")
+	for _, msg := range []string{"how can I reset my password", "RESETTING passwords -- how?", "and when are you open?", "tell me a joke"} {
 		res, err := c.Run(ctx, a.Name, msg, "demo-session-1")
 		if err != nil {
 			return err

@@ -22,6 +22,10 @@ func main() {
 		// Errors never start with "agentd:" themselves; one that does (a wrapped
 		// domain error) is not given the prefix twice.
 		fmt.Fprintln(os.Stderr, "agentd:", strings.TrimPrefix(err.Error(), "agentd: "))
+		var ee *exitError // apply --dry-run --exit-code: 2 for a plan with changes
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
 		os.Exit(1)
 	}
 }
@@ -39,6 +43,8 @@ Against a running server (--url URL or AGENTD_URL, default http://localhost:8080
 --key KEY or AGENTD_KEY; --json prints the API's JSON instead of a table):
   agentd run AGENT "message" [--session ID] [--no-stream]
                                run an agent: the reply streams to stdout, usage to stderr
+  agentd eval AGENT [--version N] [-f cases.yaml] [--no-demonstrations]
+                               run a version's demonstrations and cases, check the replies
   agentd agents list|get|create|update|delete
                                manage agents (create, update: flags and/or --file FILE)
   agentd keys create|list|revoke|update
@@ -46,6 +52,9 @@ Against a running server (--url URL or AGENTD_URL, default http://localhost:8080
   agentd orgs create|list      organizations and their balances (operator keys)
   agentd credits grant ORG AMOUNT, agentd credits history ORG
                                grant credits, list the grants (operator keys)
+  agentd apply -f FILE|DIR [--dry-run [--exit-code]] [--prune] [--note TEXT]
+                               make the agents what agent files (YAML) say; prints the plan
+  agentd export [-o DIR]       write every agent as agent files (apply's format)
   agentd usage [--group-by day|agent|model|key] [--from DAY] [--to DAY] [--csv]
                                usage summary, or every usage record as CSV
 

@@ -40,6 +40,11 @@ type Spec struct {
 	// removes them.
 	Tools          json.RawMessage
 	ResponseFormat json.RawMessage
+	// Note is stored with the version the change makes (versions.go).
+	Note *string
+	// Canary sets the agent's canary; RemoveCanary removes it.
+	Canary       *agentd.Canary
+	RemoveCanary bool
 }
 
 // Limits on agent configuration.
@@ -102,8 +107,8 @@ type Service struct {
 	ttl time.Duration // 0: entries live until evicted
 
 	mu    sync.RWMutex
-	gen   uint64                       // bumped on every eviction, so a load racing a change is not cached
-	cache map[string]map[string]cached // org id → name → compiled agent
+	gen   uint64                         // bumped on every eviction, so a load racing a change is not cached
+	cache map[string]map[cacheKey]cached // org id → name and version → compiled agent
 
 	stats cacheStats // resolutions served from the cache, and read from the database
 }
@@ -125,7 +130,7 @@ func New(db *store.DB, cat *catalog.Catalog, clk clock.Clock, o Options) *Servic
 	if o.CacheTTL <= 0 && db.Dialect() == "postgres" {
 		o.CacheTTL = DefaultCacheTTL
 	}
-	s := &Service{db: db, cat: cat, clock: clk, opts: o, ttl: max(o.CacheTTL, 0), cache: map[string]map[string]cached{}}
+	s := &Service{db: db, cat: cat, clock: clk, opts: o, ttl: max(o.CacheTTL, 0), cache: map[string]map[cacheKey]cached{}}
 	db.Subscribe(agentTopic, s.invalidate)
 	return s
 }
@@ -161,8 +166,18 @@ func (s *Service) Create(ctx context.Context, p *agentd.Principal, spec Spec) (*
 	if spec.Model == nil {
 		errs.add("Field required", "missing", "model")
 	}
+	a.Version.AuthorKeyID = p.KeyID
+	if spec.Note != nil {
+		a.Version.Note = *spec.Note
+	}
 	if err := s.apply(a, spec, &errs); err != nil {
 		return nil, err
+	}
+	if err := p.CheckAgent(a.Name); err != nil && a.Name != "" {
+		return nil, err // a key limited to agents creates or renames only within them
+	}
+	if spec.Canary != nil {
+		return nil, agentd.Invalid("canary needs a version other than the active one; a new agent has only version 1", "value_error", "body", "canary", "version")
 	}
 	// Counted in the transaction that inserts, so concurrent creates cannot pass
 	// the limit together.
@@ -302,7 +317,7 @@ func (s *Service) apply(a *agentd.Agent, spec Spec, errs *violations) error {
 // Update applies spec to the agent of p's organization named by idOrName (id or
 // normalized name). Configuration changes make a new version.
 func (s *Service) Update(ctx context.Context, p *agentd.Principal, idOrName string, spec Spec) (*agentd.Agent, error) {
-	a, err := s.load(ctx, p.OrgID, idOrName, true)
+	a, err := s.loadFor(ctx, p, idOrName, true)
 	if err != nil {
 		return nil, err
 	}
@@ -312,16 +327,34 @@ func (s *Service) Update(ctx context.Context, p *agentd.Principal, idOrName stri
 	if err := s.apply(a, spec, &errs); err != nil {
 		return nil, err
 	}
-	newVersion := spec.Model != nil || spec.MaxTokens != nil || spec.Temperature != nil || spec.Instructions != nil || spec.Demonstrations != nil ||
-		spec.Tools != nil || spec.ResponseFormat != nil
+	if err := p.CheckAgent(a.Name); err != nil && a.Name != "" {
+		return nil, err // a key limited to agents creates or renames only within them
+	}
+	newVersion := configChanged(spec)
+	if spec.Note != nil && !newVersion {
+		return nil, agentd.Invalid("note is stored with the version a change makes; this change makes none (it changes no configuration field)", "value_error", "body", "note")
+	}
 	now := s.now()
 	a.UpdatedAt = now
 	if newVersion {
 		a.Version.CreatedAt = now
+		a.Version.Note, a.Version.AuthorKeyID, a.Version.EvalStatus = "", p.KeyID, ""
+		if spec.Note != nil {
+			a.Version.Note = *spec.Note
+		}
 	} else {
 		a.Version = before
 	}
+	switch {
+	case spec.RemoveCanary:
+		a.Canary = nil
+	case spec.Canary != nil:
+		a.Canary = spec.Canary
+	}
 	if err := s.db.Tx(ctx, func(tx *store.Tx) error {
+		if err := checkCanary(ctx, tx, a, spec.Canary != nil); err != nil {
+			return err
+		}
 		if err := tx.UpdateAgent(ctx, a, newVersion); err != nil {
 			return err
 		}
@@ -338,7 +371,7 @@ func (s *Service) Update(ctx context.Context, p *agentd.Principal, idOrName stri
 
 // Delete removes the agent of p's organization named by idOrName.
 func (s *Service) Delete(ctx context.Context, p *agentd.Principal, idOrName string) (string, error) {
-	a, err := s.load(ctx, p.OrgID, idOrName, true)
+	a, err := s.loadFor(ctx, p, idOrName, true)
 	if err != nil {
 		return "", err
 	}
@@ -360,24 +393,24 @@ func (s *Service) Delete(ctx context.Context, p *agentd.Principal, idOrName stri
 // Get returns an active agent of p's organization by id or normalized name; an
 // inactive one is not found, as in NuGen.
 func (s *Service) Get(ctx context.Context, p *agentd.Principal, idOrName string) (*agentd.Agent, error) {
-	return s.load(ctx, p.OrgID, idOrName, false)
+	return s.loadFor(ctx, p, idOrName, false)
 }
 
 // Page returns up to limit agents of p's organization in creation order after
 // cursor ("" for the first page), and the next page's cursor ("" after the last).
 func (s *Service) Page(ctx context.Context, p *agentd.Principal, includeInactive bool, cursor string, limit int) ([]*agentd.Agent, string, error) {
-	return s.db.AgentsPage(ctx, p.OrgID, includeInactive, cursor, limit)
+	return s.db.AgentsPage(ctx, p.OrgID, includeInactive, cursor, limit, p.Agents...) // a key's allow-list filters
 }
 
 // Refs is Page without the agents' configuration: ids, names and models.
 func (s *Service) Refs(ctx context.Context, p *agentd.Principal, includeInactive bool, cursor string, limit int) ([]agentd.AgentRef, string, error) {
-	return s.db.AgentRefs(ctx, p.OrgID, includeInactive, cursor, limit)
+	return s.db.AgentRefs(ctx, p.OrgID, includeInactive, cursor, limit, p.Agents...) // a key's allow-list filters
 }
 
 // Lookup returns an agent of p's organization by id or normalized name, active or
 // not.
 func (s *Service) Lookup(ctx context.Context, p *agentd.Principal, idOrName string) (*agentd.Agent, error) {
-	return s.load(ctx, p.OrgID, idOrName, true)
+	return s.loadFor(ctx, p, idOrName, true)
 }
 
 func (s *Service) load(ctx context.Context, orgID, idOrName string, includeInactive bool) (*agentd.Agent, error) {
@@ -400,12 +433,18 @@ func (s *Service) load(ctx context.Context, orgID, idOrName string, includeInact
 // Resolve returns the active agent of org with the normalized name, compiled for a
 // run. It is served from a cache that every change invalidates, on every replica.
 func (s *Service) Resolve(ctx context.Context, orgID, name string) (*Compiled, error) {
+	return s.resolve(ctx, orgID, name, 0)
+}
+
+// resolve is Resolve of version (0: the active one) of the active agent.
+func (s *Service) resolve(ctx context.Context, orgID, name string, version int) (*Compiled, error) {
+	key := cacheKey{name: name, version: version}
 	var now time.Time
 	if s.ttl > 0 {
 		now = s.clock.Now()
 	}
 	s.mu.RLock()
-	e, hit := s.cache[orgID][name]
+	e, hit := s.cache[orgID][key]
 	gen := s.gen
 	s.mu.RUnlock()
 	if hit && (s.ttl == 0 || now.Before(e.expires)) {
@@ -417,13 +456,23 @@ func (s *Service) Resolve(ctx context.Context, orgID, name string) (*Compiled, e
 	if agentd.ErrorCode(err) == agentd.ENotFound || (err == nil && !a.Active) {
 		if hit { // expired, and gone or inactive since
 			s.mu.Lock()
-			delete(s.cache[orgID], name)
+			delete(s.cache[orgID], key)
 			s.mu.Unlock()
 		}
 		return nil, s.notFound(ctx, orgID, name)
 	}
 	if err != nil {
 		return nil, err
+	}
+	if version != 0 && version != a.Version.Number {
+		v, err := s.db.AgentVersion(ctx, orgID, a.ID, version)
+		if agentd.ErrorCode(err) == agentd.ENotFound {
+			return nil, agentd.Errorf(agentd.ENotFound, "agent %q has no version %d (GET /api/v3/agents/%s/versions lists them)", name, version, name)
+		}
+		if err != nil {
+			return nil, err
+		}
+		a.Version = *v
 	}
 	m, err := s.cat.Model(a.Version.Model)
 	if err != nil {
@@ -447,9 +496,9 @@ func (s *Service) Resolve(ctx context.Context, orgID, name string) (*Compiled, e
 	s.mu.Lock()
 	if s.gen == gen {
 		if s.cache[orgID] == nil {
-			s.cache[orgID] = map[string]cached{}
+			s.cache[orgID] = map[cacheKey]cached{}
 		}
-		s.cache[orgID][name] = e
+		s.cache[orgID][key] = e
 	}
 	s.mu.Unlock()
 	return c, nil

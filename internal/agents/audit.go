@@ -71,6 +71,7 @@ func changedFields(old, a *agentd.Agent) []string {
 		{"response_format", !bytes.Equal(ov.ResponseFormat, nv.ResponseFormat)},
 		{"status", old.Active != a.Active},
 		{"conversation_saving_enabled", old.ConversationSaving != a.ConversationSaving},
+		{"canary", !equalCanary(old.Canary, a.Canary)},
 	}
 	changes := []string{}
 	for _, f := range fields {
@@ -85,4 +86,12 @@ func changedFields(old, a *agentd.Agent) []string {
 func auditDeleted(a *agentd.Agent, now time.Time) agentd.AuditEntry {
 	return agentd.AuditEntry{CreatedAt: now, OrgID: a.OrgID, Action: agentd.AuditAgentDelete,
 		TargetType: agentd.TargetAgent, TargetID: a.ID, Detail: agentd.AuditDetail(map[string]any{"name": a.Name})}
+}
+
+// equalCanary reports whether two canaries (nil: none) are the same.
+func equalCanary(a, b *agentd.Canary) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
 }

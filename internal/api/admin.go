@@ -129,13 +129,22 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, p *agentd.Pri
 		// RateLimits is {rpm, tpm, concurrent} (ratelimits.go): a member left out
 		// stays as it is, null is the default; null for the whole resets all three.
 		RateLimits json.RawMessage `json:"rate_limits"`
+		// Agents and ExpiresAt (access.go): absent stays, null clears.
+		Agents    json.RawMessage `json:"agents"`
+		ExpiresAt json.RawMessage `json:"expires_at"`
 	}
 	if err := s.decode(w, r, &req); err != nil {
 		return err
 	}
+	budgetAsked := req.Budget != nil || req.BudgetPeriod != nil
+	accessAsked := req.Agents != nil || req.ExpiresAt != nil
 	act := auth.Budget
-	if req.RateLimits != nil && req.Budget == nil && req.BudgetPeriod == nil {
+	switch {
+	case budgetAsked:
+	case req.RateLimits != nil:
 		act = auth.Limits
+	case accessAsked:
+		act = auth.Access
 	}
 	k, err := s.Keys.Manage(r.Context(), p, r.PathValue("id"), act)
 	if err != nil {
@@ -149,7 +158,11 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, p *agentd.Pri
 	if err != nil {
 		return err
 	}
-	if req.RateLimits == nil || req.Budget != nil || req.BudgetPeriod != nil {
+	access, err := keyAccess(req.Agents, req.ExpiresAt, auth.KeyAccess{Agents: k.Agents, ExpiresAt: k.ExpiresAt})
+	if err != nil {
+		return err
+	}
+	if budgetAsked || (req.RateLimits == nil && !accessAsked) {
 		if _, err := s.Accounts.SetBudget(r.Context(), k.OrgID, k.ID, b, p); err != nil {
 			return err
 		}
@@ -159,6 +172,13 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, p *agentd.Pri
 		if k, err = s.Keys.SetRateLimits(r.Context(), p, k.ID, limits); err != nil {
 			return err
 		}
+	}
+	if accessAsked {
+		budget := k.Budget
+		if k, err = s.Keys.SetAccess(r.Context(), p, k.ID, access); err != nil {
+			return err
+		}
+		k.Budget = budget
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"data": toKeyInfo(k)})
 }
@@ -179,7 +199,11 @@ type keyInfo struct {
 	BudgetPeriod agentd.Period  `json:"budget_period"`
 	// RateLimits are the key's own; null members: the configured defaults.
 	RateLimits rateLimitsInfo `json:"rate_limits"`
-	Key        string         `json:"key,omitempty"` // only in the response that creates it
+	// Agents is the key's allow-list ([]: every agent); ExpiresAt its expiry
+	// (null: never).
+	Agents    []string `json:"agents"`
+	ExpiresAt *string  `json:"expires_at"`
+	Key       string   `json:"key,omitempty"` // only in the response that creates it
 }
 
 func toKeyInfo(k *agentd.Key) keyInfo {
@@ -191,6 +215,14 @@ func toKeyInfo(k *agentd.Key) keyInfo {
 	if k.RevokedAt != nil {
 		t := isoTime(*k.RevokedAt)
 		ki.RevokedAt = &t
+	}
+	ki.Agents = k.Agents
+	if ki.Agents == nil {
+		ki.Agents = []string{}
+	}
+	if k.ExpiresAt != nil {
+		t := rfc3339(*k.ExpiresAt)
+		ki.ExpiresAt = &t
 	}
 	return ki
 }
@@ -205,6 +237,10 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p *agentd.Pri
 		// no budget of its own.
 		Budget       json.RawMessage `json:"budget"`
 		BudgetPeriod *string         `json:"budget_period"`
+		// Agents is an allow-list of agents (absent or []: every agent);
+		// ExpiresAt an RFC 3339 time (absent or null: never).
+		Agents    json.RawMessage `json:"agents"`
+		ExpiresAt json.RawMessage `json:"expires_at"`
 	}
 	if err := s.decode(w, r, &req); err != nil {
 		return err
@@ -213,7 +249,11 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p *agentd.Pri
 	if err != nil {
 		return err
 	}
-	spec := auth.KeySpec{Budget: budget}
+	access, err := keyAccess(req.Agents, req.ExpiresAt, auth.KeyAccess{})
+	if err != nil {
+		return err
+	}
+	spec := auth.KeySpec{Budget: budget, Access: access}
 	if req.Name != nil {
 		spec.Name = *req.Name
 	}

@@ -27,6 +27,10 @@ type agentRequest struct {
 	// agentd's extensions, in OpenAI's JSON: sent with every run.
 	Tools          json.RawMessage `json:"tools"`
 	ResponseFormat json.RawMessage `json:"response_format"`
+	// Note is stored with the version the change makes; canary is {version,
+	// percent}, or null to remove it (versions.go).
+	Note   *string         `json:"note"`
+	Canary json.RawMessage `json:"canary"`
 }
 
 // demonstration accepts the documented {input, output} and the {user_input,
@@ -43,7 +47,11 @@ func (req *agentRequest) spec() (agents.Spec, error) {
 		Name: req.AgentName, Description: req.AgentDescription, Model: req.Model,
 		Temperature: req.Temperature, Instructions: req.Instructions,
 		Status: req.Status, ConversationSaving: req.ConversationSaving,
-		MaxTokens: req.MaxToken, Tools: req.Tools, ResponseFormat: req.ResponseFormat,
+		MaxTokens: req.MaxToken, Tools: req.Tools, ResponseFormat: req.ResponseFormat, Note: req.Note,
+	}
+	var err error
+	if sp.Canary, sp.RemoveCanary, err = canaryField(req.Canary); err != nil {
+		return sp, err
 	}
 	if sp.MaxTokens == nil {
 		sp.MaxTokens = req.MaxTokens
@@ -90,13 +98,18 @@ type agentInfo struct {
 	Version            int                    `json:"version"`
 	Tools              json.RawMessage        `json:"tools"`           // [] for none
 	ResponseFormat     json.RawMessage        `json:"response_format"` // null for text
+	Canary             *agentd.Canary         `json:"canary"`          // null for none
 }
 
 // performanceMetrics holds only what agentd measures; the rest is null, not invented.
 type performanceMetrics struct {
-	TotalRequests         int64    `json:"total_requests"`
-	SuccessRate           *float64 `json:"success_rate"`
-	AverageResponseTime   *float64 `json:"average_response_time"` // milliseconds
+	TotalRequests       int64    `json:"total_requests"`
+	SuccessRate         *float64 `json:"success_rate"`
+	AverageResponseTime *float64 `json:"average_response_time"` // milliseconds, of successful runs
+	// P95ResponseTime (milliseconds) is measured from the ledger's successful runs
+	// of the last 30 days (agents.LatencyP95), on GET and listings; null without.
+	P95ResponseTime       *float64 `json:"p95_response_time"`
+	LastUsed              *string  `json:"last_used"`
 	AverageUncertainty    *float64 `json:"average_uncertainty"`
 	HumanInterventions    *int     `json:"human_interventions"`
 	UserSatisfactionScore *float64 `json:"user_satisfaction_score"`
@@ -116,7 +129,7 @@ func (s *Server) agentInfo(a *agentd.Agent) *agentInfo {
 		UncertaintyThresh: a.Version.Temperature, Temperature: a.Version.Temperature,
 		MaxToken: a.Version.MaxTokens, Demonstrations: a.Version.Demonstrations,
 		ConversationSaving: a.ConversationSaving, Version: a.Version.Number,
-		Tools: json.RawMessage("[]"), ResponseFormat: json.RawMessage("null"),
+		Tools: json.RawMessage("[]"), ResponseFormat: json.RawMessage("null"), Canary: a.Canary,
 	}
 	if a.Version.Tools != nil {
 		info.Tools = a.Version.Tools
@@ -138,6 +151,7 @@ func (s *Server) agentInfo(a *agentd.Agent) *agentInfo {
 		info.LastUsed = &t
 	}
 	pm := &info.PerformanceMetrics
+	pm.LastUsed = info.LastUsed
 	pm.TotalRequests = a.UsageCount + a.FailedCount
 	if pm.TotalRequests > 0 {
 		rate := float64(a.UsageCount) / float64(pm.TotalRequests)
@@ -202,7 +216,9 @@ func (s *Server) listAgents(w http.ResponseWriter, r *http.Request, p *agentd.Pr
 		}
 		out := make([]*agentInfo, len(list))
 		for i, a := range list {
-			out[i] = s.agentInfo(a)
+			if out[i], err = s.measuredAgentInfo(r.Context(), a); err != nil {
+				return err
+			}
 		}
 		return writeJSON(w, http.StatusOK, map[string]any{"agents": out, "next_cursor": nextCursor(next)})
 	}
@@ -222,7 +238,15 @@ func (s *Server) listAgents(w http.ResponseWriter, r *http.Request, p *agentd.Pr
 				io.WriteString(w, ",")
 			}
 			first = false
-			if err := enc.Encode(s.agentInfo(a)); err != nil {
+			info, err := s.measuredAgentInfo(r.Context(), a)
+			if err != nil {
+				if r.Context().Err() != nil {
+					return nil
+				}
+				s.Log.ErrorContext(r.Context(), "agent listing failed mid-stream", "org_id", p.OrgID, "err", err)
+				panic(http.ErrAbortHandler)
+			}
+			if err := enc.Encode(info); err != nil {
 				return nil // the client is gone
 			}
 		}
@@ -248,7 +272,11 @@ func (s *Server) getAgent(w http.ResponseWriter, r *http.Request, p *agentd.Prin
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"data": s.agentInfo(a)})
+	info, err := s.measuredAgentInfo(r.Context(), a)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"data": info})
 }
 
 func (s *Server) updateAgent(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {

@@ -17,6 +17,8 @@ var audited = []string{
 	"POST /api/v3/agents/create",
 	"PATCH /api/v3/agents/{agent_id}",
 	"DELETE /api/v3/agents/{agent_id}",
+	"POST /api/v3/agents/{agent_id}/versions",
+	"POST /api/v3/agents/{agent_id}/versions/{n}/activate",
 	"POST /api/v3/admin/orgs",
 	"POST /api/v3/admin/orgs/{org}/credits",
 	"POST /api/v3/keys",
@@ -31,6 +33,8 @@ var notAdministrative = []string{
 	"POST /api/v3/agents/run-agents/{agent_name}/estimate",
 	"POST /api/v3/agents/{agent_id}/run",
 	"DELETE /api/v3/agents/{agent_id}/sessions/{session_id}",
+	// Evals are runs (ledgered); the stored report names the key that ran them.
+	"POST /api/v3/agents/{agent_id}/versions/{n}/evals",
 	"POST /v1/chat/completions",
 	"POST /v1/completions",
 	"POST /v1/embeddings",

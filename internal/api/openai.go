@@ -298,6 +298,7 @@ type chatRequest struct {
 type chatCall struct {
 	model          string // as the caller named it; responses echo it
 	agent          string // the agent's normalized name; "" for a catalog model
+	version        int    // the agent's version pinned by "agent/<name>@N"; 0 for none
 	messages       []llm.Message
 	temperature    *float64
 	maxTokens      *int
@@ -365,6 +366,10 @@ func (req *chatRequest) call(maxChars int) (*chatCall, error) {
 	}
 	c.model = *req.Model
 	if name, ok := strings.CutPrefix(c.model, agentModelPrefix); ok {
+		var err error
+		if name, c.version, err = pinnedModel(name); err != nil {
+			return nil, err
+		}
 		if c.agent = agentd.NormalizeName(name); c.agent == "" {
 			return nil, modelNotFound(c.model)
 		}
@@ -458,6 +463,9 @@ func (c *chatCall) hash(sessionID string) string {
 	model := c.model
 	if c.agent != "" {
 		model = agentModelPrefix + c.agent
+		if c.version != 0 {
+			model += "@" + strconv.Itoa(c.version)
+		}
 	}
 	msgs := make([][2]string, len(c.messages))
 	var rich []llm.Message // messages with more than text, whole
@@ -511,6 +519,8 @@ func (c *chatCall) runError(err error) error {
 		return err
 	}
 	switch {
+	case e.Code == agentd.ENotFound && c.agent != "" && c.version != 0:
+		return &openAICoded{code: "model_not_found", err: e} // says which version the agent lacks
 	case e.Code == agentd.ENotFound && c.agent != "":
 		return modelNotFound(c.model)
 	case e.Code == agentd.EInvalid && c.maxTokensField != "max_tokens" && len(e.Violations) == 1 &&
@@ -616,6 +626,8 @@ type chatExtension struct {
 	Model       string  `json:"model"`
 	UsageSource string  `json:"usage_source"`
 	SessionID   *string `json:"session_id"`
+	// Cost is what the run was charged, in credits.
+	Cost agentd.Micros `json:"cost"`
 }
 
 func usageOf(res *run.Result) chatUsage {
@@ -631,7 +643,7 @@ func usageOf(res *run.Result) chatUsage {
 }
 
 func extensionOf(res *run.Result) chatExtension {
-	x := chatExtension{RunID: res.RunID, Model: res.Model, UsageSource: res.Usage.Source}
+	x := chatExtension{RunID: res.RunID, Model: res.Model, UsageSource: res.Usage.Source, Cost: res.Cost}
 	if res.SessionID != "" {
 		x.SessionID = &res.SessionID
 	}
@@ -692,11 +704,16 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, p *agentd.Princi
 	if err != nil {
 		return nil, err
 	}
+	if c.version == 0 && c.agent != "" {
+		if c.version, err = agentVersion(r); err != nil { // agent/<name>@N wins over X-Agent-Version
+			return nil, err
+		}
+	}
 	req := &run.Request{
 		Principal: p, AgentName: c.agent, Messages: c.messages,
 		Temperature: c.temperature, MaxTokens: c.maxTokens, Params: c.params, N: c.n, SessionID: sid,
 		Tools: c.tools, ToolChoice: c.toolChoice, ParallelToolCalls: c.parallel, ResponseFormat: c.format,
-		IdempotencyKey: idem, RequestHash: c.hash(sid),
+		IdempotencyKey: idem, RequestHash: c.hash(sid), Version: c.version,
 	}
 	if c.agent == "" {
 		if _, err := s.Catalog.Model(c.model); err != nil {
@@ -923,6 +940,9 @@ func (s *Server) getModel(w http.ResponseWriter, r *http.Request, p *agentd.Prin
 	if err != nil {
 		return modelNotFound(id)
 	}
+	if p.Restricted() {
+		return agentd.Errorf(agentd.EForbidden, "this key is limited to agents: it may not call catalog model %q", id)
+	}
 	return writeJSON(w, http.StatusOK, openAIModel{ID: m.ID, Object: "model", Created: s.Clock.Now().Unix(), OwnedBy: "agentd", Provider: m.ProviderName})
 }
 
@@ -935,6 +955,9 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request, p *agentd.Pr
 	now := s.Clock.Now().Unix()
 	data := make([]openAIModel, 0, len(s.Catalog.Models()))
 	for _, m := range s.Catalog.Models() {
+		if p.Restricted() {
+			break // a key limited to agents calls only them (run.Runner refuses catalog models)
+		}
 		data = append(data, openAIModel{ID: m.ID, Object: "model", Created: now, OwnedBy: "agentd", Provider: m.ProviderName})
 	}
 	owner := p.OrgName

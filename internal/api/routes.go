@@ -30,12 +30,26 @@ func (s *Server) routes(mux handleFuncer) {
 	mux.HandleFunc("POST /api/v3/agents/{agent_id}/run", s.with(agentd.ScopeRun, s.metered(s.runAgentByID)))
 	mux.HandleFunc("GET /api/v3/models/base", s.with(agentd.ScopeAgentsRead, s.baseModels))
 
+	// An agent's versions (versions.go), an extension: list, read, diff, store a
+	// draft (or a new active version), activate one (rollback or promotion).
+	mux.HandleFunc("GET /api/v3/agents/{agent_id}/versions", s.with(agentd.ScopeAgentsRead, s.listVersions))
+	mux.HandleFunc("POST /api/v3/agents/{agent_id}/versions", s.with(agentd.ScopeAgentsWrite, s.createVersion))
+	mux.HandleFunc("GET /api/v3/agents/{agent_id}/versions/{n}", s.with(agentd.ScopeAgentsRead, s.getVersion))
+	mux.HandleFunc("GET /api/v3/agents/{agent_id}/versions/{n}/diff", s.with(agentd.ScopeAgentsRead, s.diffVersions))
+	mux.HandleFunc("POST /api/v3/agents/{agent_id}/versions/{n}/activate", s.with(agentd.ScopeAgentsWrite, s.activateVersion))
+
 	// Sessions (sessions.go), an extension: the caller's own conversations with an
 	// agent (by id or name), scoped by organization and key owner. Whoever may run
 	// an agent may list, read and delete their sessions on it.
 	mux.HandleFunc("GET /api/v3/agents/{agent_id}/sessions", s.with(agentd.ScopeRun, s.listSessions))
 	mux.HandleFunc("GET /api/v3/agents/{agent_id}/sessions/{session_id}", s.with(agentd.ScopeRun, s.getSession))
 	mux.HandleFunc("DELETE /api/v3/agents/{agent_id}/sessions/{session_id}", s.with(agentd.ScopeRun, s.deleteSession))
+
+	// Evals (evals.go), an extension: a version's demonstrations and the body's
+	// cases run as real runs, the report stored and the version's eval status set;
+	// GET answers the newest report.
+	mux.HandleFunc("POST /api/v3/agents/{agent_id}/versions/{n}/evals", s.with(agentd.ScopeAgentsWrite, s.metered(s.runEvals)))
+	mux.HandleFunc("GET /api/v3/agents/{agent_id}/versions/{n}/evals", s.with(agentd.ScopeAgentsRead, s.latestEvals))
 
 	// Usage record (usage.go): NuGen's summary, whose literal "usage" segment beats
 	// {agent_id}; then, as extensions, the ledger's rows (JSON pages or CSV) and

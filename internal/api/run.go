@@ -73,14 +73,15 @@ type runInput struct {
 	messages []llm.Message
 	sid      string
 	stream   bool
+	version  int // X-Agent-Version; 0 for none
 }
 
 // request is the run of in by p on agent name.
 func (in *runInput) request(p *agentd.Principal, name, idem string) *run.Request {
-	req := &run.Request{Principal: p, AgentName: name, Message: in.msg, Messages: in.messages, SessionID: in.sid, IdempotencyKey: idem}
+	req := &run.Request{Principal: p, AgentName: name, Message: in.msg, Messages: in.messages, SessionID: in.sid, IdempotencyKey: idem, Version: in.version}
 	if in.messages != nil {
 		h := sha256.New()
-		json.NewEncoder(h).Encode([]any{"nugen.run", name, in.sid, in.messages})
+		json.NewEncoder(h).Encode([]any{"nugen.run", name, in.sid, in.messages, in.version})
 		req.RequestHash = hex.EncodeToString(h.Sum(nil))
 	}
 	return req
@@ -93,6 +94,9 @@ func (s *Server) decodeRun(w http.ResponseWriter, r *http.Request) (*runInput, e
 	in := &runInput{}
 	var err error
 	if in.sid, err = sessionID(r); err != nil {
+		return nil, err
+	}
+	if in.version, err = agentVersion(r); err != nil {
 		return nil, err
 	}
 	var req runRequest

@@ -5,7 +5,9 @@ import (
 	"encoding/csv"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/agentd/agentd"
@@ -109,6 +111,9 @@ func (s *Server) agentsUsage(w http.ResponseWriter, r *http.Request, p *agentd.P
 	agentID, err := s.usageAgent(ctx, r, p)
 	if err != nil {
 		return err
+	}
+	if agentID == "" && p.Restricted() {
+		return agentd.Errorf(agentd.EForbidden, "this key is limited to agents (%s): name one with ?agent=", strings.Join(p.Agents, ", "))
 	}
 	t, err := s.Ledger.Totals(ctx, p.OrgID, fromDay, toDay, agentID)
 	if err != nil {
@@ -246,7 +251,7 @@ func (s *Server) usageRecords(w http.ResponseWriter, r *http.Request, p *agentd.
 		return err
 	}
 	f := agentd.LedgerFilter{OrgID: p.OrgID, KeyID: q.Get("key"), Model: q.Get("model"), Cursor: q.Get("cursor"), Limit: agentd.DefaultLedgerPage,
-		From: from, To: to}
+		From: from, To: to, AgentNames: p.Agents} // a key limited to agents reads only their rows
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		switch {
@@ -269,6 +274,16 @@ func (s *Server) usageRecords(w http.ResponseWriter, r *http.Request, p *agentd.
 	}
 	if f.AgentID, err = s.usageAgent(ctx, r, p); err != nil {
 		return err
+	}
+	if v := q.Get("version"); v != "" {
+		n, err := strconv.Atoi(v)
+		switch {
+		case err != nil || n < 1:
+			return agentd.Invalid("version must be a version number (1, 2, …)", "int_parsing", "query", "version")
+		case f.AgentID == "":
+			return agentd.Invalid("version needs agent: a version number is an agent's", "missing", "query", "agent")
+		}
+		f.AgentVersion = n
 	}
 	if csvOut {
 		return s.usageCSV(w, r, f)
@@ -348,9 +363,15 @@ func (s *Server) usageSummary(w http.ResponseWriter, r *http.Request, p *agentd.
 	if err != nil {
 		return err
 	}
+	if p.Restricted() && groupBy != agentd.GroupByAgent {
+		return agentd.Errorf(agentd.EForbidden, "this key is limited to agents: it reads the summary by agent only (group_by=agent), filtered to its agents")
+	}
 	rows, err := s.Ledger.Summary(r.Context(), p.OrgID, groupBy, fromDay, toDay)
 	if err != nil {
 		return err
+	}
+	if p.Restricted() {
+		rows = slices.DeleteFunc(rows, func(u agentd.UsageRow) bool { return !p.MayUse(u.Group) })
 	}
 	type summaryRow struct {
 		Group        string `json:"group"`

@@ -143,6 +143,9 @@ func (a *Authenticator) Authenticate(ctx context.Context, header string) (*agent
 	a.mu.RUnlock()
 	if hit && (a.ttl == 0 || now.Before(e.expires)) {
 		a.stats.hit()
+		if err := a.expired(e.p); err != nil {
+			return nil, err // checked at each use: the cache never serves an expired key
+		}
 		return e.p, nil
 	}
 	a.stats.miss()
@@ -156,7 +159,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, header string) (*agent
 	}
 	defer a.mu.Unlock()
 	switch {
-	case err == errUnauthenticated && hit: // expired, and revoked or gone since
+	case agentd.ErrorCode(err) == agentd.EUnauthenticated && hit: // expired, and revoked or gone since
 		delete(a.cache, hash)
 		delete(a.byID, e.p.KeyID)
 		return nil, err
@@ -184,8 +187,25 @@ func (a *Authenticator) lookup(ctx context.Context, hash string) (*agentd.Princi
 	if k.Revoked() {
 		return nil, errUnauthenticated
 	}
-	return &agentd.Principal{OrgID: k.OrgID, OrgName: k.OrgName, KeyID: k.ID, Owner: k.Owner, Scopes: k.Scopes,
-		RateLimits: k.RateLimits}, nil
+	p := &agentd.Principal{OrgID: k.OrgID, OrgName: k.OrgName, KeyID: k.ID, Owner: k.Owner, Scopes: k.Scopes,
+		RateLimits: k.RateLimits, Agents: k.Agents}
+	if k.ExpiresAt != nil {
+		p.ExpiresAt = *k.ExpiresAt
+	}
+	if err := a.expired(p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// expired refuses p's key once it has expired, as a revoked one is refused
+// (EUnauthenticated), with a message that says so. Expiry is time logic on the
+// injected clock, checked at every use: a cached principal expires on time.
+func (a *Authenticator) expired(p *agentd.Principal) error {
+	if p.ExpiresAt.IsZero() || a.clock.Now().Before(p.ExpiresAt) {
+		return nil
+	}
+	return agentd.Errorf(agentd.EUnauthenticated, "API key expired at %s", p.ExpiresAt.UTC().Format(time.RFC3339))
 }
 
 // Evict forgets the key keyID after a change to it has committed: the next

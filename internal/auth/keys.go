@@ -65,6 +65,8 @@ type KeySpec struct {
 	// authority, or one shaped like a key's own identity ("key-…"), is refused.
 	Owner  string
 	Budget agentd.Budget
+	// Access is the key's allow-list of agents and expiry (checkAccess).
+	Access KeyAccess
 }
 
 // MaxOwnerLen bounds an owner.
@@ -113,16 +115,21 @@ func (s *Service) Mint(ctx context.Context, p *agentd.Principal, spec KeySpec) (
 	if strings.HasPrefix(spec.Owner, "key-") {
 		return nil, "", agentd.Invalid("owner may not start with \"key-\": that is the form of a key's own identity, which belongs to that key alone", "value_error", "body", "owner")
 	}
+	access, err := checkAccess(p, spec.Access, s.clock.Now())
+	if err != nil {
+		return nil, "", err
+	}
 	secret := Mint()
 	k := &agentd.Key{
 		ID: agentd.NewID("key"), OrgID: orgID, OrgName: orgName, Name: name, Prefix: Prefix(secret), Hash: Hash(secret),
 		Scopes: scopes, CreatedAt: s.clock.Now().UTC().Truncate(time.Microsecond), Budget: spec.Budget,
 	}
+	k.Agents, k.ExpiresAt = access.Agents, access.ExpiresAt
 	k.Owner = k.ID
 	if spec.Owner != "" {
 		k.Owner = spec.Owner
 	}
-	err := s.db.Tx(ctx, func(tx *store.Tx) error {
+	err = s.db.Tx(ctx, func(tx *store.Tx) error {
 		if spec.Owner != "" {
 			// Sharing an owner shares sessions: only with keys within p's authority.
 			sharing, err := tx.KeysOfOwner(ctx, orgID, spec.Owner)
@@ -156,6 +163,7 @@ func keyCreated(k *agentd.Key, bootstrap bool) agentd.AuditEntry {
 	if k.Budget.Period == "" {
 		detail["budget_period"] = agentd.PeriodNone
 	}
+	accessDetail(detail, KeyAccess{Agents: k.Agents, ExpiresAt: k.ExpiresAt})
 	if bootstrap {
 		detail["bootstrap"] = true
 	}
@@ -177,6 +185,8 @@ const (
 	Budget
 	// Limits: as Budget, for a key's own rate limits (SetRateLimits).
 	Limits
+	// Access: as Budget, for a key's allow-list of agents and expiry (SetAccess).
+	Access
 )
 
 // Manage returns the key named id if p may do act to it: a key of p's organization
@@ -199,10 +209,13 @@ func (s *Service) Manage(ctx context.Context, p *agentd.Principal, id string, ac
 	if theirs > mine {
 		return nil, agentd.Errorf(agentd.EForbidden, "key %q has more authority than this key; only an operator key can change it", id)
 	}
-	if (act == Budget || act == Limits) && theirs == mine && mine < AuthorityOperator {
+	if (act == Budget || act == Limits || act == Access) && theirs == mine && mine < AuthorityOperator {
 		what := "budget is"
-		if act == Limits {
+		switch act {
+		case Limits:
 			what = "rate limits are"
+		case Access:
+			what = "agents and expiry are"
 		}
 		return nil, agentd.Errorf(agentd.EForbidden, "key %q has as much authority as this key; its %s set by a key above it", id, what)
 	}
@@ -237,7 +250,8 @@ func (s *Service) Revoke(ctx context.Context, p *agentd.Principal, id string) er
 // changed makes every replica evict key id once tx commits, this one at once (its
 // own notification comes back later, through the database). Every change to a
 // key that a Principal reflects must call it in the change's transaction; today
-// that is revocation and the key's rate limits (SetRateLimits); scopes, owner
+// that is revocation, the key's rate limits (SetRateLimits) and its agents and
+// expiry (SetAccess); scopes, owner
 // and organization never change, and budgets are billing's, not the principal's.
 func (s *Service) changed(ctx context.Context, tx *store.Tx, id string) error {
 	tx.OnCommit(func() { s.auth.Evict(id) })

@@ -54,6 +54,9 @@ func (r *Runner) Embed(ctx context.Context, req *EmbedRequest) (*EmbedResult, er
 func (r *Runner) embedRun(ctx context.Context, req *EmbedRequest) (_ *EmbedResult, err error) {
 	start := r.Clock.Now()
 	p := req.Principal
+	if p.Restricted() {
+		return nil, agentd.Errorf(agentd.EForbidden, "this key is limited to agents: it may not call catalog models such as %q", req.Model)
+	}
 	m, err := r.Catalog.Model(req.Model)
 	if err != nil {
 		return nil, err

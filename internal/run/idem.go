@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"strconv"
 	"sync"
 	"time"
 
@@ -84,6 +85,9 @@ func requestHash(req *Request) string {
 	for _, part := range []string{req.AgentName, req.SessionID, req.Message} {
 		h.Write([]byte(part))
 		h.Write([]byte{0})
+	}
+	if req.Version > 0 { // a pinned version is another request (unpinned hashes stay as they were)
+		h.Write([]byte("version\x00" + strconv.Itoa(req.Version)))
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/codes"
@@ -60,6 +61,9 @@ type Request struct {
 	// run before anything is held.
 	Params    []llm.Param
 	SessionID string // "" for a stateless run
+	// Version pins the agent's version that runs: any stored version, a draft
+	// included; 0 runs the active version, or the canary's for its share.
+	Version int
 	// Emit, when set, makes the run stream: each piece of the reply is passed to it
 	// as it arrives. An error from Emit ends the run.
 	Emit func(text string) error
@@ -81,6 +85,10 @@ type Result struct {
 	ToolCalls []llm.ToolCall `json:"tool_calls,omitempty"`
 	Created   int64          `json:"created"` // unix micros
 	Usage     agentd.Usage   `json:"usage"`
+	// Cost is what the run was charged and LatencyMS how long it took, as its
+	// ledger row says (evals check them); a replay was charged nothing.
+	Cost      agentd.Micros `json:"-"`
+	LatencyMS int64         `json:"-"`
 	// More are the choices after the first, when the request asked for several.
 	More      []llm.Choice `json:"more,omitempty"`
 	SessionID string       `json:"session_id,omitempty"`
@@ -154,7 +162,12 @@ func (r *Runner) resolve(ctx context.Context, req *Request) (*target, error) {
 	var t *target
 	limit, what := 0, ""
 	if req.AgentName != "" {
-		c, err := r.Agents.Resolve(ctx, req.Principal.OrgID, req.AgentName)
+		// A key's allow-list (agentd.Principal.MayUse), decided before the agent
+		// is read; a near miss of a normalized name still gets its 404 hint.
+		if err := req.Principal.CheckAgent(agentd.NormalizeName(req.AgentName)); err != nil {
+			return nil, err
+		}
+		c, err := r.Agents.ResolveFor(ctx, req.Principal.OrgID, req.AgentName, req.Version, req.SessionID)
 		if err != nil {
 			return nil, err
 		}
@@ -162,6 +175,10 @@ func (r *Runner) resolve(ctx context.Context, req *Request) (*target, error) {
 			tools: c.Tools, format: c.Format}
 		limit, what = c.Agent.Version.MaxTokens, "the agent's max_token"
 	} else {
+		if req.Principal.Restricted() {
+			return nil, agentd.Errorf(agentd.EForbidden, "this key is limited to agents (%s): it may call them as model \"agent/<name>\", not catalog models such as %q",
+				strings.Join(req.Principal.Agents, ", "), req.Model)
+		}
 		if req.SessionID != "" {
 			return nil, agentd.Errorf(agentd.EBadRequest, "X-Session-ID needs an agent: use model \"agent/<name>\" to have agentd remember the conversation")
 		}
@@ -530,6 +547,7 @@ func (r *Runner) run(ctx context.Context, req *Request) (_ *Result, err error) {
 		ToolCalls: resp.ToolCalls,
 		Created:   row.CreatedAt.UnixMicro(),
 		Usage:     u,
+		Cost:      row.Cost, LatencyMS: row.LatencyMS,
 		More:      resp.More,
 		SessionID: req.SessionID, HistoryTurns: pp.historyTurns, TrimmedTurns: pp.trimmedTurns,
 	}

@@ -80,3 +80,16 @@ func TestCallerTurn(t *testing.T) {
 		t.Errorf("callerTurn of a message = %+v", got)
 	}
 }
+
+// TestRequestHashPinsVersion: an Idempotency-Key reused for a run pinned to
+// another version is another request, refused rather than replayed.
+func TestRequestHashPinsVersion(t *testing.T) {
+	base := Request{AgentName: "bot", SessionID: "s", Message: "hi"}
+	pinned := base
+	pinned.Version = 2
+	other := base
+	other.Version = 3
+	if h := requestHash(&base); h == requestHash(&pinned) || requestHash(&pinned) == requestHash(&other) {
+		t.Error("pinned versions share the unpinned request's hash")
+	}
+}

@@ -13,8 +13,8 @@ import (
 )
 
 const agentColumns = `a.id, a.org_id, a.name, a.description, a.active, a.creator, a.conversation_saving,
-	a.usage_count, a.failed_count, a.total_latency_ms, a.last_used, a.created_at, a.updated_at,
-	v.version, v.model, v.instructions, v.demonstrations, v.temperature, v.max_tokens, v.created_at, v.tools, v.response_format`
+	a.usage_count, a.failed_count, a.total_latency_ms, a.last_used, a.created_at, a.updated_at, a.canary_version, a.canary_percent,
+	` + versionColumns
 
 const agentFrom = ` FROM agents a JOIN agent_versions v ON v.agent_id = a.id AND v.version = a.version`
 
@@ -23,23 +23,22 @@ func scanAgent(s interface{ Scan(...any) error }) (*agentd.Agent, error) {
 	var lastUsed sql.NullInt64
 	var created, updated, vcreated int64
 	var demos string
-	var tools, format sql.NullString
+	var tools, format, eval sql.NullString
+	var canary sql.NullInt64
+	var percent float64
 	err := s.Scan(&a.ID, &a.OrgID, &a.Name, &a.Description, &a.Active, &a.Creator, &a.ConversationSaving,
-		&a.UsageCount, &a.FailedCount, &a.TotalLatencyMS, &lastUsed, &created, &updated,
+		&a.UsageCount, &a.FailedCount, &a.TotalLatencyMS, &lastUsed, &created, &updated, &canary, &percent,
 		&a.Version.Number, &a.Version.Model, &a.Version.Instructions, &demos, &a.Version.Temperature, &a.Version.MaxTokens, &vcreated,
-		&tools, &format)
+		&tools, &format, &a.Version.Note, &a.Version.AuthorKeyID, &eval)
 	if err != nil {
 		return nil, err
 	}
-	if tools.Valid {
-		a.Version.Tools = []byte(tools.String)
-	}
-	if format.Valid {
-		a.Version.ResponseFormat = []byte(format.String)
+	if canary.Valid {
+		a.Canary = &agentd.Canary{Version: int(canary.Int64), Percent: percent}
 	}
 	a.LastUsed = nullTime(lastUsed)
-	a.CreatedAt, a.UpdatedAt, a.Version.CreatedAt = fromMicros(created), fromMicros(updated), fromMicros(vcreated)
-	if err := json.Unmarshal([]byte(demos), &a.Version.Demonstrations); err != nil {
+	a.CreatedAt, a.UpdatedAt = fromMicros(created), fromMicros(updated)
+	if err := fillVersion(&a.Version, vcreated, demos, tools, format, eval); err != nil {
 		return nil, err
 	}
 	return &a, nil
@@ -67,13 +66,14 @@ func (db *DB) AgentByName(ctx context.Context, orgID, name string) (_ *agentd.Ag
 
 // AgentsPage returns up to limit agents of org (50 when limit ≤ 0) in creation
 // order after cursor ("" for the first page), and the cursor of the next page (""
-// after the last). A malformed cursor is EInvalid.
-func (db *DB) AgentsPage(ctx context.Context, orgID string, includeInactive bool, cursor string, limit int) (agents []*agentd.Agent, next string, err error) {
+// after the last). A malformed cursor is EInvalid. With names, only the agents
+// of those normalized names (a key's allow-list).
+func (db *DB) AgentsPage(ctx context.Context, orgID string, includeInactive bool, cursor string, limit int, names ...string) (agents []*agentd.Agent, next string, err error) {
 	defer wrap(&err, "store.AgentsPage(%q)", orgID)
 	if limit <= 0 {
 		limit = defaultPage
 	}
-	q, args, err := agentPageQuery(orgID, includeInactive, cursor)
+	q, args, err := agentPageQuery(orgID, includeInactive, cursor, names)
 	if err != nil {
 		return nil, "", err
 	}
@@ -102,13 +102,13 @@ func (db *DB) AgentsPage(ctx context.Context, orgID string, includeInactive bool
 }
 
 // AgentRefs is AgentsPage without the agents' configuration: ids, names, models.
-func (db *DB) AgentRefs(ctx context.Context, orgID string, includeInactive bool, cursor string, limit int) (refs []agentd.AgentRef, next string, err error) {
+func (db *DB) AgentRefs(ctx context.Context, orgID string, includeInactive bool, cursor string, limit int, names ...string) (refs []agentd.AgentRef, next string, err error) {
 	defer wrap(&err, "store.AgentRefs(%q)", orgID)
 	if limit <= 0 {
 		limit = defaultPage
 	}
 	refs = []agentd.AgentRef{}
-	q, args, err := agentPageQuery(orgID, includeInactive, cursor)
+	q, args, err := agentPageQuery(orgID, includeInactive, cursor, names)
 	if err != nil {
 		return nil, "", err
 	}
@@ -139,11 +139,17 @@ func (db *DB) AgentRefs(ctx context.Context, orgID string, includeInactive bool,
 
 // agentPageQuery is the WHERE and ORDER BY of a page of org's agents after cursor,
 // an index range of agents_org_created.
-func agentPageQuery(orgID string, includeInactive bool, cursor string) (string, []any, error) {
+func agentPageQuery(orgID string, includeInactive bool, cursor string, names []string) (string, []any, error) {
 	q := ` WHERE a.org_id = ?`
 	args := []any{orgID}
 	if !includeInactive {
 		q += ` AND a.active`
+	}
+	if len(names) > 0 {
+		q += ` AND a.name IN (?` + strings.Repeat(`, ?`, len(names)-1) + `)`
+		for _, n := range names {
+			args = append(args, n)
+		}
 	}
 	if cursor != "" {
 		created, id, err := parseAgentCursor(cursor)
@@ -186,10 +192,11 @@ func (t *Tx) CountAgents(ctx context.Context, orgID string) (n int, err error) {
 func (t *Tx) CreateAgent(ctx context.Context, a *agentd.Agent) (err error) {
 	defer wrap(&err, "store.CreateAgent(%q)", a.Name)
 	a.Version.Number = 1
-	_, err = t.exec(ctx, `INSERT INTO agents (id, org_id, name, description, active, creator, conversation_saving, version, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	cv, cp := canaryColumns(a.Canary)
+	_, err = t.exec(ctx, `INSERT INTO agents (id, org_id, name, description, active, creator, conversation_saving, version, created_at, updated_at,
+		canary_version, canary_percent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		a.ID, a.OrgID, a.Name, a.Description, a.Active, a.Creator, a.ConversationSaving, a.Version.Number,
-		micros(a.CreatedAt), micros(a.UpdatedAt))
+		micros(a.CreatedAt), micros(a.UpdatedAt), cv, cp)
 	if t.d.isUnique(err) {
 		return agentd.Errorf(agentd.EAlreadyExists, "an agent named %q already exists", a.Name)
 	}
@@ -209,9 +216,9 @@ func (t *Tx) insertVersion(ctx context.Context, agentID string, v *agentd.Versio
 		return err
 	}
 	_, err = t.exec(ctx, `INSERT INTO agent_versions (agent_id, version, model, instructions, demonstrations, temperature, max_tokens, created_at,
-		tools, response_format) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULLIF(CAST(? AS TEXT), ''), NULLIF(CAST(? AS TEXT), ''))`,
+		tools, response_format, note, author_key_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULLIF(CAST(? AS TEXT), ''), NULLIF(CAST(? AS TEXT), ''), ?, ?)`,
 		agentID, v.Number, v.Model, v.Instructions, string(js), v.Temperature, v.MaxTokens, micros(v.CreatedAt),
-		string(v.Tools), string(v.ResponseFormat))
+		string(v.Tools), string(v.ResponseFormat), v.Note, v.AuthorKeyID)
 	return err
 }
 
@@ -232,9 +239,10 @@ func (t *Tx) UpdateAgent(ctx context.Context, a *agentd.Agent, newVersion bool) 
 			return err
 		}
 	}
-	res, err := t.exec(ctx, `UPDATE agents SET name = ?, description = ?, active = ?, conversation_saving = ?, version = ?, updated_at = ?
-		WHERE id = ? AND org_id = ?`,
-		a.Name, a.Description, a.Active, a.ConversationSaving, a.Version.Number, micros(a.UpdatedAt), a.ID, a.OrgID)
+	cv, cp := canaryColumns(a.Canary)
+	res, err := t.exec(ctx, `UPDATE agents SET name = ?, description = ?, active = ?, conversation_saving = ?, version = ?, updated_at = ?,
+		canary_version = ?, canary_percent = ? WHERE id = ? AND org_id = ?`,
+		a.Name, a.Description, a.Active, a.ConversationSaving, a.Version.Number, micros(a.UpdatedAt), cv, cp, a.ID, a.OrgID)
 	if t.d.isUnique(err) {
 		return agentd.Errorf(agentd.EAlreadyExists, "an agent named %q already exists", a.Name)
 	}

@@ -20,9 +20,10 @@ func (t *Tx) CreateKey(ctx context.Context, k *agentd.Key) (err error) {
 	if period == "" {
 		period = agentd.PeriodNone
 	}
-	_, err = t.exec(ctx, `INSERT INTO api_keys (id, org_id, name, owner, prefix, hash, scopes, created_at, budget, budget_period)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		k.ID, k.OrgID, k.Name, k.Owner, k.Prefix, k.Hash, joinScopes(k.Scopes), micros(k.CreatedAt), budget, string(period))
+	_, err = t.exec(ctx, `INSERT INTO api_keys (id, org_id, name, owner, prefix, hash, scopes, created_at, budget, budget_period, agents, expires_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		k.ID, k.OrgID, k.Name, k.Owner, k.Prefix, k.Hash, joinScopes(k.Scopes), micros(k.CreatedAt), budget, string(period),
+		strings.Join(k.Agents, " "), expiresArg(k.ExpiresAt))
 	if t.d.isUnique(err) {
 		return agentd.Errorf(agentd.EAlreadyExists, "a key with this secret already exists")
 	}
@@ -64,7 +65,7 @@ func (t *Tx) SetKeyBudget(ctx context.Context, keyID string, b agentd.Budget) (e
 }
 
 const keyColumns = `k.id, k.org_id, o.name, k.name, k.owner, k.prefix, k.hash, k.scopes, k.created_at, k.revoked_at,
-	k.budget, k.budget_period, ` + rateLimitColumns
+	k.budget, k.budget_period, ` + rateLimitColumns + `, ` + accessColumns
 
 const keyFrom = ` FROM api_keys k JOIN orgs o ON o.id = k.org_id`
 
@@ -74,10 +75,12 @@ func scanKey(s interface{ Scan(...any) error }) (*agentd.Key, error) {
 	var created int64
 	var revoked, budget sql.NullInt64
 	var rl rateLimitsScan
+	var acc accessScan
 	if err := s.Scan(&k.ID, &k.OrgID, &k.OrgName, &k.Name, &k.Owner, &k.Prefix, &k.Hash, &scopes, &created, &revoked,
-		&budget, &period, &rl.rpm, &rl.tpm, &rl.concurrent); err != nil {
+		&budget, &period, &rl.rpm, &rl.tpm, &rl.concurrent, &acc.agents, &acc.expires); err != nil {
 		return nil, err
 	}
+	k.Agents, k.ExpiresAt = acc.agentList(), nullTime(acc.expires)
 	k.RateLimits = rl.limits()
 	k.CreatedAt, k.RevokedAt = fromMicros(created), nullTime(revoked)
 	k.Budget = agentd.Budget{Set: budget.Valid, Limit: agentd.Micros(budget.Int64), Period: agentd.Period(period)}

@@ -45,6 +45,7 @@ var conformance = []struct {
 	{"Orgs", TestOrgs},
 	{"GrantCredits", TestGrantCredits},
 	{"OrgsPage", TestOrgsPage},
+	{"Versions", TestVersions},
 	{"CreditGrantsPage", TestCreditGrantsPage},
 	{"Keys", TestKeys},
 	{"Agents", TestAgents},

@@ -121,6 +121,15 @@ func (db *DB) LedgerPage(ctx context.Context, f agentd.LedgerFilter) (runs []age
 	if f.AgentID != "" {
 		cond("agent_id = ?", f.AgentID)
 	}
+	if len(f.AgentNames) > 0 {
+		q.WriteString(" AND agent_name IN (?" + strings.Repeat(", ?", len(f.AgentNames)-1) + ")")
+		for _, n := range f.AgentNames {
+			args = append(args, n)
+		}
+	}
+	if f.AgentVersion != 0 {
+		cond("agent_version = ?", f.AgentVersion)
+	}
 	if f.KeyID != "" {
 		cond("key_id = ?", f.KeyID)
 	}

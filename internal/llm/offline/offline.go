@@ -15,10 +15,13 @@ import (
 
 // MinScore is the lowest similarity at which a demonstration answers a message.
 // Below it, the offline model says that nothing matches rather than return an
-// unrelated demonstration's output. At 0.3 a rephrasing that shares the key words
-// matches ("reset my password" and "how do I reset a password?" score 0.47), while
-// two four- or five-word texts that share one word (0.22) do not. The measure is
-// lexical only: short texts that share common words can match each other.
+// unrelated demonstration's output. Texts are compared after rewording is
+// undone (match.go: case, punctuation, stop words, plural and -ing/-ed forms), so
+// "reset my password" and "How do I reset a password?" are the same text; at 0.3
+// a rephrasing that shares the key words matches ("reset my password" and "reset
+// the password of my account" score 0.82), while two four- or five-word texts
+// that share one content word (0.22) do not. The measure is lexical only: it
+// knows no synonyms or paraphrase, and short texts that share words can match.
 const MinScore = 0.3
 
 // Options configures a Model. Both functions are required and must be safe for
@@ -171,7 +174,8 @@ func plural(n int, one, many string) string {
 }
 
 // text is a string normalized for comparison: its words (maximal runs of letters
-// and digits, lowercased) in order, and the same words sorted for counting.
+// and digits, lowercased, then without stop words and stemmed: match.go) in
+// order, and the same words sorted for counting.
 type text struct {
 	raw    string
 	words  []string
@@ -182,6 +186,7 @@ func newText(s string) text {
 	words := strings.FieldsFunc(strings.ToLower(s), func(r rune) bool {
 		return !unicode.IsLetter(r) && !unicode.IsDigit(r)
 	})
+	words = contentWords(words) // match.go: stop words dropped, words stemmed
 	return text{raw: s, words: words, sorted: slices.Sorted(slices.Values(words))}
 }
 
