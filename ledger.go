@@ -74,14 +74,20 @@ const (
 	GroupByAgent = "agent"
 	GroupByModel = "model"
 	GroupByKey   = "key"
+	// GroupByVersion groups by agent and agent version.
+	GroupByVersion = "version"
 )
 
 // UsageRow is the usage of one group of a usage summary over a range of days.
 type UsageRow struct {
 	// Group is the day (YYYY-MM-DD), the agent's name, the model id or the key id.
 	Group string
-	// AgentID is set when grouping by agent: names can be reused after a delete.
-	AgentID      string
+	// AgentID is set when grouping by agent or version: names can be reused
+	// after a delete.
+	AgentID string
+	// Version is the agent version when grouping by version; 0 for the runs
+	// rolled up before rollups had versions (see store.DB.UsageSummary).
+	Version      int
 	Runs         int64 // successful
 	Failed       int64
 	InputTokens  int64

@@ -145,11 +145,18 @@ type Agent struct {
 	Version                   int             `json:"version"`
 	Tools                     json.RawMessage `json:"tools"`           // [] for none
 	ResponseFormat            json.RawMessage `json:"response_format"` // null for text
+	Canary                    *Canary         `json:"canary"`          // nil for none
 	PerformanceMetrics        struct {
 		TotalRequests       int64    `json:"total_requests"`
 		SuccessRate         *float64 `json:"success_rate"`
 		AverageResponseTime *float64 `json:"average_response_time"`
 	} `json:"performance_metrics"`
+}
+
+// Canary sends Percent % of an agent's runs that pin no version to Version.
+type Canary struct {
+	Version int     `json:"version"`
+	Percent float64 `json:"percent"`
 }
 
 // CreateAgent creates an agent.

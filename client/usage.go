@@ -168,7 +168,8 @@ type UsageSummary struct {
 // UsageSummaryRow is one group's usage.
 type UsageSummaryRow struct {
 	Group        string `json:"group"`              // day, agent name, model or key id
-	AgentID      string `json:"agent_id,omitempty"` // when grouped by agent
+	AgentID      string `json:"agent_id,omitempty"` // when grouped by agent or version
+	Version      int    `json:"version,omitempty"`  // when grouped by version (0: before versions were rolled up)
 	Runs         int64  `json:"runs"`
 	Failed       int64  `json:"failed"`
 	InputTokens  int64  `json:"input_tokens"`
@@ -180,7 +181,7 @@ type UsageSummaryRow struct {
 }
 
 // UsageSummary sums the organization's usage from one UTC day to another by
-// groupBy: "day", "agent", "model" or "key".
+// groupBy: "day", "agent", "model", "key" or "version" (per agent and version).
 func (c *Client) UsageSummary(ctx context.Context, groupBy, from, to string) (*UsageSummary, error) {
 	q := url.Values{}
 	setNonEmpty(q, "group_by", groupBy)

@@ -49,6 +49,7 @@ var codeFields = []agentField{
 	{"status", kindString}, {"max_token", kindInt}, {"temperature", kindFloat},
 	{"conversation_saving_enabled", kindBool}, {"instructions", kindString},
 	{"demonstrations", kindDemos}, {"tools", kindJSON}, {"response_format", kindJSON},
+	{"canary", kindJSON}, // {version, percent}, or null for none
 }
 
 func codeFieldNames() string {
@@ -554,6 +555,7 @@ func serverFields(a *client.Agent) map[string]json.RawMessage {
 	if len(a.ResponseFormat) > 0 {
 		m["response_format"] = a.ResponseFormat
 	}
+	put("canary", a.Canary)
 	return m
 }
 

@@ -150,6 +150,14 @@ func canonical(field string, raw json.RawMessage) []byte {
 		if m, ok := v.(map[string]any); ok && len(m) == 1 && m["type"] == "text" {
 			v = nil
 		}
+	case "canary": // percent 10 and 10.0 are the same canary
+		var c *client.Canary
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if dec.Decode(&c) == nil {
+			b, _ := marshalJSON(c)
+			return b
+		}
 	}
 	b, _ := marshalJSON(v)
 	return b
@@ -309,14 +317,18 @@ func applyChange(ctx context.Context, cl *client.Client, it *planItem, note stri
 				delete(body, name)
 			}
 		}
+		// A note goes with a new version: a change of the agent's own fields
+		// alone (description, status, canary) makes none, and the server
+		// refuses a note there.
+		if v, ok := body["note"]; ok && len(draft) > 1 {
+			draft["note"] = v
+		}
+		delete(body, "note")
 		if !requireEvals || len(draft) == 1 {
 			maps.Copy(body, draft)
 			delete(body, "activate")
 			err = cl.Do(ctx, http.MethodPatch, agent, nil, body, &out)
 			break
-		}
-		if v, ok := body["note"]; ok {
-			draft["note"] = v
 		}
 		if err = cl.Do(ctx, http.MethodPost, agent+"/versions", nil, draft, &out); err != nil {
 			return err
@@ -333,7 +345,7 @@ func applyChange(ctx context.Context, cl *client.Client, it *planItem, note stri
 		if err = cl.Do(ctx, http.MethodPost, version+"/activate?require_evals=true", nil, nil, &out); err != nil {
 			return &gateError{n, err}
 		}
-		if len(body) > 0 && !(len(body) == 1 && body["note"] != nil) {
+		if len(body) > 0 {
 			err = cl.Do(ctx, http.MethodPatch, agent, nil, body, &out)
 		}
 	case actDelete:

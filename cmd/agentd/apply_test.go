@@ -256,3 +256,111 @@ models:
 		t.Errorf("export after the round trip differs:\n%s\nwant\n%s", again, yml)
 	}
 }
+
+// TestApplyCanary: canary {version, percent} in an agent file is planned as a
+// field change, applied (also with --note, which goes with new versions only),
+// compared by value (percent 10 is 10.0), exported and applied back as no
+// change, and removed with null; a version the agent lacks is refused naming
+// the file, the agent and the field.
+func TestApplyCanary(t *testing.T) {
+	s := startServer(t, "", nil)
+	ctx := context.Background()
+	op := s.client(s.Key)
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"support.yaml": supportYAML})
+	s.mustCLI(t, s.Key, "apply", "-f", dir)
+	var draft struct{ Data struct{ Version int } }
+	if err := op.Do(ctx, "POST", "/api/v3/agents/support_bot/versions", nil, map[string]any{"activate": false, "instructions": "Be warm."}, &draft); err != nil || draft.Data.Version != 2 {
+		t.Fatalf("draft: %+v, %v", draft, err)
+	}
+	canary := func() *client.Canary {
+		t.Helper()
+		a, err := op.Agent(ctx, "support_bot")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.Canary
+	}
+
+	writeFiles(t, dir, map[string]string{"support.yaml": supportYAML + "canary: {version: 2, percent: 10}\n"})
+	dry := s.mustCLI(t, s.Key, "apply", "-f", dir, "--dry-run").stdout
+	wantOutput(t, "apply --dry-run of a canary", dry, "~ update support_bot (", `canary: null → {"version":2,"percent":10}`, "Plan: 0 to create, 1 to update")
+	wantOutput(t, "apply of a canary", s.mustCLI(t, s.Key, "apply", "-f", dir, "--note", "try warmth").stdout, "updated support_bot (version 1)")
+	if c := canary(); c == nil || *c != (client.Canary{Version: 2, Percent: 10}) {
+		t.Fatalf("canary = %+v, want version 2 at 10 %%", c)
+	}
+	writeFiles(t, dir, map[string]string{"support.yaml": supportYAML + "canary:\n  percent: 10.0\n  version: 2\n"})
+	wantOutput(t, "apply of the same canary", s.mustCLI(t, s.Key, "apply", "-f", dir).stdout, "No changes")
+
+	exported := t.TempDir()
+	s.mustCLI(t, s.Key, "export", "-o", exported)
+	yml, err := os.ReadFile(filepath.Join(exported, "support_bot.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantOutput(t, "export of a canary", string(yml), "canary:\n  version: 2\n  percent: 10\n")
+	wantOutput(t, "apply of the export", s.mustCLI(t, s.Key, "apply", "-f", exported).stdout, "No changes")
+
+	writeFiles(t, dir, map[string]string{"support.yaml": supportYAML + "canary: {version: 9, percent: 10}\n"})
+	wantCLIError(t, s.cli(s.Key, "apply", "-f", dir), "support.yaml: agent support_bot: canary", "canary version 9 does not exist")
+	if c := canary(); c == nil || c.Version != 2 {
+		t.Fatalf("a refused canary changed it: %+v", c)
+	}
+
+	writeFiles(t, dir, map[string]string{"support.yaml": supportYAML + "canary: null\n"})
+	dry = s.mustCLI(t, s.Key, "apply", "-f", dir, "--dry-run").stdout
+	wantOutput(t, "apply --dry-run of no canary", dry, `canary: {"version":2,"percent":10} → null`)
+	s.mustCLI(t, s.Key, "apply", "-f", dir, "--note", "warmth is out")
+	if c := canary(); c != nil {
+		t.Fatalf("canary after null = %+v", c)
+	}
+	s.mustCLI(t, s.Key, "export", "-o", exported)
+	if yml, _ := os.ReadFile(filepath.Join(exported, "support_bot.yaml")); !strings.Contains(string(yml), "canary: null\n") {
+		t.Errorf("export without a canary:\n%s", yml)
+	}
+}
+
+// TestApplyRequireEvalsRefuses: with --require-evals a new version whose evals
+// (its demonstrations, run on the model of an OpenAI-compatible upstream) pass
+// becomes active, and one whose evals fail is stored as a draft and left
+// inactive, apply exiting non-zero and saying so.
+func TestApplyRequireEvalsRefuses(t *testing.T) {
+	s, op := evalServer(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	file := func(instructions string) string {
+		return "agent_name: json_bot\nmodel: gpt-eval\ninstructions: " + instructions + "\n" +
+			"demonstrations:\n  - {input: \"status?\", output: '{\"status\": \"ok\"}'}\n"
+	}
+	writeFiles(t, dir, map[string]string{"json_bot.yaml": file("Answer in JSON.")})
+	out := s.mustCLI(t, s.Key, "apply", "-f", dir, "--require-evals").stdout
+	wantOutput(t, "apply --require-evals of a passing version", out, "updated json_bot (version 2)")
+	if a, err := op.Agent(ctx, "json_bot"); err != nil || a.Version != 2 || len(a.Demonstrations) != 1 {
+		t.Fatalf("after a passing gate: %+v, %v", a, err)
+	}
+
+	writeFiles(t, dir, map[string]string{"json_bot.yaml": file("Answer in prose.")})
+	r := s.cli(s.Key, "apply", "-f", dir, "--require-evals", "--note", "prose")
+	wantCLIError(t, r, "apply: 1 of 1 changes failed", "json_bot.yaml: agent json_bot: version 3 is stored as a draft, not active",
+		`version 3 of agent "json_bot" has not passed its evaluation (failed)`)
+	a, err := op.Agent(ctx, "json_bot")
+	if err != nil || a.Version != 2 || a.SystemPrompt != "Answer in JSON." {
+		t.Fatalf("after a failing gate: %+v, %v; want version 2 still active", a, err)
+	}
+	var v struct {
+		Data struct {
+			Instructions string `json:"system_prompt"`
+			Note         string
+			EvalStatus   string `json:"eval_status"`
+			Active       bool
+		}
+	}
+	if err := op.Do(ctx, "GET", "/api/v3/agents/json_bot/versions/3", nil, nil, &v); err != nil {
+		t.Fatal(err)
+	}
+	if v.Data.Instructions != "Answer in prose." || v.Data.Note != "prose" || v.Data.EvalStatus != "failed" || v.Data.Active {
+		t.Errorf("the refused version: %+v", v.Data)
+	}
+	// The plan still shows the change: the file is not what serves.
+	wantOutput(t, "apply --dry-run after a refusal", s.mustCLI(t, s.Key, "apply", "-f", dir, "--dry-run").stdout, "~ update json_bot (", "instructions:")
+}

@@ -89,6 +89,15 @@ func TestKeyAgentAllowList(t *testing.T) {
 		{"model get", "GET", "/v1/models/agent/%s", ""},
 		{"usage by agent", "GET", "/api/v3/agents/usage?agent=%s", ""},
 		{"usage records by agent", "GET", "/api/v3/usage/records?agent=%s", ""},
+		{"versions list", "GET", "/api/v3/agents/%s/versions", ""},
+		{"version get", "GET", "/api/v3/agents/%s/versions/1", ""},
+		{"version diff", "GET", "/api/v3/agents/%s/versions/1/diff?against=1", ""},
+		{"version draft", "POST", "/api/v3/agents/%s/versions", `{"activate": false, "instructions": "Be brief."}`},
+		{"version activate", "POST", "/api/v3/agents/%s/versions/1/activate", ""},
+		{"evals run", "POST", "/api/v3/agents/%s/versions/1/evals", ""},
+		{"evals latest", "GET", "/api/v3/agents/%s/versions/1/evals", ""},
+		{"version activate gated", "POST", "/api/v3/agents/%s/versions/1/activate?require_evals=true", ""},
+		{"pinned chat completions", "POST", "/v1/chat/completions", chat("agent/%s@1")},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			for _, a := range []string{"support_bot", "other_bot"} {
@@ -103,6 +112,18 @@ func TestKeyAgentAllowList(t *testing.T) {
 			}
 		})
 	}
+	t.Run("agentd eval", func(t *testing.T) {
+		// The CLI's calls: the agent (or one version), then a pinned chat
+		// completion per case.
+		for _, args := range [][]string{{"eval", "support_bot"}, {"eval", "support_bot", "--version", "1"}} {
+			if r := s.cli(key, args...); r.err != nil {
+				t.Errorf("%v: %v\n%s", args, r.err, r.stdout)
+			}
+		}
+		for _, args := range [][]string{{"eval", "other_bot"}, {"eval", "other_bot", "--version", "1"}} {
+			wantCLIError(t, s.cli(key, args...), `may not use agent "other_bot"`)
+		}
+	})
 	t.Run("delete", func(t *testing.T) {
 		if code, b := call(t, s, key, "DELETE", "/api/v3/agents/other_bot", ""); code != 403 {
 			t.Fatalf("%d %s", code, b)
@@ -224,8 +245,9 @@ func TestPerformanceMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	pm := out.Data.PM
-	// The fake clock stands still during a run: every latency is 0 ms.
-	if pm.Total != 3 || pm.Success == nil || *pm.Success != 1 || pm.Avg == nil || *pm.Avg != 0 || pm.P95 == nil || *pm.P95 != 0 || pm.Last == nil {
+	// The fake clock stands still during a run: every latency is 0 ms, in the
+	// histogram's first bucket (up to 50 ms), whose bound is the p95.
+	if pm.Total != 3 || pm.Success == nil || *pm.Success != 1 || pm.Avg == nil || *pm.Avg != 0 || pm.P95 == nil || *pm.P95 != 50 || pm.Last == nil {
 		t.Fatalf("performance_metrics = %s", b)
 	}
 }

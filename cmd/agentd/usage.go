@@ -17,7 +17,7 @@ import (
 // the database while it runs.
 func usageCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("usage", flag.ContinueOnError)
-	groupBy := fs.String("group-by", "day", "sum by `day|agent|model|key`")
+	groupBy := fs.String("group-by", "day", "sum by `day|agent|model|key|version`")
 	from := fs.String("from", "", "first `DAY` (YYYY-MM-DD, UTC), RFC 3339 time or Unix seconds")
 	to := fs.String("to", "", "last `DAY` (YYYY-MM-DD, UTC, included), RFC 3339 time or Unix seconds (excluded)")
 	asCSV := fs.Bool("csv", false, "write every usage record as CSV instead of the summary")
@@ -47,6 +47,9 @@ func usageCmd(ctx context.Context, args []string, getenv func(string) string, st
 	var runs, failed, in, out int64
 	var cost int64 // micro-credits, so that the total is exact
 	for _, r := range sum.Data {
+		if sum.GroupBy == "version" {
+			r.Group = fmt.Sprintf("%s@%d", r.Group, r.Version) // the agent as pinned
+		}
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%.6f\t%.1f\n", r.Group, r.Runs, r.Failed, r.InputTokens, r.OutputTokens,
 			r.TotalTokens, r.Cost, r.AvgLatencyMS)
 		runs, failed, in, out = runs+r.Runs, failed+r.Failed, in+r.InputTokens, out+r.OutputTokens

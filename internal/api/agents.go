@@ -106,8 +106,9 @@ type performanceMetrics struct {
 	TotalRequests       int64    `json:"total_requests"`
 	SuccessRate         *float64 `json:"success_rate"`
 	AverageResponseTime *float64 `json:"average_response_time"` // milliseconds, of successful runs
-	// P95ResponseTime (milliseconds) is measured from the ledger's successful runs
-	// of the last 30 days (agents.LatencyP95), on GET and listings; null without.
+	// P95ResponseTime (milliseconds) is the upper bound of the latency histogram's
+	// bucket holding the 95th percentile of the successful runs of the last 30
+	// days' rollups (agents.LatencyP95), on GET and listings; null without.
 	P95ResponseTime       *float64 `json:"p95_response_time"`
 	LastUsed              *string  `json:"last_used"`
 	AverageUncertainty    *float64 `json:"average_uncertainty"`

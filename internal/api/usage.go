@@ -349,22 +349,23 @@ func (s *Server) usageCSV(w http.ResponseWriter, r *http.Request, f agentd.Ledge
 }
 
 // usageSummary answers GET /api/v3/usage/summary: the daily rollups summed by day,
-// agent, model or key.
+// agent, model, key or agent version (per agent and version).
 func (s *Server) usageSummary(w http.ResponseWriter, r *http.Request, p *agentd.Principal) error {
 	groupBy := r.URL.Query().Get("group_by")
 	switch groupBy {
 	case "":
 		return agentd.Invalid("Field required", "missing", "query", "group_by")
-	case agentd.GroupByDay, agentd.GroupByAgent, agentd.GroupByModel, agentd.GroupByKey:
+	case agentd.GroupByDay, agentd.GroupByAgent, agentd.GroupByModel, agentd.GroupByKey, agentd.GroupByVersion:
 	default:
-		return agentd.Invalid("Input should be 'day', 'agent', 'model' or 'key'", "enum", "query", "group_by")
+		return agentd.Invalid("Input should be 'day', 'agent', 'model', 'key' or 'version'", "enum", "query", "group_by")
 	}
 	fromDay, toDay, err := dayRange(r)
 	if err != nil {
 		return err
 	}
-	if p.Restricted() && groupBy != agentd.GroupByAgent {
-		return agentd.Errorf(agentd.EForbidden, "this key is limited to agents: it reads the summary by agent only (group_by=agent), filtered to its agents")
+	byAgent := groupBy == agentd.GroupByAgent || groupBy == agentd.GroupByVersion
+	if p.Restricted() && !byAgent {
+		return agentd.Errorf(agentd.EForbidden, "this key is limited to agents: it reads the summary by agent only (group_by=agent or version), filtered to its agents")
 	}
 	rows, err := s.Ledger.Summary(r.Context(), p.OrgID, groupBy, fromDay, toDay)
 	if err != nil {
@@ -376,6 +377,7 @@ func (s *Server) usageSummary(w http.ResponseWriter, r *http.Request, p *agentd.
 	type summaryRow struct {
 		Group        string `json:"group"`
 		AgentID      string `json:"agent_id,omitempty"`
+		Version      *int   `json:"version,omitempty"` // group_by=version
 		Runs         int64  `json:"runs"`
 		Failed       int64  `json:"failed"`
 		InputTokens  int64  `json:"input_tokens"`
@@ -390,6 +392,9 @@ func (s *Server) usageSummary(w http.ResponseWriter, r *http.Request, p *agentd.
 		data[i] = summaryRow{Group: row.Group, AgentID: row.AgentID, Runs: row.Runs, Failed: row.Failed,
 			InputTokens: row.InputTokens, OutputTokens: row.OutputTokens, TotalTokens: row.InputTokens + row.OutputTokens,
 			cacheTokens: cacheTokens(row.CacheTokens), Cost: row.Cost, AvgLatencyMS: math.Round(row.AvgLatencyMS*100) / 100}
+		if groupBy == agentd.GroupByVersion {
+			data[i].Version = &rows[i].Version
+		}
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"data": data, "group_by": groupBy, "from": nonEmpty(fromDay), "to": nonEmpty(toDay)})
 }

@@ -129,9 +129,11 @@ func (d *deferred) setHolds(rows *sql.Rows, committed bool) error {
 	return nil
 }
 
-// recordArgs are agentd_write_batch's 58 arrays of the records and settles, the
+// recordArgs are agentd_write_batch's 58 arrays of the records and settles; the
 // 6 of their cache and reasoning tokens (ledger rows', then rollups'; migration
-// 0008 put them last), and how many organizations they charge.
+// 0008 put them last), the turns' tools (0009), the rollups' agent versions and
+// their latency histogram's LatencyBuckets columns (0015), in that order, as
+// tokens; and how many organizations they charge.
 func (d *deferred) recordArgs() (args, tokens []any, orgs int) {
 	var (
 		l   ledgerCols
@@ -149,7 +151,7 @@ func (d *deferred) recordArgs() (args, tokens []any, orgs int) {
 		created := micros(row.CreatedAt)
 		ok := row.Outcome == agentd.OutcomeOK
 		l.add(row, created)
-		k := rollupKey{org: row.OrgID, day: dayOf(created), agent: row.AgentID, model: row.Model, key: row.KeyID}
+		k := rollupKey{org: row.OrgID, day: dayOf(created), agent: row.AgentID, version: row.AgentVersion, model: row.Model, key: row.KeyID}
 		s := u[k]
 		if s == nil {
 			s = &rollupRow{}
@@ -166,6 +168,7 @@ func (d *deferred) recordArgs() (args, tokens []any, orgs int) {
 		if ok {
 			s.runs++
 			s.latency += row.LatencyMS
+			s.hist[latencyBucket(row.LatencyMS)]++
 		} else {
 			s.failed++
 		}
@@ -215,7 +218,10 @@ func (d *deferred) recordArgs() (args, tokens []any, orgs int) {
 	args = append(args, ac.args()...)
 	args = append(args, id.args()...)
 	args = append(args, tu.args()...)
-	tokens = []any{l.cached, l.written, l.reasoning, rc.cached, rc.written, rc.reasoning, tu.tools}
+	tokens = []any{l.cached, l.written, l.reasoning, rc.cached, rc.written, rc.reasoning, tu.tools, rc.version}
+	for i := range rc.hist {
+		tokens = append(tokens, rc.hist[i])
+	}
 	return args, tokens, len(chk)
 }
 
@@ -256,11 +262,13 @@ func (c *ledgerCols) args() []any {
 type rollupRow struct {
 	name                                                             string
 	runs, failed, in, out, cost, latency, cached, written, reasoning int64
+	hist                                                             LatencyHist
 }
 
 type rollupCols struct {
-	org, day, agent, name, model, key                                []string
-	runs, failed, in, out, cost, latency, cached, written, reasoning []int64
+	org, day, agent, name, model, key                                         []string
+	version, runs, failed, in, out, cost, latency, cached, written, reasoning []int64
+	hist                                                                      [LatencyBuckets][]int64
 }
 
 func (c *rollupCols) add(k rollupKey, s *rollupRow) {
@@ -279,6 +287,10 @@ func (c *rollupCols) add(k rollupKey, s *rollupRow) {
 	c.cached = append(c.cached, s.cached)
 	c.written = append(c.written, s.written)
 	c.reasoning = append(c.reasoning, s.reasoning)
+	c.version = append(c.version, int64(k.version))
+	for i, n := range s.hist {
+		c.hist[i] = append(c.hist[i], n)
+	}
 }
 
 func (c *rollupCols) args() []any {
@@ -357,10 +369,10 @@ var errNeedsTx = errors.New("store: the write needs a transaction")
 // in no transaction; runPlain turns it into errNeedsTx.
 type needsTx struct{}
 
-// writeBatchQuery calls agentd_write_batch (migration 0009) with the writers' lock
+// writeBatchQuery calls agentd_write_batch (migration 0015) with the writers' lock
 // key, the 58 arrays of the records (recordArgs), the 8 of the holds (holdArgs),
-// the 6 of the records' cache and reasoning tokens and the turns' tools, typed in
-// that order.
+// the 6 of the records' cache and reasoning tokens, the turns' tools, the
+// rollups' agent versions and their latency histograms, typed in that order.
 var writeBatchQuery = func() string {
 	const t, i = "TEXT[]", "BIGINT[]"
 	kinds := []string{
@@ -373,6 +385,10 @@ var writeBatchQuery = func() string {
 		t, t, t, i, i, i, t, t, // holds
 		i, i, i, i, i, i, // cache and reasoning tokens: ledger rows', rollups'
 		t, // the turns' tools
+		i, // the rollups' agent versions
+	}
+	for range LatencyBuckets {
+		kinds = append(kinds, i) // the rollups' latency histograms, a bucket each
 	}
 	var b strings.Builder
 	b.WriteString("SELECT ord, taken, key_short, available, budget, period FROM agentd_write_batch(CAST(? AS BIGINT)")

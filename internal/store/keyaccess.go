@@ -43,33 +43,3 @@ func (t *Tx) SetKeyAccess(ctx context.Context, keyID string, agents []string, ex
 	}
 	return nil
 }
-
-// DefaultLatencyDays and MaxLatencyRuns bound AgentLatencies' read of the
-// ledger: the successful runs of the last days, the newest first, at most so many.
-const (
-	DefaultLatencyDays = 30
-	MaxLatencyRuns     = 10000
-)
-
-// AgentLatencies returns the latencies in milliseconds of agent's successful
-// runs created at or after since, the newest first and at most MaxLatencyRuns:
-// an index range of ledger_agent_time. Rows pruned by retention are gone, so
-// this reads what the ledger still holds.
-func (db *DB) AgentLatencies(ctx context.Context, agentID string, since time.Time) (_ []int64, err error) {
-	defer wrap(&err, "store.AgentLatencies(%q)", agentID)
-	rows, err := db.query(ctx, `SELECT latency_ms FROM ledger WHERE agent_id = ? AND created_at >= ? AND outcome = ?
-		ORDER BY created_at DESC LIMIT ?`, agentID, micros(since), string(agentd.OutcomeOK), MaxLatencyRuns)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []int64
-	for rows.Next() {
-		var v int64
-		if err := rows.Scan(&v); err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	return out, rows.Err()
-}

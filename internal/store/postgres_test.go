@@ -46,6 +46,7 @@ var conformance = []struct {
 	{"GrantCredits", TestGrantCredits},
 	{"OrgsPage", TestOrgsPage},
 	{"Versions", TestVersions},
+	{"Evals", TestEvals},
 	{"CreditGrantsPage", TestCreditGrantsPage},
 	{"Keys", TestKeys},
 	{"Agents", TestAgents},
@@ -391,6 +392,8 @@ func TestPostgresRecordBatches(t *testing.T) {
 		r := okRun(a, "alice", fmt.Sprint("s", i%3), 7)
 		r.Turn = &agentd.Turn{User: fmt.Sprint("u", i), Assistant: fmt.Sprint("a", i), UserTokens: 1, AssistantTokens: 1}
 		r.CachedInputTokens, r.CacheWriteTokens, r.ReasoningTokens = 4, 3, 2
+		// Two versions' rollups, and a histogram over several buckets.
+		r.AgentVersion, r.LatencyMS = 1+i%2, []int64{30, 400, 3000, 40000, 100}[i%5]
 		if i == 17 {
 			r.OrgID = "org-gone" // charged to no organization: this write must fail alone
 		}
@@ -422,6 +425,33 @@ func TestPostgresRecordBatches(t *testing.T) {
 		q := `SELECT COALESCE(sum(cached_input_tokens) * 10000 + sum(cache_write_tokens) * 100 + sum(reasoning_tokens), 0) FROM ` + table + ` WHERE org_id = ?`
 		if got, want := count(t, db, q, o.ID), (n-1)*(4*10000+3*100+2); got != want {
 			t.Errorf("%s: cache and reasoning tokens sum to %d, want %d", table, got, want)
+		}
+	}
+	// Per version: its runs, and each of its runs in its latency's bucket.
+	want := map[int]*LatencyHist{1: {}, 2: {}}
+	for i, r := range runs {
+		if i != 17 {
+			want[r.AgentVersion][wantBucket(r.LatencyMS)]++
+		}
+	}
+	for v, h := range want {
+		var got LatencyHist
+		dest := make([]any, len(got))
+		for i := range got {
+			dest[i] = &got[i]
+		}
+		var runs int64
+		dest = append(dest, &runs)
+		if err := db.queryRow(ctx, `SELECT `+histList("COALESCE(sum(", "), 0)")+`, COALESCE(sum(runs), 0) FROM usage_daily
+			WHERE org_id = ? AND agent_version = ?`, o.ID, v).Scan(dest...); err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		for _, c := range h {
+			n += c
+		}
+		if got != *h || runs != n {
+			t.Errorf("version %d: %d runs, histogram %v; want %d, %v", v, runs, got, n, *h)
 		}
 	}
 	if problems, err := db.Check(ctx); err != nil || len(problems) > 0 {

@@ -23,17 +23,63 @@ import (
 // dayOf is the UTC day of a time in Unix microseconds, as usage_daily stores it.
 func dayOf(micros int64) string { return fromMicros(micros).Format(time.DateOnly) }
 
-// rollup adds the run r to its day's usage_daily row. It is called by RecordRun
-// right after the ledger insert, inside the same savepoint.
-func (t *Tx) rollup(ctx context.Context, r *agentd.LedgerRow) error {
-	runs, failed, latency := 1, 0, r.LatencyMS
-	if r.Outcome != agentd.OutcomeOK {
-		runs, failed, latency = 0, 1, 0
+// LatencyBounds are the inclusive upper bounds in milliseconds of the buckets of
+// the rollups' latency histogram of successful runs; a last bucket holds the runs
+// slower than the last bound. Log-spaced: the buckets are as wide, relatively, from
+// a cached answer to a long agent loop. Each is a column of usage_daily,
+// latency_le_<bound> and latency_gt_<last bound> (histColumns).
+var LatencyBounds = [...]int64{50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000}
+
+// LatencyBuckets is how many buckets the histogram has.
+const LatencyBuckets = len(LatencyBounds) + 1
+
+// LatencyHist counts successful runs by latency bucket (LatencyBounds).
+type LatencyHist [LatencyBuckets]int64
+
+// latencyBucket is the bucket of a latency in milliseconds.
+func latencyBucket(ms int64) int {
+	for i, b := range LatencyBounds {
+		if ms <= b {
+			return i
+		}
 	}
-	_, err := t.exec(ctx, `INSERT INTO usage_daily (org_id, day, agent_id, agent_name, model, key_id,
-		runs, failed, input_tokens, output_tokens, cost, latency_ms, cached_input_tokens, cache_write_tokens, reasoning_tokens)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (org_id, day, agent_id, model, key_id) DO UPDATE SET
+	return len(LatencyBounds)
+}
+
+// histColumns are usage_daily's histogram columns, in bucket order.
+var histColumns = func() []string {
+	cols := make([]string, 0, LatencyBuckets)
+	for _, b := range LatencyBounds {
+		cols = append(cols, fmt.Sprintf("latency_le_%d", b))
+	}
+	return append(cols, fmt.Sprintf("latency_gt_%d", LatencyBounds[len(LatencyBounds)-1]))
+}()
+
+// histList is histColumns joined by ", ", each with prefix (a table's alias and a
+// dot, or "sum(" with suffix ")").
+func histList(prefix, suffix string) string {
+	var b strings.Builder
+	for i, c := range histColumns {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(prefix + c + suffix)
+	}
+	return b.String()
+}
+
+// rollupQuery is rollup's upsert. The histogram adds one to the bucket of a
+// successful run: its columns are 0 but that one.
+var rollupQuery = func() string {
+	var set strings.Builder
+	for _, c := range histColumns {
+		set.WriteString(",\n\t\t" + c + " = usage_daily." + c + " + excluded." + c)
+	}
+	return `INSERT INTO usage_daily (org_id, day, agent_id, agent_version, agent_name, model, key_id,
+		runs, failed, input_tokens, output_tokens, cost, latency_ms, cached_input_tokens, cache_write_tokens, reasoning_tokens, ` +
+		histList("", "") + `)
+		VALUES (?` + strings.Repeat(", ?", 15+LatencyBuckets) + `)
+		ON CONFLICT (org_id, day, agent_id, agent_version, model, key_id) DO UPDATE SET
 		agent_name = excluded.agent_name,
 		runs = usage_daily.runs + excluded.runs,
 		failed = usage_daily.failed + excluded.failed,
@@ -43,13 +89,49 @@ func (t *Tx) rollup(ctx context.Context, r *agentd.LedgerRow) error {
 		latency_ms = usage_daily.latency_ms + excluded.latency_ms,
 		cached_input_tokens = usage_daily.cached_input_tokens + excluded.cached_input_tokens,
 		cache_write_tokens = usage_daily.cache_write_tokens + excluded.cache_write_tokens,
-		reasoning_tokens = usage_daily.reasoning_tokens + excluded.reasoning_tokens`,
-		r.OrgID, dayOf(micros(r.CreatedAt)), r.AgentID, r.AgentName, r.Model, r.KeyID,
-		runs, failed, r.InputTokens, r.OutputTokens, r.Cost, latency, r.CachedInputTokens, r.CacheWriteTokens, r.ReasoningTokens)
-	if err != nil {
+		reasoning_tokens = usage_daily.reasoning_tokens + excluded.reasoning_tokens` + set.String()
+}()
+
+// rollup adds the run r to its day's usage_daily row (of its agent version), its
+// latency to the histogram when it succeeded. It is called by RecordRun right
+// after the ledger insert, inside the same savepoint.
+func (t *Tx) rollup(ctx context.Context, r *agentd.LedgerRow) error {
+	runs, failed, latency := 1, 0, r.LatencyMS
+	if r.Outcome != agentd.OutcomeOK {
+		runs, failed, latency = 0, 1, 0
+	}
+	args := [16 + LatencyBuckets]any{r.OrgID, dayOf(micros(r.CreatedAt)), r.AgentID, r.AgentVersion, r.AgentName, r.Model, r.KeyID,
+		runs, failed, r.InputTokens, r.OutputTokens, r.Cost, latency, r.CachedInputTokens, r.CacheWriteTokens, r.ReasoningTokens}
+	for i := range LatencyBuckets {
+		args[16+i] = 0
+	}
+	if runs == 1 {
+		args[16+latencyBucket(r.LatencyMS)] = 1
+	}
+	if _, err := t.exec(ctx, rollupQuery, args[:]...); err != nil {
 		return fmt.Errorf("usage rollup: %w", err)
 	}
 	return nil
+}
+
+// DefaultLatencyDays is how many days of rollups performance_metrics reads an
+// agent's latency from.
+const DefaultLatencyDays = 30
+
+// AgentLatencyHist sums the latency histograms of an agent's rollups of the UTC
+// days from fromDay (YYYY-MM-DD) on: a range of the rollups' primary key
+// (organization, day), whatever retention pruned from the ledger. Rollups from
+// before the histogram existed (migration 0013 on SQLite, 0015 on PostgreSQL,
+// for days retention had pruned) count nothing.
+func (db *DB) AgentLatencyHist(ctx context.Context, orgID, agentID, fromDay string) (h LatencyHist, err error) {
+	defer wrap(&err, "store.AgentLatencyHist(%q)", agentID)
+	dest := make([]any, LatencyBuckets)
+	for i := range h {
+		dest[i] = &h[i]
+	}
+	err = db.queryRow(ctx, `SELECT `+histList("COALESCE(sum(", "), 0)")+` FROM usage_daily
+		WHERE org_id = ? AND day >= ? AND agent_id = ?`, orgID, fromDay, agentID).Scan(dest...)
+	return h, err
 }
 
 // errLedgerCursor is the error for a cursor that LedgerPage did not make. Its
@@ -173,7 +255,7 @@ func (db *DB) LedgerPage(ctx context.Context, f agentd.LedgerFilter) (runs []age
 }
 
 // GroupBys lists the groupings UsageSummary accepts.
-var GroupBys = []string{agentd.GroupByDay, agentd.GroupByAgent, agentd.GroupByModel, agentd.GroupByKey}
+var GroupBys = []string{agentd.GroupByDay, agentd.GroupByAgent, agentd.GroupByModel, agentd.GroupByKey, agentd.GroupByVersion}
 
 // summaryRow is a UsageRow being summed, with its latency total.
 type summaryRow struct {
@@ -211,7 +293,9 @@ func dayRange(fromDay, toDay string) (string, []any, error) {
 
 // UsageSummary sums an organization's rollups from fromDay to toDay (both
 // inclusive, YYYY-MM-DD UTC, "" for open) by groupBy, one of GroupBys. Rows are in
-// order of their group (agents by name). Being built from rollups, it is whole
+// order of their group (agents by name; by version, each agent's versions in
+// order, version 0 being the runs rolled up before versions were, on days whose
+// ledger rows retention had pruned by then). Being built from rollups, it is whole
 // even for days whose raw ledger rows were pruned.
 func (db *DB) UsageSummary(ctx context.Context, orgID, groupBy, fromDay, toDay string) (_ []agentd.UsageRow, err error) {
 	defer wrap(&err, "store.UsageSummary(%q, %q)", orgID, groupBy)
@@ -226,6 +310,9 @@ func (db *DB) UsageSummary(ctx context.Context, orgID, groupBy, fromDay, toDay s
 	case agentd.GroupByAgent:
 		// Grouped by id, and by name so that each group's latest name can be picked.
 		col = "agent_id, agent_name"
+	case agentd.GroupByVersion:
+		// By agent and version, merged under the latest name likewise.
+		col = "agent_id, agent_version, agent_name"
 	default:
 		return nil, agentd.Errorf(agentd.EInvalid, "group_by must be one of %s; got %q", strings.Join(GroupBys, ", "), groupBy)
 	}
@@ -244,29 +331,38 @@ func (db *DB) UsageSummary(ctx context.Context, orgID, groupBy, fromDay, toDay s
 		row     summaryRow
 		lastDay string
 	}
+	type agentVersion struct {
+		id      string
+		version int
+	}
+	byAgent := groupBy == agentd.GroupByAgent || groupBy == agentd.GroupByVersion
 	var out []summaryRow
-	byAgent := map[string]*agentGroup{}
+	groups := map[agentVersion]*agentGroup{}
 	for rows.Next() {
 		var r summaryRow
 		var lastDay string
 		dest := []any{&r.Group}
-		if groupBy == agentd.GroupByAgent {
+		switch groupBy {
+		case agentd.GroupByAgent:
 			dest = []any{&r.AgentID, &r.Group}
+		case agentd.GroupByVersion:
+			dest = []any{&r.AgentID, &r.Version, &r.Group}
 		}
 		dest = append(dest, &lastDay, &r.Runs, &r.Failed, &r.InputTokens, &r.OutputTokens, &r.Cost, &r.latencyMS,
 			&r.CachedInputTokens, &r.CacheWriteTokens, &r.ReasoningTokens)
 		if err := rows.Scan(dest...); err != nil {
 			return nil, err
 		}
-		if groupBy != agentd.GroupByAgent {
+		if !byAgent {
 			out = append(out, r)
 			continue
 		}
 		// An agent renamed within the range has a group per name; merge them under
 		// the name of its latest day.
-		g := byAgent[r.AgentID]
+		k := agentVersion{r.AgentID, r.Version}
+		g := groups[k]
 		if g == nil {
-			byAgent[r.AgentID] = &agentGroup{row: r, lastDay: lastDay}
+			groups[k] = &agentGroup{row: r, lastDay: lastDay}
 			continue
 		}
 		g.row.add(r)
@@ -277,11 +373,11 @@ func (db *DB) UsageSummary(ctx context.Context, orgID, groupBy, fromDay, toDay s
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	for _, g := range byAgent {
+	for _, g := range groups {
 		out = append(out, g.row)
 	}
 	slices.SortFunc(out, func(a, b summaryRow) int {
-		return cmp.Or(cmp.Compare(a.Group, b.Group), cmp.Compare(a.AgentID, b.AgentID))
+		return cmp.Or(cmp.Compare(a.Group, b.Group), cmp.Compare(a.AgentID, b.AgentID), cmp.Compare(a.Version, b.Version))
 	})
 	res := make([]agentd.UsageRow, len(out))
 	for i, r := range out {
@@ -397,20 +493,28 @@ func (db *DB) PruneLedger(ctx context.Context, before int64, limit int) (n int, 
 }
 
 // rollupKey names one usage_daily row.
-type rollupKey struct{ org, day, agent, model, key string }
+type rollupKey struct {
+	org, day, agent string
+	version         int
+	model, key      string
+}
 
-type rollupSums struct{ runs, failed, in, out, cost, latency, cached, written, reasoning int64 }
+type rollupSums struct {
+	runs, failed, in, out, cost, latency, cached, written, reasoning int64
+	hist                                                             LatencyHist
+}
 
 func (s rollupSums) String() string {
-	return fmt.Sprintf("runs %d, failed %d, input_tokens %d, output_tokens %d, cost %d, latency_ms %d, cached_input_tokens %d, cache_write_tokens %d, reasoning_tokens %d",
-		s.runs, s.failed, s.in, s.out, s.cost, s.latency, s.cached, s.written, s.reasoning)
+	return fmt.Sprintf("runs %d, failed %d, input_tokens %d, output_tokens %d, cost %d, latency_ms %d, cached_input_tokens %d, cache_write_tokens %d, reasoning_tokens %d, latency histogram %v",
+		s.runs, s.failed, s.in, s.out, s.cost, s.latency, s.cached, s.written, s.reasoning, s.hist)
 }
 
 // CheckRollups compares the rollups with the ledger and describes every
 // difference. The days whose raw rows retention has not touched (those starting at
 // or after the organization's ledger_pruned mark, or every day of an organization
 // never pruned) are whole: their rollups must equal the sums of their ledger rows
-// exactly, row for row (day, agent, model, key). Earlier days are not checked. It
+// exactly, row for row (day, agent, version, model, key), latency histogram
+// included. Earlier days are not checked. It
 // reads the whole ledger.
 func (db *DB) CheckRollups(ctx context.Context) (problems []string, err error) {
 	defer wrap(&err, "store.CheckRollups")
@@ -419,7 +523,7 @@ func (db *DB) CheckRollups(ctx context.Context) (problems []string, err error) {
 		return nil, err
 	}
 	ledger := map[rollupKey]*rollupSums{}
-	rows, err := db.query(ctx, `SELECT org_id, created_at, agent_id, model, key_id, outcome,
+	rows, err := db.query(ctx, `SELECT org_id, created_at, agent_id, agent_version, model, key_id, outcome,
 		input_tokens, output_tokens, cost, latency_ms, cached_input_tokens, cache_write_tokens, reasoning_tokens FROM ledger`)
 	if err != nil {
 		return nil, err
@@ -430,7 +534,7 @@ func (db *DB) CheckRollups(ctx context.Context) (problems []string, err error) {
 		var created int64
 		var outcome string
 		var in, out, cost, latency, cached, written, reasoning int64
-		if err := rows.Scan(&k.org, &created, &k.agent, &k.model, &k.key, &outcome, &in, &out, &cost, &latency, &cached, &written, &reasoning); err != nil {
+		if err := rows.Scan(&k.org, &created, &k.agent, &k.version, &k.model, &k.key, &outcome, &in, &out, &cost, &latency, &cached, &written, &reasoning); err != nil {
 			return nil, err
 		}
 		k.day = dayOf(created)
@@ -442,6 +546,7 @@ func (db *DB) CheckRollups(ctx context.Context) (problems []string, err error) {
 		if outcome == string(agentd.OutcomeOK) {
 			s.runs++
 			s.latency += latency
+			s.hist[latencyBucket(latency)]++
 		} else {
 			s.failed++
 		}
@@ -457,8 +562,8 @@ func (db *DB) CheckRollups(ctx context.Context) (problems []string, err error) {
 	}
 	rows.Close()
 
-	rows, err = db.query(ctx, `SELECT org_id, day, agent_id, model, key_id, runs, failed,
-		input_tokens, output_tokens, cost, latency_ms, cached_input_tokens, cache_write_tokens, reasoning_tokens FROM usage_daily`)
+	rows, err = db.query(ctx, `SELECT org_id, day, agent_id, agent_version, model, key_id, runs, failed,
+		input_tokens, output_tokens, cost, latency_ms, cached_input_tokens, cache_write_tokens, reasoning_tokens, `+histList("", "")+` FROM usage_daily`)
 	if err != nil {
 		return nil, err
 	}
@@ -472,14 +577,18 @@ func (db *DB) CheckRollups(ctx context.Context) (problems []string, err error) {
 		return err == nil && mark <= day.UnixMicro()
 	}
 	describe := func(k rollupKey) string {
-		return fmt.Sprintf("org %s day %s agent %s model %s key %s", k.org, k.day, k.agent, k.model, k.key)
+		return fmt.Sprintf("org %s day %s agent %s version %d model %s key %s", k.org, k.day, k.agent, k.version, k.model, k.key)
 	}
 	seen := map[rollupKey]bool{}
 	for rows.Next() {
 		var k rollupKey
 		var r rollupSums
-		if err := rows.Scan(&k.org, &k.day, &k.agent, &k.model, &k.key, &r.runs, &r.failed, &r.in, &r.out, &r.cost, &r.latency,
-			&r.cached, &r.written, &r.reasoning); err != nil {
+		dest := []any{&k.org, &k.day, &k.agent, &k.version, &k.model, &k.key, &r.runs, &r.failed, &r.in, &r.out, &r.cost, &r.latency,
+			&r.cached, &r.written, &r.reasoning}
+		for i := range r.hist {
+			dest = append(dest, &r.hist[i])
+		}
+		if err := rows.Scan(dest...); err != nil {
 			return nil, err
 		}
 		if !whole(k) {

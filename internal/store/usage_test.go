@@ -59,9 +59,10 @@ func (w *usageWorld) genRuns(rng *rand.Rand, n, days int) []*Run {
 		r := &Run{LedgerRow: agentd.LedgerRow{
 			RunID: fmt.Sprintf("run-%04d-%s", rng.IntN(10000), agentd.NewID("r")), CreatedAt: fromMicros(created),
 			OrgID: o.ID, KeyID: w.keys[rng.IntN(len(w.keys))], Owner: "owner",
-			AgentID: a.ID, AgentName: a.Name, AgentVersion: 1,
+			AgentID: a.ID, AgentName: a.Name, AgentVersion: 1 + rng.IntN(2),
 			ModelRequested: "offline", Model: w.models[rng.IntN(len(w.models))],
-			UsageSource: agentd.UsageProvider, LatencyMS: rng.Int64N(500), Outcome: agentd.OutcomeOK,
+			// Every bucket of the latency histogram, up to 64 s.
+			UsageSource: agentd.UsageProvider, LatencyMS: rng.Int64N(500) << rng.IntN(8), Outcome: agentd.OutcomeOK,
 		}}
 		if rng.IntN(7) == 0 {
 			r.Outcome, r.ErrorCode, r.UsageSource = agentd.OutcomeFailed, string(agentd.EInferenceFailed), agentd.UsageEstimated
@@ -115,6 +116,7 @@ func recordWith(t testing.TB, db *DB, runs []*Run, workers int) {
 type dailyRow struct {
 	AgentName                                                string
 	Runs, Failed, InputTokens, OutputTokens, Cost, LatencyMS int64
+	Hist                                                     LatencyHist
 }
 
 // expectRollups computes usage_daily from runs in Go; the agent name is that of
@@ -122,12 +124,13 @@ type dailyRow struct {
 func expectRollups(runs []*Run) map[rollupKey]dailyRow {
 	want := map[rollupKey]dailyRow{}
 	for _, r := range runs {
-		k := rollupKey{r.OrgID, runDay(r), r.AgentID, r.Model, r.KeyID}
+		k := rollupKey{r.OrgID, runDay(r), r.AgentID, r.AgentVersion, r.Model, r.KeyID}
 		d := want[k]
 		d.AgentName = r.AgentName
 		if r.Outcome == agentd.OutcomeOK {
 			d.Runs++
 			d.LatencyMS += r.LatencyMS
+			d.Hist[wantBucket(r.LatencyMS)]++
 		} else {
 			d.Failed++
 		}
@@ -141,8 +144,8 @@ func expectRollups(runs []*Run) map[rollupKey]dailyRow {
 
 func readRollups(t testing.TB, db *DB) map[rollupKey]dailyRow {
 	t.Helper()
-	rows, err := db.query(context.Background(), `SELECT org_id, day, agent_id, model, key_id, agent_name, runs, failed,
-		input_tokens, output_tokens, cost, latency_ms FROM usage_daily`)
+	rows, err := db.query(context.Background(), `SELECT org_id, day, agent_id, agent_version, model, key_id, agent_name, runs, failed,
+		input_tokens, output_tokens, cost, latency_ms, `+histList("", "")+` FROM usage_daily`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,8 +154,12 @@ func readRollups(t testing.TB, db *DB) map[rollupKey]dailyRow {
 	for rows.Next() {
 		var k rollupKey
 		var d dailyRow
-		if err := rows.Scan(&k.org, &k.day, &k.agent, &k.model, &k.key, &d.AgentName, &d.Runs, &d.Failed,
-			&d.InputTokens, &d.OutputTokens, &d.Cost, &d.LatencyMS); err != nil {
+		dest := []any{&k.org, &k.day, &k.agent, &k.version, &k.model, &k.key, &d.AgentName, &d.Runs, &d.Failed,
+			&d.InputTokens, &d.OutputTokens, &d.Cost, &d.LatencyMS}
+		for i := range d.Hist {
+			dest = append(dest, &d.Hist[i])
+		}
+		if err := rows.Scan(dest...); err != nil {
 			t.Fatal(err)
 		}
 		got[k] = d
@@ -185,6 +192,18 @@ func diffRollups(t testing.TB, got, want map[rollupKey]dailyRow) {
 	if bad > 5 {
 		t.Errorf("... %d rollup rows differ in all", bad)
 	}
+}
+
+// wantBucket is the histogram bucket of a latency, by the bounds written out:
+// [0, 50], (50, 100], (100, 250], (250, 500], (500, 1000], (1000, 2500],
+// (2500, 5000], (5000, 10000], (10000, 30000], above.
+func wantBucket(ms int64) int {
+	for i, b := range []int64{50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000} {
+		if ms <= b {
+			return i
+		}
+	}
+	return 9
 }
 
 // runDay is the UTC day of r, as usage_daily names it.
@@ -294,10 +313,11 @@ func TestRollupsEqualLedger(t *testing.T) {
 func checkSummaries(t *testing.T, db *DB, orgID, from, to string, runs []*Run) {
 	t.Helper()
 	keyOf := map[string]func(r *Run) string{
-		agentd.GroupByDay:   runDay,
-		agentd.GroupByAgent: func(r *Run) string { return r.AgentID },
-		agentd.GroupByModel: func(r *Run) string { return r.Model },
-		agentd.GroupByKey:   func(r *Run) string { return r.KeyID },
+		agentd.GroupByDay:     runDay,
+		agentd.GroupByAgent:   func(r *Run) string { return r.AgentID },
+		agentd.GroupByModel:   func(r *Run) string { return r.Model },
+		agentd.GroupByKey:     func(r *Run) string { return r.KeyID },
+		agentd.GroupByVersion: func(r *Run) string { return fmt.Sprintf("%s@%d", r.AgentID, r.AgentVersion) },
 	}
 	if len(keyOf) != len(GroupBys) {
 		t.Fatalf("GroupBys = %v: a grouping is not tested", GroupBys)
@@ -333,8 +353,11 @@ func checkSummaries(t *testing.T, db *DB, orgID, from, to string, runs []*Run) {
 		}
 		for _, row := range got {
 			k := row.Group
-			if g == agentd.GroupByAgent {
+			switch g {
+			case agentd.GroupByAgent:
 				k = row.AgentID
+			case agentd.GroupByVersion:
+				k = fmt.Sprintf("%s@%d", row.AgentID, row.Version)
 			}
 			w := want[k]
 			if w == nil {
@@ -403,16 +426,22 @@ func checkTotals(t *testing.T, db *DB, orgID, from, to, agentID string, runs []*
 // pruned, its first day included.
 func TestCheckRollupsFindsDamage(t *testing.T) {
 	ctx := context.Background()
+	const rollupWhere = "(org_id, day, agent_id, agent_version, model, key_id) = (SELECT org_id, day, agent_id, agent_version, model, key_id FROM usage_daily WHERE org_id = ? AND day = ? AND runs > 0 LIMIT 1)"
 	tests := []struct {
 		name string
 		// damage gets the org and a day that has runs.
 		damage string
 		want   string
+		// also, when set, is a second problem the damage makes.
+		also string
 	}{
-		{"cost off by one", `UPDATE usage_daily SET cost = cost + 1 WHERE (org_id, day, agent_id, model, key_id) = (SELECT org_id, day, agent_id, model, key_id FROM usage_daily WHERE org_id = ? AND day = ? LIMIT 1)`, "but the ledger sums to"},
-		{"runs lost", `UPDATE usage_daily SET runs = runs + 1 WHERE (org_id, day, agent_id, model, key_id) = (SELECT org_id, day, agent_id, model, key_id FROM usage_daily WHERE org_id = ? AND day = ? LIMIT 1)`, "but the ledger sums to"},
-		{"rollup row missing", `DELETE FROM usage_daily WHERE (org_id, day, agent_id, model, key_id) = (SELECT org_id, day, agent_id, model, key_id FROM usage_daily WHERE org_id = ? AND day = ? LIMIT 1)`, "there is no rollup"},
-		{"rollup without runs", `INSERT INTO usage_daily (org_id, day, agent_id, agent_name, model, key_id, runs) VALUES (?, ?, 'agent-ghost', 'ghost', 'offline', 'key-a', 1)`, "the ledger has no rows"},
+		{"cost off by one", `UPDATE usage_daily SET cost = cost + 1 WHERE (org_id, day, agent_id, agent_version, model, key_id) = (SELECT org_id, day, agent_id, agent_version, model, key_id FROM usage_daily WHERE org_id = ? AND day = ? AND runs > 0 LIMIT 1)`, "but the ledger sums to", ""},
+		{"runs lost", `UPDATE usage_daily SET runs = runs + 1 WHERE (org_id, day, agent_id, agent_version, model, key_id) = (SELECT org_id, day, agent_id, agent_version, model, key_id FROM usage_daily WHERE org_id = ? AND day = ? AND runs > 0 LIMIT 1)`, "but the ledger sums to", ""},
+		{"rollup row missing", `DELETE FROM usage_daily WHERE (org_id, day, agent_id, agent_version, model, key_id) = (SELECT org_id, day, agent_id, agent_version, model, key_id FROM usage_daily WHERE org_id = ? AND day = ? AND runs > 0 LIMIT 1)`, "there is no rollup", ""},
+		{"histogram bucket off by one", `UPDATE usage_daily SET latency_gt_30000 = latency_gt_30000 + 1 WHERE ` + rollupWhere, "but the ledger sums to", ""},
+		{"histogram run in the wrong bucket", `UPDATE usage_daily SET latency_le_50 = latency_le_50 + 1, latency_gt_30000 = latency_gt_30000 - 1 WHERE ` + rollupWhere, "but the ledger sums to", ""},
+		{"rollup of another version", `UPDATE usage_daily SET agent_version = agent_version + 100 WHERE ` + rollupWhere, "there is no rollup", "the ledger has no rows"},
+		{"rollup without runs", `INSERT INTO usage_daily (org_id, day, agent_id, agent_name, model, key_id, runs) VALUES (?, ?, 'agent-ghost', 'ghost', 'offline', 'key-a', 1)`, "the ledger has no rows", ""},
 	}
 	for _, tt := range tests {
 		for _, day := range []int{0, 2} {
@@ -435,8 +464,18 @@ func TestCheckRollupsFindsDamage(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if len(problems) != 1 || !strings.Contains(problems[0], tt.want) || !strings.Contains(problems[0], w.orgs[0].ID) {
-					t.Errorf("CheckRollups = %q, want one problem about %s containing %q", problems, w.orgs[0].ID, tt.want)
+				want := []string{tt.want}
+				if tt.also != "" {
+					want = append(want, tt.also)
+				}
+				found := 0
+				for _, p := range problems {
+					if strings.Contains(p, w.orgs[0].ID) && slices.ContainsFunc(want, func(w string) bool { return strings.Contains(p, w) }) {
+						found++
+					}
+				}
+				if len(problems) != len(want) || found != len(want) {
+					t.Errorf("CheckRollups = %q, want %d problems about %s containing %q", problems, len(want), w.orgs[0].ID, want)
 				}
 			})
 		}
@@ -676,6 +715,9 @@ func TestUsageMigrationBackfills(t *testing.T) {
 			`ALTER TABLE ledger DROP COLUMN cache_write_tokens`,
 			`ALTER TABLE ledger DROP COLUMN reasoning_tokens`,
 			`DELETE FROM schema_migrations WHERE version = 6`,
+			// And before 0013, which keyed the rollups by version (recomputed
+			// from the ledger: the ledger is whole here).
+			`DELETE FROM schema_migrations WHERE version = 13`,
 		} {
 			if _, err := tx.exec(ctx, q); err != nil {
 				return fmt.Errorf("%s: %w", q, err)
