@@ -162,6 +162,18 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, p *agentd.Pri
 	if err != nil {
 		return err
 	}
+	// Refuse every mistake of the caller before anything changes: the budget,
+	// the limits and the access are written one after the other.
+	if req.RateLimits != nil {
+		if err := auth.CheckRateLimits(limits); err != nil {
+			return err
+		}
+	}
+	if accessAsked {
+		if err := s.Keys.CheckAccess(p, access); err != nil {
+			return err
+		}
+	}
 	if budgetAsked || (req.RateLimits == nil && !accessAsked) {
 		if _, err := s.Accounts.SetBudget(r.Context(), k.OrgID, k.ID, b, p); err != nil {
 			return err

@@ -108,3 +108,11 @@ func (s *Service) SetAccess(ctx context.Context, p *agentd.Principal, id string,
 	k.Agents, k.ExpiresAt = a.Agents, a.ExpiresAt
 	return k, nil
 }
+
+// CheckAccess checks a as SetAccess would for p now, so that a caller changing
+// more than a key's access can refuse the caller's mistakes before it changes
+// anything.
+func (s *Service) CheckAccess(p *agentd.Principal, a KeyAccess) error {
+	_, err := checkAccess(p, a, s.clock.Now())
+	return err
+}

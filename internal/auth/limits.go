@@ -14,14 +14,8 @@ import (
 // peer's. A principal carries its key's limits, so the change evicts the key on
 // every replica, as revocation does, and applies from the next request on.
 func (s *Service) SetRateLimits(ctx context.Context, p *agentd.Principal, id string, l agentd.RateLimits) (*agentd.Key, error) {
-	for _, f := range []struct {
-		name string
-		v    *int64
-	}{{"rpm", l.RPM}, {"tpm", l.TPM}, {"concurrent", l.Concurrent}} {
-		if f.v != nil && (*f.v < 0 || *f.v > agentd.MaxRateLimit) {
-			return nil, agentd.Invalid(fmt.Sprintf("rate_limits.%s must be between 0 (unlimited) and %d, or null (the default)", f.name, int64(agentd.MaxRateLimit)),
-				"greater_than_equal", "body", "rate_limits", f.name)
-		}
+	if err := CheckRateLimits(l); err != nil {
+		return nil, err
 	}
 	k, err := s.Manage(ctx, p, id, Limits)
 	if err != nil {
@@ -45,4 +39,20 @@ func (s *Service) SetRateLimits(ctx context.Context, p *agentd.Principal, id str
 	}
 	k.RateLimits = l
 	return k, nil
+}
+
+// CheckRateLimits refuses (EInvalid) a key's own rate limits out of range, as
+// SetRateLimits does, so that a caller changing more than the limits can check
+// them before it changes anything.
+func CheckRateLimits(l agentd.RateLimits) error {
+	for _, f := range []struct {
+		name string
+		v    *int64
+	}{{"rpm", l.RPM}, {"tpm", l.TPM}, {"concurrent", l.Concurrent}} {
+		if f.v != nil && (*f.v < 0 || *f.v > agentd.MaxRateLimit) {
+			return agentd.Invalid(fmt.Sprintf("rate_limits.%s must be between 0 (unlimited) and %d, or null (the default)", f.name, int64(agentd.MaxRateLimit)),
+				"greater_than_equal", "body", "rate_limits", f.name)
+		}
+	}
+	return nil
 }

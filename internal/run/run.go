@@ -225,8 +225,9 @@ func (t *target) session(req *Request) (k agentd.SessionKey, ok bool) {
 }
 
 // callerTurn is what a session remembers of the caller's side of the turn: the
-// message, or of a chat's messages those after its last assistant message —
-// the tool results among them and the last user message — with their count
+// message, or of a chat's messages its tool results (in a session they answer
+// the session's last turn) and the last user message after its last assistant
+// message, with their count
 // (UserTokens; prompt.TurnCost adds the messages' overhead).
 func callerTurn(req *Request, count func(string) int) agentd.Turn {
 	if req.Messages == nil {
@@ -240,13 +241,18 @@ func callerTurn(req *Request, count func(string) int) agentd.Turn {
 		}
 	}
 	var t agentd.Turn
-	var user *llm.Message
-	for i := range tail {
-		switch m := &tail[i]; m.Role {
-		case llm.RoleTool:
+	// Every tool result, also those before the last assistant message: in a
+	// session (sessionMessages) they can only answer the session's last turn,
+	// and a turn without them would leave its calls unanswered for good.
+	for i := range req.Messages {
+		if m := &req.Messages[i]; m.Role == llm.RoleTool {
 			t.Results = append(t.Results, agentd.ToolResult{CallID: m.ToolCallID, Content: m.Content})
 			t.UserTokens += llm.CountMessage(count, m) - llm.TokensPerMessage
-		case llm.RoleUser:
+		}
+	}
+	var user *llm.Message
+	for i := range tail {
+		if m := &tail[i]; m.Role == llm.RoleUser {
 			user = m
 		}
 	}
@@ -529,6 +535,7 @@ func (r *Runner) run(ctx context.Context, req *Request) (_ *Result, err error) {
 	}
 
 	resp := out.resp
+	nameCalls(resp, row.RunID)
 	u := usageOf(resp.Usage)
 	used = usedTokens(u)
 	row.Outcome = agentd.OutcomeOK
@@ -537,8 +544,14 @@ func (r *Runner) run(ctx context.Context, req *Request) (_ *Result, err error) {
 	if turn != nil {
 		tu := pp.caller
 		tu.Assistant, tu.AssistantTokens = resp.Text, u.OutputTokens
-		for _, c := range resp.ToolCalls {
-			tu.Calls = append(tu.Calls, agentd.ToolCall{ID: c.ID, Name: c.Name, Arguments: c.Arguments})
+		// A reply cut short by its limit may end in a call cut short: its
+		// arguments are not JSON, which a provider (Anthropic) refuses in every
+		// later prompt, and the model never finished asking. Its calls are
+		// returned, not remembered as the session's open calls.
+		if resp.FinishReason != llm.FinishLength {
+			for _, c := range resp.ToolCalls {
+				tu.Calls = append(tu.Calls, agentd.ToolCall{ID: c.ID, Name: c.Name, Arguments: c.Arguments})
+			}
 		}
 		rec.Turn = &tu
 	}

@@ -110,3 +110,21 @@ func sessionMessages(msgs []llm.Message) error {
 	}
 	return nil
 }
+
+// nameCalls gives an id to each tool call the provider sent without one (the
+// deprecated function_call form; some compatible servers): a result answers a
+// call by id, so a call without one could never be answered and would leave
+// its session stuck.
+func nameCalls(resp *llm.Response, runID string) {
+	name := func(calls []llm.ToolCall, choice int) {
+		for i := range calls {
+			if calls[i].ID == "" {
+				calls[i].ID = fmt.Sprintf("call_%s_%d_%d", runID, choice, i)
+			}
+		}
+	}
+	name(resp.ToolCalls, 0)
+	for i := range resp.More {
+		name(resp.More[i].ToolCalls, i+1)
+	}
+}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/agentd/agentd"
 	"github.com/agentd/agentd/internal/llm"
+	"github.com/agentd/agentd/internal/prompt"
 )
 
 func TestCheckToolOrder(t *testing.T) {
@@ -91,5 +92,57 @@ func TestRequestHashPinsVersion(t *testing.T) {
 	other.Version = 3
 	if h := requestHash(&base); h == requestHash(&pinned) || requestHash(&pinned) == requestHash(&other) {
 		t.Error("pinned versions share the unpinned request's hash")
+	}
+}
+
+// TestCallerTurnKeepsResultsBeforeAssistant: in a session, tool results that
+// answer the session's last turn are stored with the new turn even when the
+// caller's messages go on with an assistant message; otherwise the session's
+// calls stay unanswered and every later prompt is refused.
+func TestCallerTurnKeepsResultsBeforeAssistant(t *testing.T) {
+	count := func(s string) int { return len(strings.Fields(s)) }
+	req := &Request{SessionID: "s", Messages: []llm.Message{
+		{Role: llm.RoleTool, ToolCallID: "a", Content: "sunny"},
+		{Role: llm.RoleAssistant, Content: "noted"},
+		{Role: llm.RoleUser, Content: "next"},
+	}}
+	if err := sessionMessages(req.Messages); err != nil {
+		t.Fatal(err)
+	}
+	got := callerTurn(req, count)
+	if len(got.Results) != 1 || got.Results[0].CallID != "a" {
+		t.Fatalf("callerTurn = %+v: the result answering the session's call is lost", got)
+	}
+	// The next prompt: the session's turn with the call, then this turn.
+	prev := agentd.Turn{User: "weather?", Assistant: "", TurnTools: agentd.TurnTools{Calls: []agentd.ToolCall{{ID: "a", Name: "f", Arguments: "{}"}}}}
+	got.Assistant = "it is sunny"
+	var msgs []llm.Message
+	for _, tu := range []agentd.Turn{prev, got} {
+		tu := tu
+		msgs = prompt.AppendTurn(msgs, &tu)
+	}
+	msgs = append(msgs, llm.Message{Role: llm.RoleUser, Content: "thanks"})
+	if err := checkToolOrder(msgs, len(msgs)-1, true); err != nil {
+		t.Errorf("the session's next prompt is refused: %v", err)
+	}
+}
+
+// TestNameCalls: a call without an id gets one, unique in its run; ids the
+// provider gave are kept.
+func TestNameCalls(t *testing.T) {
+	resp := &llm.Response{
+		ToolCalls: []llm.ToolCall{{Name: "f"}, {ID: "call_kept", Name: "g"}, {Name: "h"}},
+		More:      []llm.Choice{{ToolCalls: []llm.ToolCall{{Name: "f"}}}},
+	}
+	nameCalls(resp, "run-1")
+	ids := map[string]bool{}
+	for _, c := range append(resp.ToolCalls, resp.More[0].ToolCalls...) {
+		if c.ID == "" || ids[c.ID] {
+			t.Fatalf("ids %+v: empty or repeated", resp)
+		}
+		ids[c.ID] = true
+	}
+	if resp.ToolCalls[1].ID != "call_kept" {
+		t.Errorf("the provider's id was replaced: %q", resp.ToolCalls[1].ID)
 	}
 }

@@ -8,6 +8,7 @@ package tracing
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -123,7 +124,7 @@ func Setup(ctx context.Context, getenv func(string) string, version string) (*Tr
 	return &Tracing{
 		Provider:   tp,
 		Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
-		Enabled:    true, Describe: where, shutdown: tp.Shutdown,
+		Enabled:    true, Describe: redact(where), shutdown: tp.Shutdown,
 	}, nil
 }
 
@@ -156,6 +157,19 @@ func samplerFrom(name, arg string) (sdktrace.Sampler, error) {
 		return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(r)), err
 	}
 	return nil, fmt.Errorf("OTEL_TRACES_SAMPLER=%q: agentd knows always_on, always_off, traceidratio and their parentbased_ forms", name)
+}
+
+// redact hides the password of URLs in s (a collector's credentials belong in
+// OTEL_EXPORTER_OTLP_HEADERS, but a URL may carry them too), for the log.
+func redact(s string) string {
+	fields := strings.Fields(s)
+	for i, f := range fields {
+		if u, err := url.Parse(f); err == nil && u.User != nil {
+			u.User = url.User(u.User.Username())
+			fields[i] = u.String()
+		}
+	}
+	return strings.Join(fields, " ")
 }
 
 func firstOf(vals ...string) string {

@@ -47,3 +47,16 @@ func TestSetup(t *testing.T) {
 		}
 	}
 }
+
+// TestDescribeHidesPasswords: the start-up log line names the collector without
+// the password a URL may carry.
+func TestDescribeHidesPasswords(t *testing.T) {
+	tr, err := Setup(context.Background(), env(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://user:s3cret@127.0.0.1:4318"}), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Shutdown(context.Background())
+	if strings.Contains(tr.Describe, "s3cret") || !strings.Contains(tr.Describe, "user@127.0.0.1:4318") {
+		t.Errorf("Describe = %q", tr.Describe)
+	}
+}
