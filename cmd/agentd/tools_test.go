@@ -368,8 +368,9 @@ models:
 		// A result for a call the session did not make is the caller's mistake.
 		err := c.Do(ctx, "POST", "/api/v3/agents/run-agents/weather_bot/run", h,
 			map[string]any{"tool_results": []map[string]any{{"tool_call_id": "call_nope", "content": "x"}}}, nil)
-		if ae := (*client.Error)(nil); !errorsAs(err, &ae) || ae.Status != 422 || !strings.Contains(ae.Error(), "call_nope") {
-			t.Fatalf("a stray tool result: %v, want a 422 naming it", err)
+		if ae := (*client.Error)(nil); !errorsAs(err, &ae) || ae.Status != 422 || !strings.Contains(ae.Error(), "call_nope") ||
+			!strings.Contains(ae.Detail, `["body","tool_results",0,"tool_call_id"]`) {
+			t.Fatalf("a stray tool result: %v, want a 422 naming it at tool_results.0.tool_call_id", err)
 		}
 	})
 

@@ -87,6 +87,31 @@ func (in *runInput) request(p *agentd.Principal, name, idem string) *run.Request
 	return req
 }
 
+// runError puts a run's error in the request's terms: the runner names the
+// messages it was given (body.messages.N), which for a run with tool_results are
+// the results, in order, then the message.
+func (in *runInput) runError(err error) error {
+	var e *agentd.Error
+	if in.messages == nil || !errors.As(err, &e) || len(e.Violations) == 0 {
+		return err
+	}
+	out := *e
+	out.Violations = make([]agentd.Violation, len(e.Violations))
+	for i, v := range e.Violations {
+		if len(v.Loc) >= 3 && v.Loc[0] == "body" && v.Loc[1] == "messages" {
+			if n, ok := v.Loc[2].(int); ok {
+				loc := []any{"body", "message"}
+				if n < len(in.messages) && in.messages[n].Role == llm.RoleTool {
+					loc = append([]any{"body", "tool_results", n}, v.Loc[3:]...)
+				}
+				v.Loc = loc
+			}
+		}
+		out.Violations[i] = v
+	}
+	return &out
+}
+
 // decodeRun reads and validates a run request: its message (or tool results),
 // session id, and whether it asks for a stream ("stream": true or Accept:
 // text/event-stream).
@@ -192,11 +217,11 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, p *agentd.Principal
 	}
 	req := in.request(p, name, idem)
 	if in.stream {
-		return s.runStream(w, r, req)
+		return in.runError(s.runStream(w, r, req))
 	}
 	res, err := s.Runner.Run(r.Context(), req)
 	if err != nil {
-		return err
+		return in.runError(err)
 	}
 	if res.Replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
