@@ -52,6 +52,8 @@ var layers = map[string][]string{
 	"internal/prompt":  {"", "internal/llm"},
 	// OpenTelemetry's SDK and exporters, configured from OTEL_*; only cmd wires it.
 	"internal/tracing": {},
+	// Shortest edit scripts, for the version diffs (agents) and apply's plans.
+	"internal/editscript": {},
 	// OpenAI's JSON for tools and response formats, read into llm's types: the
 	// format of the APIs (api) and of an agent's stored configuration (agents).
 	"internal/toolspec": {"", "internal/llm"},
@@ -63,7 +65,7 @@ var layers = map[string][]string{
 	"internal/session/sessiontest": {"", "internal/clock/clocktest", "internal/session"},
 	// agents reads its tools with toolspec and asks the model's providers (llm)
 	// whether they can take them, when they are stored.
-	"internal/agents": {"", "internal/catalog", "internal/clock", "internal/llm", "internal/prompt", "internal/store", "internal/toolspec"},
+	"internal/agents": {"", "internal/catalog", "internal/clock", "internal/editscript", "internal/llm", "internal/prompt", "internal/store", "internal/toolspec"},
 	// The rate limits' counters: in memory, or in Redis across replicas; no
 	// database (nothing of them is durable), no other owner.
 	"internal/ratelimit": {"", "internal/clock"},

@@ -19,6 +19,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/agentd/agentd/client"
+	"github.com/agentd/agentd/internal/editscript"
 )
 
 // Plan actions.
@@ -457,12 +458,12 @@ func writeFieldDiff(b *strings.Builder, fc fieldChange) {
 		json.Unmarshal(fc.Old, &o)
 		json.Unmarshal(fc.New, &n)
 		fmt.Fprintf(b, "    demonstrations: %d → %d\n", len(o), len(n))
-		for _, op := range diffSeq(o, n) {
-			switch op.kind {
+		for _, op := range editscript.Script(o, n) {
+			switch op.Kind {
 			case '-':
-				fmt.Fprintf(b, "      - [%d] %s\n", op.a, demoText(o[op.a]))
+				fmt.Fprintf(b, "      - [%d] %s\n", op.I, demoText(o[op.I]))
 			case '+':
-				fmt.Fprintf(b, "      + [%d] %s\n", op.b, demoText(n[op.b]))
+				fmt.Fprintf(b, "      + [%d] %s\n", op.J, demoText(n[op.J]))
 			}
 		}
 		return
@@ -478,11 +479,11 @@ func writeFieldDiff(b *strings.Builder, fc fieldChange) {
 		oldLines, newLines = strings.Split(o, "\n"), strings.Split(n, "\n")
 	}
 	fmt.Fprintf(b, "    %s:\n", fc.Field)
-	ops := diffSeq(oldLines, newLines)
+	ops := editscript.Script(oldLines, newLines)
 	// Unchanged lines are shown next to a change only.
 	near := func(i int) bool {
 		for j := max(0, i-1); j <= min(len(ops)-1, i+1); j++ {
-			if ops[j].kind != ' ' {
+			if ops[j].Kind != ' ' {
 				return true
 			}
 		}
@@ -491,12 +492,12 @@ func writeFieldDiff(b *strings.Builder, fc fieldChange) {
 	skipped := false
 	for i, op := range ops {
 		switch {
-		case op.kind == '-':
-			fmt.Fprintf(b, "      - %s\n", oldLines[op.a])
-		case op.kind == '+':
-			fmt.Fprintf(b, "      + %s\n", newLines[op.b])
+		case op.Kind == '-':
+			fmt.Fprintf(b, "      - %s\n", oldLines[op.I])
+		case op.Kind == '+':
+			fmt.Fprintf(b, "      + %s\n", newLines[op.J])
 		case near(i):
-			fmt.Fprintf(b, "        %s\n", oldLines[op.a])
+			fmt.Fprintf(b, "        %s\n", oldLines[op.I])
 			skipped = false
 		case !skipped:
 			b.WriteString("        …\n")
@@ -517,47 +518,6 @@ func indentedLines(raw json.RawMessage) []string {
 		return []string{string(raw)}
 	}
 	return strings.Split(out.String(), "\n")
-}
-
-// diffOp is one step of a diff: ' ' keeps a[a] (= b[b]), '-' drops a[a], '+'
-// adds b[b].
-type diffOp struct {
-	kind byte
-	a, b int
-}
-
-// diffSeq is a shortest edit script from a to b (longest common subsequence).
-func diffSeq[T comparable](a, b []T) []diffOp {
-	// lcs[i][j] is the length of the LCS of a[i:] and b[j:].
-	lcs := make([][]int, len(a)+1)
-	for i := range lcs {
-		lcs[i] = make([]int, len(b)+1)
-	}
-	for i := len(a) - 1; i >= 0; i-- {
-		for j := len(b) - 1; j >= 0; j-- {
-			if a[i] == b[j] {
-				lcs[i][j] = lcs[i+1][j+1] + 1
-			} else {
-				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
-			}
-		}
-	}
-	var ops []diffOp
-	i, j := 0, 0
-	for i < len(a) || j < len(b) {
-		switch {
-		case i < len(a) && j < len(b) && a[i] == b[j]:
-			ops = append(ops, diffOp{' ', i, j})
-			i, j = i+1, j+1
-		case i < len(a) && (j == len(b) || lcs[i+1][j] >= lcs[i][j+1]):
-			ops = append(ops, diffOp{'-', i, j})
-			i++
-		default:
-			ops = append(ops, diffOp{'+', i, j})
-			j++
-		}
-	}
-	return ops
 }
 
 // exportCmd writes every agent of the key's organization as agent files.

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/agentd/agentd"
+	"github.com/agentd/agentd/internal/editscript"
 )
 
 // VersionDiff is what changed from one version of an agent to another: every
@@ -74,62 +75,22 @@ func nonNil(d []agentd.Demonstration) []agentd.Demonstration {
 	return d
 }
 
-// op is one step of an edit script: ' ' keep, '-' remove a[i], '+' add b[j].
-type op struct {
-	kind byte
-	i, j int
-}
-
-// script is an edit script from a to b along a longest common subsequence.
-func script[T comparable](a, b []T) []op {
-	n, m := len(a), len(b)
-	lcs := make([][]int, n+1)
-	for i := range lcs {
-		lcs[i] = make([]int, m+1)
-	}
-	for i := n - 1; i >= 0; i-- {
-		for j := m - 1; j >= 0; j-- {
-			if a[i] == b[j] {
-				lcs[i][j] = lcs[i+1][j+1] + 1
-			} else {
-				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
-			}
-		}
-	}
-	var ops []op
-	i, j := 0, 0
-	for i < n || j < m {
-		switch {
-		case i < n && j < m && a[i] == b[j]:
-			ops = append(ops, op{' ', i, j})
-			i, j = i+1, j+1
-		case i < n && (j == m || lcs[i+1][j] >= lcs[i][j+1]):
-			ops = append(ops, op{'-', i, j})
-			i++
-		default:
-			ops = append(ops, op{'+', i, j})
-			j++
-		}
-	}
-	return ops
-}
-
 // diffDemos compares demonstrations item by item: within each stretch between
 // unchanged items, removed and added ones pair up, in order, as changed.
 func diffDemos(a, b []agentd.Demonstration) []DemoChange {
 	out := []DemoChange{}
-	ops := script(a, b)
+	ops := editscript.Script(a, b)
 	for k := 0; k < len(ops); {
-		if ops[k].kind == ' ' {
+		if ops[k].Kind == ' ' {
 			k++
 			continue
 		}
 		var del, ins []int
-		for ; k < len(ops) && ops[k].kind != ' '; k++ {
-			if ops[k].kind == '-' {
-				del = append(del, ops[k].i)
+		for ; k < len(ops) && ops[k].Kind != ' '; k++ {
+			if ops[k].Kind == '-' {
+				del = append(del, ops[k].I)
 			} else {
-				ins = append(ins, ops[k].j)
+				ins = append(ins, ops[k].J)
 			}
 		}
 		for x := 0; x < max(len(del), len(ins)); x++ {
@@ -176,81 +137,48 @@ func render(v *agentd.Version) []string {
 	return lines
 }
 
-// maxDiffCells bounds the table of a line diff; a longer middle (after the common
-// head and tail) is shown as removed whole, then added whole.
-const maxDiffCells = 4 << 20
-
 // unified is the unified diff of lines a and b, three lines of context.
 func unified(nameA, nameB string, a, b []string) string {
-	head := 0
-	for head < len(a) && head < len(b) && a[head] == b[head] {
-		head++
-	}
-	tail := 0
-	for tail < len(a)-head && tail < len(b)-head && a[len(a)-1-tail] == b[len(b)-1-tail] {
-		tail++
-	}
-	ma, mb := a[head:len(a)-tail], b[head:len(b)-tail]
-	if len(ma) == 0 && len(mb) == 0 {
+	ops := editscript.Script(a, b)
+	if !slices.ContainsFunc(ops, func(o editscript.Op) bool { return o.Kind != ' ' }) {
 		return ""
-	}
-	var mid []op
-	if (len(ma)+1)*(len(mb)+1) <= maxDiffCells {
-		mid = script(ma, mb)
-	} else {
-		for i := range ma {
-			mid = append(mid, op{'-', i, 0})
-		}
-		for j := range mb {
-			mid = append(mid, op{'+', len(ma), j})
-		}
-	}
-	ops := make([]op, 0, head+len(mid)+tail)
-	for i := 0; i < head; i++ {
-		ops = append(ops, op{' ', i, i})
-	}
-	for _, o := range mid {
-		ops = append(ops, op{o.kind, o.i + head, o.j + head})
-	}
-	for k := 0; k < tail; k++ {
-		ops = append(ops, op{' ', len(a) - tail + k, len(b) - tail + k})
 	}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "--- %s\n+++ %s\n", nameA, nameB)
 	const ctx = 3
 	for k := 0; k < len(ops); {
-		if ops[k].kind == ' ' {
+		if ops[k].Kind == ' ' {
 			k++
 			continue
 		}
 		start := max(k-ctx, 0)
 		end := k // extend while changes are within 2·ctx of each other
 		for e := k; e < len(ops); e++ {
-			if ops[e].kind != ' ' {
+			if ops[e].Kind != ' ' {
 				end = e
 			} else if e-end > 2*ctx {
 				break
 			}
 		}
 		stop := min(end+ctx+1, len(ops))
-		oldStart, newStart, oldN, newN := ops[start].i, ops[start].j, 0, 0
+		oldStart, newStart, oldN, newN := ops[start].I, ops[start].J, 0, 0
 		for _, o := range ops[start:stop] {
-			if o.kind != '+' {
+			if o.Kind != '+' {
 				oldN++
 			}
-			if o.kind != '-' {
+			if o.Kind != '-' {
 				newN++
 			}
 		}
 		fmt.Fprintf(&sb, "@@ -%d,%d +%d,%d @@\n", oldStart+1, oldN, newStart+1, newN)
 		for _, o := range ops[start:stop] {
-			switch o.kind {
+			switch o.Kind {
 			case ' ':
-				sb.WriteString(" " + a[o.i] + "\n")
+				sb.WriteString(" " + a[o.I] + "\n")
 			case '-':
-				sb.WriteString("-" + a[o.i] + "\n")
+				sb.WriteString("-" + a[o.I] + "\n")
 			default:
-				sb.WriteString("+" + b[o.j] + "\n")
+				sb.WriteString("+" + b[o.J] + "\n")
 			}
 		}
 		k = stop
